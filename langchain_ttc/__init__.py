@@ -1,0 +1,66 @@
+"""langchain-ttc: test-time compute scaling as LangGraph graphs for LangChain.
+
+A policy engine writes solutions, a process reward model (PRM) scores their steps, and a strategy
+graph spends the budget: majority voting, best-of-N, weighted best-of-N. Heavy backends (torch,
+transformers) are imported only from :mod:`langchain_ttc.engines` submodules.
+
+Example:
+    >>> from langchain_ttc import create_majority_vote_graph, make_problems
+    >>> make_problems(1, difficulty=2, seed=0)[0].answer
+    '0'
+
+"""
+
+from langchain_ttc.aggregation import AGGREGATIONS, aggregate
+from langchain_ttc.answers import answers_equivalent, extract_boxed, group_equivalent
+from langchain_ttc.arith import ArithProblem, check_steps, make_problems
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.selection import Selection, best_of_n, majority_vote, weighted_best_of_n
+from langchain_ttc.strategies import (
+    create_best_of_n_graph,
+    create_majority_vote_graph,
+    create_weighted_best_of_n_graph,
+)
+from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
+from langchain_ttc.types import (
+    AnswerGroup,
+    Candidate,
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    StepScores,
+    TTCResult,
+    Usage,
+)
+
+__all__ = [
+    "AGGREGATIONS",
+    "STRATEGIES",
+    "AnswerGroup",
+    "ArithProblem",
+    "Candidate",
+    "Completion",
+    "GenerationRequest",
+    "GenerationResult",
+    "PRMEngine",
+    "PolicyEngine",
+    "ScoreRequest",
+    "Selection",
+    "StepScores",
+    "TTCResult",
+    "Usage",
+    "aggregate",
+    "answers_equivalent",
+    "best_of_n",
+    "check_steps",
+    "create_best_of_n_graph",
+    "create_majority_vote_graph",
+    "create_strategy_graph",
+    "create_weighted_best_of_n_graph",
+    "extract_boxed",
+    "group_equivalent",
+    "majority_vote",
+    "make_problems",
+    "weighted_best_of_n",
+]

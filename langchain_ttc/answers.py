@@ -1,0 +1,107 @@
+"""Final answers: ``\\boxed{...}`` extraction, equivalence, and grouping of equivalent answers.
+
+In: solution texts and answers as strings. Out: the extracted answer (or ``None``), whether two
+answers are mathematically equivalent (by ``math-verify``, with a fast exact-string path), and
+groups of equivalent answers for voting.
+
+``math-verify`` uses ``signal.alarm`` for its default timeouts, which raises outside the main thread
+(LangGraph runs sync nodes in threads), so it is always called with its timeouts disabled.
+
+Example:
+    >>> extract_boxed("so the answer is \\\\boxed{\\\\frac{1}{2}}.")
+    '\\\\frac{1}{2}'
+    >>> answers_equivalent("0.5", "\\\\frac{1}{2}")
+    True
+
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+
+_BOXED = ("\\boxed", "\\fbox")
+_MAX_VERIFY_CHARS = 500
+"""Longer answers are compared as strings: math-verify runs without a timeout, so bound its input."""
+
+logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call with timeouts off
+
+
+def extract_boxed(text: str) -> str | None:
+    """Return the content of the last ``\\boxed{...}`` in ``text`` (nested braces allowed).
+
+    Returns ``None`` when there is no complete boxed expression.
+
+    Example:
+        >>> extract_boxed("\\\\boxed{1} then \\\\boxed{\\\\sqrt{2}}")
+        '\\\\sqrt{2}'
+
+    """
+    start = max(text.rfind(marker) for marker in _BOXED)
+    if start < 0:
+        return None
+    brace = text.find("{", start)
+    if brace < 0:
+        return None
+    depth = 0
+    for index in range(brace, len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[brace + 1 : index].strip()
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse(answer: str) -> tuple[object, ...]:
+    from math_verify import parse
+
+    return tuple(parse(f"${answer}$", parsing_timeout=None))  # type: ignore[arg-type]
+
+
+def answers_equivalent(first: str, second: str) -> bool:
+    """Whether two answers are mathematically equivalent (``math-verify``, timeouts off).
+
+    Example:
+        >>> answers_equivalent("2", "2.0"), answers_equivalent("2", "3")
+        (True, False)
+
+    """
+    if first.strip() == second.strip():
+        return True
+    if max(len(first), len(second)) > _MAX_VERIFY_CHARS:
+        return False
+    from math_verify import verify
+
+    gold, predicted = _parse(first), _parse(second)
+    if not gold or not predicted:
+        return False
+    return bool(verify(list(gold), list(predicted), timeout_seconds=None))  # type: ignore[arg-type]
+
+
+def group_equivalent(answers: Sequence[str | None]) -> list[list[int]]:
+    """Group indices of equivalent answers; ``None`` answers get no group.
+
+    Groups are in order of first appearance; each group lists its indices in increasing order.
+
+    Example:
+        >>> group_equivalent(["1", "2", "1.0", None])
+        [[0, 2], [1]]
+
+    """
+    groups: list[list[int]] = []
+    representatives: list[str] = []
+    for index, answer in enumerate(answers):
+        if answer is None:
+            continue
+        for group, representative in zip(groups, representatives, strict=True):
+            if answers_equivalent(representative, answer):
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+            representatives.append(answer)
+    return groups

@@ -1,0 +1,128 @@
+"""The ``ttc`` command line.
+
+In: a problem and options. Out: the answer, a table of candidates with their scores, and usage (or
+the whole result as JSON with ``--json``). With no model flags it runs offline on the Arith
+checkpoints shipped inside the package.
+
+Example::
+
+    ttc solve "Keep only the last digit after each step. What is 3+4*2?" --strategy weighted_best_of_n --n 8
+    ttc solve "..." --policy meta-llama/Llama-3.2-1B-Instruct --prm peiyi9979/math-shepherd-mistral-7b-prm --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from langchain_ttc.aggregation import AGGREGATIONS
+from langchain_ttc.strategies.registry import STRATEGIES, strategy_needs_prm
+from langchain_ttc.types import TTCResult
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ttc``."""
+    parser = argparse.ArgumentParser(prog="ttc", description="Test-time compute scaling for LangChain and LangGraph.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    solve = commands.add_parser("solve", help="Solve one problem with a test-time compute strategy.")
+    solve.add_argument("problem", help="The problem text.")
+    solve.add_argument(
+        "--strategy", default="weighted_best_of_n", choices=sorted(STRATEGIES), help="Default: %(default)s."
+    )
+    solve.add_argument(
+        "--n", type=_positive_int, default=8, help="Number of samples (the budget). Default: %(default)s."
+    )
+    solve.add_argument(
+        "--policy", help="Policy model: a local directory or a hub id. Default: the shipped small Arith policy."
+    )
+    solve.add_argument(
+        "--prm", help="Math-Shepherd PRM: a local directory or a hub id. Default: the shipped Arith PRM."
+    )
+    solve.add_argument(
+        "--aggregation", default="last", choices=AGGREGATIONS, help="Step-score aggregation. Default: %(default)s."
+    )
+    solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
+    solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
+    solve.add_argument("--max-tokens", type=_positive_int, default=1024, help="Default: %(default)s.")
+    solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
+    solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
+    solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
+    return parser
+
+
+def _format_table(result: TTCResult) -> str:
+    lines = [f"answer: {result.answer}", "", "  #  answer      score   finish  tokens"]
+    for index, candidate in enumerate(result.candidates):
+        marker = "*" if index == result.chosen_index else " "
+        score = "" if candidate.score is None else f"{candidate.score:.3f}"
+        answer = (candidate.answer or "-")[:10]
+        lines.append(
+            f"{marker}{index:>2}  {answer:<10}  {score:>6}  {candidate.finish_reason:<6}  {candidate.num_tokens:>6}"
+        )
+    u = result.usage
+    lines += [
+        "",
+        f"usage: {u.policy_calls} policy call(s), {u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
+        f"{u.prm_calls} PRM call(s), {u.prm_tokens} PRM tokens, {u.wall_time_s:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+def solve(args: argparse.Namespace) -> int:
+    """Run ``ttc solve``; return the exit code."""
+    if not args.problem.strip():
+        raise ValueError(f"problem={args.problem!r} is empty; pass the text of the problem.")
+    from transformers.utils import logging as hf_logging
+
+    from langchain_ttc.arith.checkpoints import arith_checkpoint
+    from langchain_ttc.engines.loading import resolve_model_reference
+    from langchain_ttc.engines.transformers_policy import TransformersPolicy
+    from langchain_ttc.engines.transformers_prm import MathShepherdPRM
+    from langchain_ttc.strategies.registry import create_strategy_graph
+
+    hf_logging.disable_progress_bar()
+    policy_ref = resolve_model_reference(args.policy or arith_checkpoint("small"), parameter="--policy")
+    needs_prm = strategy_needs_prm(args.strategy)
+    prm_ref = resolve_model_reference(args.prm or arith_checkpoint("prm"), parameter="--prm") if needs_prm else None
+    policy = TransformersPolicy.from_pretrained(policy_ref)
+    prm = MathShepherdPRM.from_pretrained(prm_ref) if prm_ref else None
+    options: dict[str, Any] = {
+        "n": args.n,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "system_prompt": args.system_prompt,
+    }
+    if needs_prm:
+        options["aggregation"] = args.aggregation
+    graph = create_strategy_graph(args.strategy, policy, prm, **options)
+    output = graph.invoke({"problem": args.problem})
+    result = TTCResult.model_validate(output["result"])
+    print(result.model_dump_json(indent=2) if args.json else _format_table(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ttc`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return solve(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"ttc {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Shared pieces of the strategy graphs: input and output schemas, validation, sampling and scoring.
+
+In: the graph input (``{"problem": str}`` or ``{"messages": [...]}``). Out: the conversation sent to
+the policy, candidates built from completions, PRM scores attached to candidates, usage, and the
+``{"answer", "result"}`` output every strategy graph returns. Nodes call these helpers; the
+selection rules themselves live in :mod:`langchain_ttc.selection`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, TypedDict
+
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+
+from langchain_ttc.aggregation import aggregate
+from langchain_ttc.answers import extract_boxed
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.selection import Selection
+from langchain_ttc.types import Candidate, Completion, GenerationRequest, Message, ScoreRequest, TTCResult, Usage
+
+DEFAULT_STEP_DELIMITER = "\n\n"
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+
+class StrategyInput(TypedDict, total=False):
+    """Graph input: a problem string, or a chat whose last user message is the problem."""
+
+    problem: str
+    messages: list[Any]
+
+
+class StrategyOutput(TypedDict):
+    """Graph output: the chosen answer and the whole :class:`~langchain_ttc.types.TTCResult` as data."""
+
+    answer: str | None
+    result: dict[str, Any]
+
+
+class SelectionState(StrategyInput, total=False):
+    """State of the sample-then-select graphs (plain data, checkpointable)."""
+
+    conversation: list[Message]
+    candidates: list[dict[str, Any]]
+    usage: dict[str, Any]
+    answer: str | None
+    result: dict[str, Any]
+
+
+def check_positive(value: int, parameter: str) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise a ``ValueError`` naming ``parameter``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{parameter}={value!r} must be an integer >= 1; pass for example {parameter}=4.")
+    return value
+
+
+def check_sampling(*, temperature: float, top_p: float, max_tokens: int) -> None:
+    """Validate sampling settings at graph construction."""
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature!r} must be >= 0 (0 is greedy).")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r} must be in (0, 1].")
+    check_positive(max_tokens, "max_tokens")
+
+
+def check_policy(policy: object) -> PolicyEngine:
+    """Return ``policy`` if it is a policy engine, else raise a ``TypeError`` with the fix."""
+    if not isinstance(policy, PolicyEngine):
+        raise TypeError(
+            f"policy={type(policy).__name__} is not a PolicyEngine; wrap your model, for example "
+            "TransformersPolicy.from_pretrained(path)."
+        )
+    return policy
+
+
+def check_prm(prm: object) -> PRMEngine:
+    """Return ``prm`` if it is a PRM engine, else raise a ``TypeError`` with the fix."""
+    if not isinstance(prm, PRMEngine):
+        raise TypeError(
+            f"prm={type(prm).__name__} is not a PRMEngine; load one, for example MathShepherdPRM.from_pretrained(path)."
+        )
+    return prm
+
+
+def _message(message: Any) -> Message:
+    if isinstance(message, BaseMessage):
+        return {"role": _ROLES.get(message.type, message.type), "content": message.text}
+    if isinstance(message, dict) and "content" in message:
+        role = str(message.get("role", message.get("type", "user")))
+        return {"role": _ROLES.get(role, role), "content": str(message["content"])}
+    if isinstance(message, (tuple, list)) and len(message) == 2:
+        return {"role": _ROLES.get(str(message[0]), str(message[0])), "content": str(message[1])}
+    raise TypeError(f"messages item {message!r} is not a chat message; pass {{'role': ..., 'content': ...}}.")
+
+
+def conversation_from_input(state: StrategyInput, *, system_prompt: str | None) -> tuple[str, list[Message]]:
+    """Return the problem text and the conversation to send to the policy.
+
+    Raises:
+        ValueError: If the input has no problem, or the problem is empty.
+
+    """
+    if state.get("problem") is not None:
+        problem = str(state["problem"])
+        conversation: list[Message] = [{"role": "user", "content": problem}]
+    elif state.get("messages"):
+        conversation = [_message(m) for m in state["messages"]]
+        users = [m["content"] for m in conversation if m["role"] == "user"]
+        problem = users[-1] if users else ""
+    else:
+        raise ValueError("the input has neither 'problem' nor 'messages'; pass {'problem': 'What is 2+2?'}.")
+    if not problem.strip():
+        raise ValueError(f"problem={problem!r} is empty; pass the text of the problem to solve.")
+    if system_prompt and conversation[0]["role"] != "system":
+        conversation = [{"role": "system", "content": system_prompt}, *conversation]
+    return problem, conversation
+
+
+def split_solution(text: str, delimiter: str) -> list[str]:
+    """Split a solution into its non-empty steps."""
+    return [step.strip() for step in text.split(delimiter) if step.strip()]
+
+
+def candidate_from_completion(completion: Completion, *, prefix: str = "", delimiter: str) -> Candidate:
+    """Build a candidate (steps and extracted answer) from a completion of ``prefix``."""
+    text = prefix + completion.text
+    return Candidate(
+        text=text,
+        steps=split_solution(text, delimiter),
+        answer=extract_boxed(text),
+        finish_reason=completion.finish_reason,
+        num_tokens=completion.num_tokens,
+    )
+
+
+def sample(
+    policy: PolicyEngine, request: GenerationRequest, config: RunnableConfig | None, *, delimiter: str
+) -> tuple[list[Candidate], Usage]:
+    """One batched policy call for ``request.n`` whole solutions."""
+    (result,) = policy.invoke([request], config)
+    candidates = [candidate_from_completion(c, delimiter=delimiter) for c in result.completions]
+    usage = Usage(
+        policy_calls=1,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=sum(c.num_tokens for c in result.completions),
+    )
+    return candidates, usage
+
+
+def score_candidates(
+    prm: PRMEngine, problem: str, candidates: Sequence[Candidate], config: RunnableConfig | None, *, aggregation: str
+) -> tuple[list[Candidate], Usage]:
+    """One batched PRM call for every candidate with steps; attach step scores and the aggregate."""
+    todo = [i for i, c in enumerate(candidates) if c.steps]
+    scored = list(candidates)
+    if not todo:
+        return scored, Usage()
+    results = prm.invoke([ScoreRequest(problem=problem, steps=candidates[i].steps) for i in todo], config)
+    for i, step_scores in zip(todo, results, strict=True):
+        scores = step_scores.scores
+        scored[i] = candidates[i].model_copy(update={"step_scores": scores, "score": aggregate(scores, aggregation)})
+    return scored, Usage(prm_calls=1, prm_tokens=sum(r.num_tokens for r in results))
+
+
+def elapsed_since(started: float) -> Usage:
+    """Usage holding the wall time since ``started`` (a ``time.perf_counter()`` reading)."""
+    return Usage(wall_time_s=time.perf_counter() - started)
+
+
+def usage_of(state: dict[str, Any]) -> Usage:
+    """The usage recorded in a graph state so far."""
+    return Usage.model_validate(state.get("usage") or {})
+
+
+def selection_output(strategy: str, candidates: list[Candidate], selection: Selection, usage: Usage) -> dict[str, Any]:
+    """The graph output for a selection over ``candidates``; also emits the ``ttc.selected`` event."""
+    chosen = selection.chosen_index
+    result = TTCResult(
+        strategy=strategy,
+        answer=None if chosen is None else candidates[chosen].answer,
+        solution=None if chosen is None else candidates[chosen].text,
+        chosen_index=chosen,
+        candidates=candidates,
+        groups=selection.groups,
+        usage=usage,
+    )
+    get_stream_writer()({"type": "ttc.selected", "answer": result.answer, "chosen_index": chosen})
+    return {"answer": result.answer, "result": result.model_dump()}
+
+
+def make_generate_node(
+    policy: PolicyEngine,
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int | None,
+    system_prompt: str | None,
+    step_delimiter: str,
+) -> Any:
+    """The ``generate`` node of the sample-then-select graphs: one policy call for ``n`` solutions."""
+
+    def generate(state: SelectionState, config: RunnableConfig) -> dict[str, Any]:
+        started = time.perf_counter()
+        problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
+        request = GenerationRequest(
+            messages=conversation, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
+        candidates, usage = sample(policy, request, config, delimiter=step_delimiter)
+        get_stream_writer()({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
+        total = usage_of(state) + usage + elapsed_since(started)
+        return {
+            "problem": problem,
+            "conversation": conversation,
+            "candidates": [c.model_dump() for c in candidates],
+            "usage": total.model_dump(),
+        }
+
+    return generate

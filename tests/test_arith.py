@@ -1,0 +1,82 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from langchain_ttc.answers import extract_boxed
+from langchain_ttc.arith.problems import (
+    MAX_DIFFICULTY,
+    apply_operator,
+    check_steps,
+    make_problems,
+    parse_expression,
+    split_steps,
+    step_is_well_formed,
+)
+
+difficulties = st.integers(min_value=1, max_value=MAX_DIFFICULTY)
+seeds = st.integers(min_value=0, max_value=2**32)
+
+
+def evaluate(expression: str) -> int:
+    value = int(expression[0])
+    for i in range(1, len(expression), 2):
+        value = apply_operator(value, expression[i], int(expression[i + 1]))
+    return value
+
+
+@given(difficulty=difficulties, seed=seeds)
+def test_generated_problem_is_consistent(difficulty: int, seed: int) -> None:
+    (problem,) = make_problems(1, difficulty, seed=seed)
+    steps = split_steps(problem.solution)
+    expression = parse_expression(problem.problem)
+    assert problem.difficulty == difficulty == len(steps) == len(expression) // 2
+    assert problem.answer == str(evaluate(expression)) == extract_boxed(problem.solution)
+    assert all(step_is_well_formed(s) for s in steps)
+    assert check_steps(problem.problem, steps) == [True] * difficulty
+
+
+@given(low=difficulties, span=st.integers(0, 7), seed=seeds, count=st.integers(0, 20))
+def test_generator_is_reproducible_and_in_range(low: int, span: int, seed: int, count: int) -> None:
+    high = min(MAX_DIFFICULTY, low + span)
+    problems = make_problems(count, (low, high), seed=seed)
+    assert problems == make_problems(count, (low, high), seed=seed)
+    assert len(problems) == count
+    assert all(low <= p.difficulty <= high for p in problems)
+
+
+@given(difficulty=difficulties, seed=seeds, data=st.data())
+def test_checker_labels_are_prefix_labels(difficulty: int, seed: int, data: st.DataObject) -> None:
+    (problem,) = make_problems(1, difficulty, seed=seed)
+    steps = split_steps(problem.solution)
+    broken = data.draw(st.integers(0, difficulty - 1))
+    step = steps[broken]
+    # Corrupt the result digit of one step: the step and every later one become wrong.
+    result_at = step.index("=") + 1
+    wrong = str((int(step[result_at]) + data.draw(st.integers(1, 9))) % 10)
+    steps[broken] = step[:result_at] + wrong + step[result_at + 1 :]
+    labels = check_steps(problem.problem, steps)
+    assert labels == [i < broken for i in range(difficulty)]
+
+
+@given(difficulty=difficulties, seed=seeds, cut=st.integers(0, 8))
+def test_checker_on_truncated_and_extended_solutions(difficulty: int, seed: int, cut: int) -> None:
+    (problem,) = make_problems(1, difficulty, seed=seed)
+    steps = split_steps(problem.solution)
+    assert check_steps(problem.problem, steps[:cut]) == [True] * min(cut, difficulty)
+    assert check_steps(problem.problem, [*steps, steps[-1]]) == [True] * difficulty + [False]
+
+
+@settings(max_examples=300)
+@given(left=st.integers(0, 9), right=st.integers(0, 9), op=st.sampled_from("+-*"))
+def test_operations_keep_the_last_digit(left: int, right: int, op: str) -> None:
+    exact = {"+": left + right, "-": left - right, "*": left * right}[op]
+    assert apply_operator(left, op, right) == exact % 10
+
+
+def test_bad_difficulty_and_problem_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match=r"difficulty=9 is out of range.*1 to 8"):
+        make_problems(1, 9)
+    with pytest.raises(ValueError, match=r"difficulty=\(5, 2\) has low > high"):
+        make_problems(1, (5, 2))
+    with pytest.raises(ValueError, match="is not an Arith problem"):
+        check_steps("What is the capital of France?", ["Paris"])

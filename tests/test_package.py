@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import langchain_ttc
+from langchain_ttc.arith.checkpoints import arith_checkpoint
+
+
+def test_all_names_are_exported_once() -> None:
+    assert len(set(langchain_ttc.__all__)) == len(langchain_ttc.__all__)
+    for name in langchain_ttc.__all__:
+        assert hasattr(langchain_ttc, name), name
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, langchain_ttc; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False False"
+
+
+def test_checkpoints_are_package_data() -> None:
+    package = Path(langchain_ttc.__file__).parent
+    assert (package / "py.typed").is_file()
+    for name in ("small", "large", "prm"):
+        directory = arith_checkpoint(name)
+        assert directory.parent.parent == package / "arith"
+        for file in (
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+        ):
+            assert (directory / file).is_file(), directory / file
