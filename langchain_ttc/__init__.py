@@ -17,7 +17,9 @@ from langchain_ttc.arith import ArithProblem, check_steps, make_problems
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.selection import Selection, best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.strategies import (
+    create_beam_search_graph,
     create_best_of_n_graph,
+    create_dvts_graph,
     create_majority_vote_graph,
     create_weighted_best_of_n_graph,
 )
@@ -54,7 +56,9 @@ __all__ = [
     "answers_equivalent",
     "best_of_n",
     "check_steps",
+    "create_beam_search_graph",
     "create_best_of_n_graph",
+    "create_dvts_graph",
     "create_majority_vote_graph",
     "create_strategy_graph",
     "create_weighted_best_of_n_graph",

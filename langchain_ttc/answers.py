@@ -59,7 +59,7 @@ def extract_boxed(text: str) -> str | None:
 def _parse(answer: str) -> tuple[object, ...]:
     from math_verify import parse
 
-    return tuple(parse(f"${answer}$", parsing_timeout=None))  # type: ignore[arg-type]
+    return tuple(parse(f"${answer}$", parsing_timeout=None))
 
 
 def answers_equivalent(first: str, second: str) -> bool:
@@ -79,7 +79,7 @@ def answers_equivalent(first: str, second: str) -> bool:
     gold, predicted = _parse(first), _parse(second)
     if not gold or not predicted:
         return False
-    return bool(verify(list(gold), list(predicted), timeout_seconds=None))  # type: ignore[arg-type]
+    return bool(verify(list(gold), list(predicted), timeout_seconds=None))
 
 
 def group_equivalent(answers: Sequence[str | None]) -> list[list[int]]:

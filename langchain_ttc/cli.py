@@ -7,6 +7,7 @@ checkpoints shipped inside the package.
 Example::
 
     ttc solve "Keep only the last digit after each step. What is 3+4*2?" --strategy weighted_best_of_n --n 8
+    ttc solve "... What is 3+4*2-5+7*1-2*3+8?" --strategy beam_search --n 16 --beam-width 4
     ttc solve "..." --policy meta-llama/Llama-3.2-1B-Instruct --prm peiyi9979/math-shepherd-mistral-7b-prm --json
 """
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
 
 from langchain_ttc.aggregation import AGGREGATIONS
-from langchain_ttc.strategies.registry import STRATEGIES, strategy_needs_prm
+from langchain_ttc.strategies.registry import STEP_LEVEL_STRATEGIES, STRATEGIES, strategy_needs_prm
 from langchain_ttc.types import TTCResult
 
 
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
     solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
     solve.add_argument("--max-tokens", type=_positive_int, default=1024, help="Default: %(default)s.")
+    solve.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts: M. Default: %(default)s.")
+    solve.add_argument(
+        "--max-iterations", type=_positive_int, default=40, help="beam_search/dvts: most steps. Default: %(default)s."
+    )
+    solve.add_argument("--lookahead", type=int, default=0, help="beam_search/dvts: greedy rollout steps. Default: 0.")
     solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
     solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
     solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
@@ -77,6 +83,17 @@ def _format_table(result: TTCResult) -> str:
         f"{u.prm_calls} PRM call(s), {u.prm_tokens} PRM tokens, {u.wall_time_s:.2f} s",
     ]
     return "\n".join(lines)
+
+
+def _progress(event: dict[str, Any]) -> None:
+    best = "-" if event["best_score"] is None else f"{event['best_score']:.3f}"
+    print(
+        f"\riteration {event['iteration'] + 1}: {event['active']} active, {event['finished']} finished, "
+        f"best score {best}, {event['tokens']} tokens",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def solve(args: argparse.Namespace) -> int:
@@ -107,8 +124,18 @@ def solve(args: argparse.Namespace) -> int:
     }
     if needs_prm:
         options["aggregation"] = args.aggregation
+    if args.strategy in STEP_LEVEL_STRATEGIES:
+        options |= {"beam_width": args.beam_width, "max_iterations": args.max_iterations, "lookahead": args.lookahead}
     graph = create_strategy_graph(args.strategy, policy, prm, **options)
-    output = graph.invoke({"problem": args.problem})
+    output: dict[str, Any] = {}
+    for mode, chunk in graph.stream({"problem": args.problem}, stream_mode=["custom", "values"]):
+        event = cast(dict[str, Any], chunk)
+        if mode == "custom" and event.get("type") == "ttc.iteration":
+            _progress(event)
+        elif mode == "values":
+            output = event
+    if args.strategy in STEP_LEVEL_STRATEGIES:
+        print(file=sys.stderr)
     result = TTCResult.model_validate(output["result"])
     print(result.model_dump_json(indent=2) if args.json else _format_table(result))
     return 0

@@ -135,6 +135,9 @@ class Usage(_Data):
     def __add__(self, other: Usage) -> Usage:
         return Usage(**{name: getattr(self, name) + getattr(other, name) for name in Usage.model_fields})
 
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(**{name: getattr(self, name) - getattr(other, name) for name in Usage.model_fields})
+
 
 class Candidate(_Data):
     """One candidate solution with its answer and scores.

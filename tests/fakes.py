@@ -45,3 +45,39 @@ class ScriptedPRM(PRMEngine):
             StepScores(scores=[self.score_step(r.problem, s) for s in r.steps], num_tokens=sum(len(s) for s in r.steps))
             for r in requests
         ]
+
+
+class StepTreePolicy(PolicyEngine):
+    """Continues a partial text from a script: ``tree[partial]`` lists ``(text, finish_reason)``
+    continuations handed out in turn (cycling) to successive samples from that partial."""
+
+    def __init__(self, tree: dict[str, list[tuple[str, str]]]) -> None:
+        self.tree = tree
+        self.calls: list[list[GenerationRequest]] = []
+        self._turn: dict[str, int] = {}
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.calls.append(requests)
+        results = []
+        for request in requests:
+            options = self.tree[request.partial]
+            completions = []
+            for _ in range(request.n):
+                turn = self._turn.get(request.partial, 0)
+                self._turn[request.partial] = turn + 1
+                text, finish = options[turn % len(options)]
+                completions.append(
+                    Completion(
+                        text=text,
+                        num_tokens=max(1, len(text)),
+                        finish_reason=finish,  # type: ignore[arg-type]
+                        stop_string="\n\n" if finish == "stop" else None,
+                    )
+                )
+            results.append(GenerationResult(completions=completions, prompt_tokens=5))
+        return results
+
+
+def last_step_prm(scores: dict[str, float], default: float = 0.5) -> ScriptedPRM:
+    """A PRM whose score of a step is ``scores[step]`` (``default`` for unknown steps)."""
+    return ScriptedPRM(lambda _problem, step: scores.get(step, default))

@@ -32,3 +32,11 @@ def test_checkpoints_are_package_data() -> None:
             "chat_template.jinja",
         ):
             assert (directory / file).is_file(), directory / file
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:]]
+    test_command = next(b for b in blocks if "pytest" in b)
+    assert test_command in (root / ".ci" / "run").read_text().splitlines()

@@ -102,6 +102,7 @@ def solve_expression(
     Example:
         >>> solve_expression("3+4*2")
         (['3+4=7, so 7*2', '7*2=4. The answer is \\\\boxed{4}.'], '4')
+
     """
     value, operations = _parse_expression(expression)
     steps = []

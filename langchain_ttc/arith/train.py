@@ -115,7 +115,6 @@ def _model_config(tokenizer: PreTrainedTokenizerBase, hidden_size: int, num_laye
         num_key_value_heads=hidden_size // head_dim,
         head_dim=head_dim,
         max_position_embeddings=1024,
-        rope_theta=10000.0,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -178,7 +177,7 @@ def greedy_accuracy(
         encoded = tokenizer(
             [_prompt(tokenizer, p.problem) for p in chunk], return_tensors="pt", padding=True, add_special_tokens=False
         )
-        out = model.generate(**encoded, max_new_tokens=200, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(**encoded, max_new_tokens=200, do_sample=False, pad_token_id=tokenizer.pad_token_id)  # type: ignore[misc]
         texts = tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += sum(extract_boxed(t) == p.answer for t, p in zip(texts, chunk, strict=True))
     model.train()
@@ -284,7 +283,7 @@ def sample_solutions(
         encoded = tokenizer(
             [_prompt(tokenizer, p.problem) for p in chunk], return_tensors="pt", padding=True, add_special_tokens=False
         )
-        out = model.generate(
+        out = model.generate(  # type: ignore[misc]
             **encoded,
             max_new_tokens=200,
             do_sample=True,
@@ -315,8 +314,8 @@ def train_prm(out: Path, *, init: Path, sampler: Path, steps: int = 1200, seed: 
     tokenizer = AutoTokenizer.from_pretrained(str(init))
     model = LlamaForCausalLM.from_pretrained(str(init))
     tag_id = tokenizer.convert_tokens_to_ids(DEFAULT_STEP_TAG)
-    good_id = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(DEFAULT_GOOD_TOKEN))[0]
-    bad_id = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(DEFAULT_BAD_TOKEN))[0]
+    good_id = tokenizer.encode(DEFAULT_GOOD_TOKEN, add_special_tokens=False)[0]
+    bad_id = tokenizer.encode(DEFAULT_BAD_TOKEN, add_special_tokens=False)[0]
     recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, batch_size=32, learning_rate=5e-4, seed=seed)
 
     def encode(batch_pairs: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -110,7 +110,8 @@ class TransformersPolicy(PolicyEngine):
         """
         reference = resolve_model_reference(model, parameter="model")
         tokenizer = AutoTokenizer.from_pretrained(reference)
-        loaded = AutoModelForCausalLM.from_pretrained(reference, dtype=dtype, **model_kwargs).to(device)
+        loaded = AutoModelForCausalLM.from_pretrained(reference, dtype=dtype, **model_kwargs)
+        loaded.to(device)  # type: ignore[arg-type]
         return cls(loaded, tokenizer, batch_size=batch_size)
 
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
@@ -168,7 +169,7 @@ class TransformersPolicy(PolicyEngine):
     def _to_completion(self, generated: list[int], settings: GenerationRequest) -> Completion:
         end = next((i for i, t in enumerate(generated) if t in self._eos_ids or t == self._pad_id), None)
         kept = generated if end is None else generated[:end]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        text = str(self.tokenizer.decode(kept, skip_special_tokens=True))
         matches = [(text.find(s), s) for s in settings.stop if s and s in text]
         if matches:
             position, stop = min(matches)

@@ -112,7 +112,8 @@ class MathShepherdPRM(PRMEngine):
         tokenizer = AutoTokenizer.from_pretrained(reference)
         for token, parameter in ((step_tag, "step_tag"), (good_token, "good_token"), (bad_token, "bad_token")):
             single_token_id(tokenizer, token, parameter=parameter)
-        loaded = AutoModelForCausalLM.from_pretrained(reference, dtype=dtype, **model_kwargs).to(device)
+        loaded = AutoModelForCausalLM.from_pretrained(reference, dtype=dtype, **model_kwargs)
+        loaded.to(device)  # type: ignore[arg-type]
         return cls(
             loaded, tokenizer, step_tag=step_tag, good_token=good_token, bad_token=bad_token, batch_size=batch_size
         )

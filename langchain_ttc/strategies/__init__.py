@@ -1,6 +1,14 @@
 """Strategy graphs: one strategy per module, each a factory returning a compiled LangGraph graph."""
 
+from langchain_ttc.strategies.beam_search import create_beam_search_graph
 from langchain_ttc.strategies.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
+from langchain_ttc.strategies.dvts import create_dvts_graph
 from langchain_ttc.strategies.majority_vote import create_majority_vote_graph
 
-__all__ = ["create_best_of_n_graph", "create_majority_vote_graph", "create_weighted_best_of_n_graph"]
+__all__ = [
+    "create_beam_search_graph",
+    "create_best_of_n_graph",
+    "create_dvts_graph",
+    "create_majority_vote_graph",
+    "create_weighted_best_of_n_graph",
+]

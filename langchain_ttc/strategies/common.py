@@ -9,7 +9,7 @@ selection rules themselves live in :mod:`langchain_ttc.selection`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 from langchain_core.messages import BaseMessage
@@ -170,7 +170,7 @@ def elapsed_since(started: float) -> Usage:
     return Usage(wall_time_s=time.perf_counter() - started)
 
 
-def usage_of(state: dict[str, Any]) -> Usage:
+def usage_of(state: Mapping[str, Any]) -> Usage:
     """The usage recorded in a graph state so far."""
     return Usage.model_validate(state.get("usage") or {})
 

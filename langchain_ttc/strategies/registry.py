@@ -4,7 +4,7 @@ In: a strategy name, the engines and the strategy's options. Out: its compiled g
 
 Example:
     >>> sorted(STRATEGIES)
-    ['best_of_n', 'majority_vote', 'weighted_best_of_n']
+    ['beam_search', 'best_of_n', 'dvts', 'majority_vote', 'weighted_best_of_n']
     >>> strategy_needs_prm("majority_vote")
     False
 
@@ -17,14 +17,20 @@ from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
+from langchain_ttc.strategies.beam_search import create_beam_search_graph
 from langchain_ttc.strategies.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
+from langchain_ttc.strategies.dvts import create_dvts_graph
 from langchain_ttc.strategies.majority_vote import create_majority_vote_graph
 
 STRATEGIES: dict[str, tuple[Callable[..., CompiledStateGraph], bool]] = {
     "majority_vote": (create_majority_vote_graph, False),
     "best_of_n": (create_best_of_n_graph, True),
     "weighted_best_of_n": (create_weighted_best_of_n_graph, True),
+    "beam_search": (create_beam_search_graph, True),
+    "dvts": (create_dvts_graph, True),
 }
+STEP_LEVEL_STRATEGIES = ("beam_search", "dvts")
+"""Strategies that search step by step (they take ``beam_width``, ``max_iterations``, ``lookahead``)."""
 """Name -> (factory, whether it needs a PRM)."""
 
 

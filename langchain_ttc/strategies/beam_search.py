@@ -1,0 +1,149 @@
+"""PRM-guided beam search as a resumable, streaming LangGraph graph.
+
+In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}`` where ``result``
+is a :class:`~langchain_ttc.types.TTCResult` as data (its ``metadata["iterations"]`` holds each
+iteration's usage).
+
+Each iteration (``generate`` → ``score`` → ``prune``, looped by a conditional edge):
+
+1. every frontier beam writes one step (stop at the delimiter, kept in the text), all beams in one
+   policy call: ``n`` samples from the empty solution at the first iteration, then ``beam_width``
+   continuations of each of the ``n / beam_width`` survivors; with ``lookahead=k`` each active
+   candidate is rolled ``k`` more steps at temperature 0 (one greedy call per step);
+2. the PRM scores every new candidate (its lookahead text included) in one call;
+3. finished candidates (end of sequence) are set aside, truncated ones (``max_tokens``) are never
+   finished, and the best ``n / beam_width`` active candidates survive.
+
+The last iteration writes to the end of the solution. The search stops when no beam is active,
+``n`` beams have finished, or ``max_iterations`` is reached; the answer is the best finished beam
+by aggregated score (``final_selection="best"``) or the weighted vote over finished beams
+(``"weighted"``). Each iteration emits a ``ttc.iteration`` custom stream event.
+
+Example:
+    >>> graph = create_beam_search_graph(policy, prm, n=16, beam_width=4)  # doctest: +SKIP
+    >>> graph.invoke({"problem": "... What is 3+4*2-5?"})["answer"]  # doctest: +SKIP
+    '9'
+
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
+
+from langchain_ttc.beams import Beam, prune
+from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER
+from langchain_ttc.strategies.stepwise import (
+    FinalSelection,
+    SearchState,
+    beams_of,
+    build_search_graph,
+    check_search_options,
+    close_iteration,
+    final_output,
+    make_search_nodes,
+)
+
+
+def create_beam_search_graph(
+    policy: Any,
+    prm: Any,
+    *,
+    n: int,
+    beam_width: int = 4,
+    max_iterations: int = 40,
+    lookahead: int = 0,
+    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    aggregation: str = "last",
+    filter_duplicates: bool = True,
+    final_selection: FinalSelection = "best",
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_tokens: int = 512,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    checkpointer: Checkpointer = None,
+    name: str = "beam_search",
+) -> CompiledStateGraph:
+    """Build the beam search graph: ``start``, then ``generate`` → ``score`` → ``prune`` in a loop, ``select``.
+
+    Args:
+        policy: The policy engine; it must continue partial assistant messages.
+        prm: The PRM engine.
+        n: Number of beams (the budget): candidates written per iteration.
+        beam_width: Continuations per survivor (M); ``n / beam_width`` beams survive each iteration.
+        max_iterations: Most steps per solution; the last iteration writes to the end.
+        lookahead: Greedy steps rolled out past each candidate before scoring (0: none).
+        step_delimiter: The stop string that ends a step.
+        aggregation: How step scores become one score, for pruning and for the final pick.
+        filter_duplicates: Drop candidates whose text equals an earlier one before pruning.
+        final_selection: ``"best"`` finished beam by score, or ``"weighted"`` vote over finished beams.
+        temperature: Sampling temperature of the steps.
+        top_p: Nucleus sampling mass.
+        max_tokens: Most tokens per step; a step cut off here truncates its beam.
+        seed: Base seed; iteration ``i`` samples with ``seed + i``.
+        system_prompt: Optional system message put before the problem.
+        checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
+        name: The compiled graph's name.
+
+    Raises:
+        ValueError: If ``beam_width`` does not divide ``n``, ``n < beam_width``, ``max_iterations < 1``,
+            the step delimiter is empty, or another option is out of range.
+        TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
+
+    """
+    check_search_options(
+        policy,
+        prm,
+        n=n,
+        beam_width=beam_width,
+        max_iterations=max_iterations,
+        lookahead=lookahead,
+        step_delimiter=step_delimiter,
+        aggregation=aggregation,
+        final_selection=final_selection,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+    )
+    keep = n // beam_width
+    nodes = make_search_nodes(
+        policy,
+        prm,
+        roots=[Beam()],
+        width=beam_width,
+        first_width=n,
+        max_iterations=max_iterations,
+        lookahead=lookahead,
+        step_delimiter=step_delimiter,
+        aggregation=aggregation,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        seed=seed,
+        system_prompt=system_prompt,
+    )
+
+    def prune_node(state: SearchState) -> dict[str, Any]:
+        candidates = beams_of(state, "candidates")
+        survivors = prune([c for c in candidates if c.active], keep=keep, filter_duplicates=filter_duplicates)
+        return close_iteration(
+            state,
+            frontier=[s.model_copy(update={"lookahead": ""}) for s in survivors],
+            finished=beams_of(state, "finished") + [c for c in candidates if c.finished],
+            truncated=beams_of(state, "truncated") + [c for c in candidates if c.finish_reason == "length"],
+        )
+
+    def route(state: SearchState) -> Literal["generate", "select"]:
+        done = not state["frontier"] or state["iteration"] >= max_iterations or len(state["finished"]) >= n
+        return "select" if done else "generate"
+
+    def select(state: SearchState) -> dict[str, Any]:
+        return final_output(
+            name, state, final_selection=final_selection, delimiter=step_delimiter, started=time.perf_counter()
+        )
+
+    return build_search_graph(nodes, prune=prune_node, route=route, select=select, checkpointer=checkpointer, name=name)

@@ -1,0 +1,137 @@
+"""Diverse verifier tree search (DVTS) as a resumable, streaming LangGraph graph.
+
+In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}`` where ``result``
+is a :class:`~langchain_ttc.types.TTCResult` as data (its ``metadata["iterations"]`` holds each
+iteration's usage).
+
+The budget ``n`` is split into ``n / beam_width`` independent subtrees. Each iteration every live
+subtree samples ``beam_width`` candidate next steps (all subtrees in one policy call), the PRM
+scores them (one call), and each subtree extends greedily with its best-scored candidate; a subtree
+whose best candidate ends the solution becomes a leaf. Only finished leaves are returned (the
+reference returned unfinished siblings too); the answer is the weighted best-of-N over the leaves
+(``final_selection="weighted"``) or the best leaf (``"best"``). Diversity across subtrees is what
+beats beam search at large ``n``.
+
+Example:
+    >>> graph = create_dvts_graph(policy, prm, n=16, beam_width=4)  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
+
+from langchain_ttc.beams import Beam, best_per_subtree
+from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER
+from langchain_ttc.strategies.stepwise import (
+    FinalSelection,
+    SearchState,
+    beams_of,
+    build_search_graph,
+    check_search_options,
+    close_iteration,
+    final_output,
+    make_search_nodes,
+)
+
+
+def create_dvts_graph(
+    policy: Any,
+    prm: Any,
+    *,
+    n: int,
+    beam_width: int = 4,
+    max_iterations: int = 40,
+    lookahead: int = 0,
+    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    aggregation: str = "last",
+    final_selection: FinalSelection = "weighted",
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_tokens: int = 512,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    checkpointer: Checkpointer = None,
+    name: str = "dvts",
+) -> CompiledStateGraph:
+    """Build the DVTS graph: ``start``, then ``generate`` → ``score`` → ``prune`` in a loop, ``select``.
+
+    Args:
+        policy: The policy engine; it must continue partial assistant messages.
+        prm: The PRM engine.
+        n: The budget: candidates written per iteration (``n / beam_width`` subtrees).
+        beam_width: Candidate steps each subtree samples per iteration (M).
+        max_iterations: Most steps per solution; the last iteration writes to the end.
+        lookahead: Greedy steps rolled out past each candidate before scoring (0: none).
+        step_delimiter: The stop string that ends a step.
+        aggregation: How step scores become one score, for the subtree choice and the final pick.
+        final_selection: ``"weighted"`` vote over the leaves (default) or the ``"best"`` leaf.
+        temperature: Sampling temperature of the steps.
+        top_p: Nucleus sampling mass.
+        max_tokens: Most tokens per step; a candidate cut off here is never chosen.
+        seed: Base seed; iteration ``i`` samples with ``seed + i``.
+        system_prompt: Optional system message put before the problem.
+        checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
+        name: The compiled graph's name.
+
+    Raises:
+        ValueError: If ``beam_width`` does not divide ``n``, ``n < beam_width``, ``max_iterations < 1``,
+            the step delimiter is empty, or another option is out of range.
+        TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
+
+    """
+    check_search_options(
+        policy,
+        prm,
+        n=n,
+        beam_width=beam_width,
+        max_iterations=max_iterations,
+        lookahead=lookahead,
+        step_delimiter=step_delimiter,
+        aggregation=aggregation,
+        final_selection=final_selection,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+    )
+    nodes = make_search_nodes(
+        policy,
+        prm,
+        roots=[Beam(subtree=i) for i in range(n // beam_width)],
+        width=beam_width,
+        first_width=beam_width,
+        max_iterations=max_iterations,
+        lookahead=lookahead,
+        step_delimiter=step_delimiter,
+        aggregation=aggregation,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        seed=seed,
+        system_prompt=system_prompt,
+    )
+
+    def prune_node(state: SearchState) -> dict[str, Any]:
+        candidates = beams_of(state, "candidates")
+        best = best_per_subtree(candidates)
+        extended = {b.subtree for b in best}
+        return close_iteration(
+            state,
+            frontier=[b.model_copy(update={"lookahead": ""}) for b in best if b.active],
+            finished=beams_of(state, "finished") + [b for b in best if b.finished],
+            truncated=beams_of(state, "truncated") + [c for c in candidates if c.subtree not in extended],
+        )
+
+    def route(state: SearchState) -> Literal["generate", "select"]:
+        return "select" if not state["frontier"] or state["iteration"] >= max_iterations else "generate"
+
+    def select(state: SearchState) -> dict[str, Any]:
+        return final_output(
+            name, state, final_selection=final_selection, delimiter=step_delimiter, started=time.perf_counter()
+        )
+
+    return build_search_graph(nodes, prune=prune_node, route=route, select=select, checkpointer=checkpointer, name=name)
