@@ -15,7 +15,7 @@ write a wrong result 75% of the time and carry on consistently from it. Greedy d
 on about that fraction of steps wherever they occur, so accuracy decays roughly like (1 - f)^steps;
 sampling still finds the right result 25% of the time, which a PRM can recognise and majority
 voting cannot (the wrong result is the mode), the situation where verifier-guided search pays.
-The PRM starts from the large policy's weights and learns P("+") at each step tag on solutions
+The PRM starts from the small policy's weights and learns P("+") at each step tag on solutions
 sampled from the small policy, each step labelled by the exact checker (Math-Shepherd-style
 automatic labels).
 
@@ -78,7 +78,7 @@ class PolicyRecipe:
 
 RECIPES = {
     "small": PolicyRecipe(hidden_size=128, num_layers=2, steps=2400, misconception_fraction=0.12, seed=1),
-    "large": PolicyRecipe(hidden_size=128, num_layers=4, steps=3000, misconception_fraction=0.04, seed=2),
+    "large": PolicyRecipe(hidden_size=192, num_layers=2, steps=2400, misconception_fraction=0.04, seed=2),
 }
 
 
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.only in (None, name):
             train_policy(name, args.out, recipe=RECIPES[name])
     if args.only in (None, "prm"):
-        train_prm(args.out, init=args.out / "large", sampler=args.out / "small")
+        train_prm(args.out, init=args.out / "small", sampler=args.out / "small")
 
 
 if __name__ == "__main__":

@@ -28,22 +28,20 @@ Example:
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
 from langchain_ttc.beams import Beam, prune
-from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER
+from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER, StrategyGraph
 from langchain_ttc.strategies.stepwise import (
     FinalSelection,
     SearchState,
     beams_of,
     build_search_graph,
+    check_engines,
     check_search_options,
     close_iteration,
-    final_output,
     make_search_nodes,
 )
 
@@ -67,7 +65,7 @@ def create_beam_search_graph(
     system_prompt: str | None = None,
     checkpointer: Checkpointer = None,
     name: str = "beam_search",
-) -> CompiledStateGraph:
+) -> StrategyGraph:
     """Build the beam search graph: ``start``, then ``generate`` → ``score`` → ``prune`` in a loop, ``select``.
 
     Args:
@@ -95,55 +93,48 @@ def create_beam_search_graph(
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
-    check_search_options(
-        policy,
-        prm,
-        n=n,
-        beam_width=beam_width,
-        max_iterations=max_iterations,
-        lookahead=lookahead,
-        step_delimiter=step_delimiter,
-        aggregation=aggregation,
-        final_selection=final_selection,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-    )
-    keep = n // beam_width
+    check_engines(policy, prm)
+    options: dict[str, Any] = {
+        "n": n,
+        "beam_width": beam_width,
+        "max_iterations": max_iterations,
+        "lookahead": lookahead,
+        "step_delimiter": step_delimiter,
+        "aggregation": aggregation,
+        "filter_duplicates": filter_duplicates,
+        "final_selection": final_selection,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "seed": seed,
+    }
+    check_search_options(options)
     nodes = make_search_nodes(
-        policy,
-        prm,
-        roots=[Beam()],
-        width=beam_width,
-        first_width=n,
-        max_iterations=max_iterations,
-        lookahead=lookahead,
-        step_delimiter=step_delimiter,
-        aggregation=aggregation,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        seed=seed,
-        system_prompt=system_prompt,
+        policy, prm, options, roots=lambda _: [Beam()], first_width=lambda s: s["n"], system_prompt=system_prompt
     )
 
     def prune_node(state: SearchState) -> dict[str, Any]:
+        settings = state["settings"]
         candidates = beams_of(state, "candidates")
-        survivors = prune([c for c in candidates if c.active], keep=keep, filter_duplicates=filter_duplicates)
+        survivors = prune(
+            [c for c in candidates if c.active],
+            keep=settings["n"] // settings["beam_width"],
+            filter_duplicates=settings["filter_duplicates"],
+        )
         return close_iteration(
             state,
-            frontier=[s.model_copy(update={"lookahead": ""}) for s in survivors],
+            frontier=survivors,
             finished=beams_of(state, "finished") + [c for c in candidates if c.finished],
             truncated=beams_of(state, "truncated") + [c for c in candidates if c.finish_reason == "length"],
         )
 
     def route(state: SearchState) -> Literal["generate", "select"]:
-        done = not state["frontier"] or state["iteration"] >= max_iterations or len(state["finished"]) >= n
+        settings = state["settings"]
+        done = (
+            not state["frontier"]
+            or state["iteration"] >= settings["max_iterations"]
+            or len(state["finished"]) >= settings["n"]
+        )
         return "select" if done else "generate"
 
-    def select(state: SearchState) -> dict[str, Any]:
-        return final_output(
-            name, state, final_selection=final_selection, delimiter=step_delimiter, started=time.perf_counter()
-        )
-
-    return build_search_graph(nodes, prune=prune_node, route=route, select=select, checkpointer=checkpointer, name=name)
+    return build_search_graph(nodes, prune=prune_node, route=route, checkpointer=checkpointer, name=name)

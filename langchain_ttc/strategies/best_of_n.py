@@ -26,24 +26,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
 from langchain_ttc.aggregation import check_aggregation
+from langchain_ttc.context import TTCContext, merged_options
+from langchain_ttc.engines.registry import prm_for_run
 from langchain_ttc.selection import best_of_n, weighted_best_of_n
 from langchain_ttc.strategies.common import (
     DEFAULT_STEP_DELIMITER,
     SelectionState,
+    StrategyGraph,
     StrategyInput,
     StrategyOutput,
     check_policy,
-    check_positive,
     check_prm,
-    check_sampling,
+    check_sampling_options,
     elapsed_since,
+    emit,
     make_generate_node,
     score_candidates,
     selection_output,
@@ -67,7 +68,7 @@ def create_best_of_n_graph(
     step_delimiter: str = DEFAULT_STEP_DELIMITER,
     checkpointer: Checkpointer = None,
     name: str | None = None,
-) -> CompiledStateGraph:
+) -> StrategyGraph:
     """Build the best-of-N graph: ``generate``, ``score``, ``select``.
 
     Args:
@@ -92,20 +93,30 @@ def create_best_of_n_graph(
     """
     check_policy(policy)
     check_prm(prm)
-    check_positive(n, "n")
+    options = {
+        "n": n,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "aggregation": aggregation,
+    }
+    check_sampling_options(options)
     check_aggregation(aggregation)
-    check_sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     if not step_delimiter:
         raise ValueError("step_delimiter='' is empty; pass the text between steps, for example '\\n\\n'.")
     strategy = name or ("weighted_best_of_n" if weighted else "best_of_n")
     rule = weighted_best_of_n if weighted else best_of_n
 
-    def score(state: SelectionState, config: RunnableConfig) -> dict[str, Any]:
+    def score(state: SelectionState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
+        run_aggregation = check_aggregation(merged_options(options, runtime)["aggregation"])
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
-        scored, usage = score_candidates(prm, state["problem"], candidates, config, aggregation=aggregation)
+        scored, usage = score_candidates(
+            prm_for_run(prm, runtime), state["problem"], candidates, aggregation=run_aggregation
+        )
         best = max((c.score for c in scored if c.score is not None), default=None)
-        get_stream_writer()({"type": "ttc.scored", "candidates": len(scored), "best_score": best})
+        emit({"type": "ttc.scored", "candidates": len(scored), "best_score": best})
         total = usage_of(state) + usage + elapsed_since(started)
         return {"candidates": [c.model_dump() for c in scored], "usage": total.model_dump()}
 
@@ -114,19 +125,11 @@ def create_best_of_n_graph(
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
         return selection_output(strategy, candidates, rule(candidates), usage_of(state) + elapsed_since(started))
 
-    builder = StateGraph(SelectionState, input_schema=StrategyInput, output_schema=StrategyOutput)
+    builder = StateGraph(
+        SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
+    )
     builder.add_node(
-        "generate",
-        make_generate_node(
-            policy,
-            n=n,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            seed=seed,
-            system_prompt=system_prompt,
-            step_delimiter=step_delimiter,
-        ),
+        "generate", make_generate_node(policy, options, system_prompt=system_prompt, step_delimiter=step_delimiter)
     )
     builder.add_node("score", score)
     builder.add_node("select", select)
@@ -137,7 +140,7 @@ def create_best_of_n_graph(
     return builder.compile(checkpointer=checkpointer, name=strategy)
 
 
-def create_weighted_best_of_n_graph(policy: Any, prm: Any, *, n: int, **options: Any) -> CompiledStateGraph:
+def create_weighted_best_of_n_graph(policy: Any, prm: Any, *, n: int, **options: Any) -> StrategyGraph:
     """Build the weighted best-of-N graph; the same options as :func:`create_best_of_n_graph`.
 
     Example:

@@ -12,18 +12,26 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
+from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 
 from langchain_ttc.aggregation import aggregate
 from langchain_ttc.answers import extract_boxed
+from langchain_ttc.context import TTCContext, merged_options
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.engines.registry import policy_for_run
 from langchain_ttc.selection import Selection
 from langchain_ttc.types import Candidate, Completion, GenerationRequest, Message, ScoreRequest, TTCResult, Usage
 
 DEFAULT_STEP_DELIMITER = "\n\n"
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+
+StrategyGraph = CompiledStateGraph[Any, Any, Any, Any]
+"""The type of every compiled strategy graph."""
 
 
 class StrategyInput(TypedDict, total=False):
@@ -48,6 +56,16 @@ class SelectionState(StrategyInput, total=False):
     usage: dict[str, Any]
     answer: str | None
     result: dict[str, Any]
+
+
+def emit(event: dict[str, Any]) -> None:
+    """Report progress: a LangGraph custom stream event, and a LangChain custom event of the same name.
+
+    The first reaches ``stream_mode="custom"`` (and LangGraph Studio); the second reaches
+    ``astream_events`` when the graph runs inside an LCEL chain.
+    """
+    get_stream_writer()(event)
+    dispatch_custom_event(event["type"], event)
 
 
 def check_positive(value: int, parameter: str) -> int:
@@ -136,11 +154,9 @@ def candidate_from_completion(completion: Completion, *, prefix: str = "", delim
     )
 
 
-def sample(
-    policy: PolicyEngine, request: GenerationRequest, config: RunnableConfig | None, *, delimiter: str
-) -> tuple[list[Candidate], Usage]:
+def sample(policy: PolicyEngine, request: GenerationRequest, *, delimiter: str) -> tuple[list[Candidate], Usage]:
     """One batched policy call for ``request.n`` whole solutions."""
-    (result,) = policy.invoke([request], config)
+    (result,) = policy.invoke([request])
     candidates = [candidate_from_completion(c, delimiter=delimiter) for c in result.completions]
     usage = Usage(
         policy_calls=1,
@@ -151,14 +167,14 @@ def sample(
 
 
 def score_candidates(
-    prm: PRMEngine, problem: str, candidates: Sequence[Candidate], config: RunnableConfig | None, *, aggregation: str
+    prm: PRMEngine, problem: str, candidates: Sequence[Candidate], *, aggregation: str
 ) -> tuple[list[Candidate], Usage]:
     """One batched PRM call for every candidate with steps; attach step scores and the aggregate."""
     todo = [i for i, c in enumerate(candidates) if c.steps]
     scored = list(candidates)
     if not todo:
         return scored, Usage()
-    results = prm.invoke([ScoreRequest(problem=problem, steps=candidates[i].steps) for i in todo], config)
+    results = prm.invoke([ScoreRequest(problem=problem, steps=candidates[i].steps) for i in todo])
     for i, step_scores in zip(todo, results, strict=True):
         scores = step_scores.scores
         scored[i] = candidates[i].model_copy(update={"step_scores": scores, "score": aggregate(scores, aggregation)})
@@ -187,31 +203,40 @@ def selection_output(strategy: str, candidates: list[Candidate], selection: Sele
         groups=selection.groups,
         usage=usage,
     )
-    get_stream_writer()({"type": "ttc.selected", "answer": result.answer, "chosen_index": chosen})
+    emit({"type": "ttc.selected", "answer": result.answer, "chosen_index": chosen})
     return {"answer": result.answer, "result": result.model_dump()}
 
 
-def make_generate_node(
-    policy: PolicyEngine,
-    *,
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-    seed: int | None,
-    system_prompt: str | None,
-    step_delimiter: str,
-) -> Any:
-    """The ``generate`` node of the sample-then-select graphs: one policy call for ``n`` solutions."""
+def check_sampling_options(options: Mapping[str, Any]) -> None:
+    """Validate ``n`` and the sampling settings of an options mapping."""
+    check_positive(options["n"], "n")
+    check_sampling(temperature=options["temperature"], top_p=options["top_p"], max_tokens=options["max_tokens"])
 
-    def generate(state: SelectionState, config: RunnableConfig) -> dict[str, Any]:
+
+def make_generate_node(
+    policy: PolicyEngine, options: dict[str, Any], *, system_prompt: str | None, step_delimiter: str
+) -> Any:
+    """The ``generate`` node of the sample-then-select graphs: one policy call for ``n`` solutions.
+
+    ``options`` holds ``n``, ``temperature``, ``top_p``, ``max_tokens`` and ``seed``; the run's
+    :class:`~langchain_ttc.context.TTCContext` may override them (checked before the call).
+    """
+
+    def generate(state: SelectionState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
+        run = merged_options(options, runtime)
+        check_sampling_options(run)
         problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
         request = GenerationRequest(
-            messages=conversation, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
+            messages=conversation,
+            n=run["n"],
+            max_tokens=run["max_tokens"],
+            temperature=run["temperature"],
+            top_p=run["top_p"],
+            seed=run["seed"],
         )
-        candidates, usage = sample(policy, request, config, delimiter=step_delimiter)
-        get_stream_writer()({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
+        candidates, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
+        emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
         total = usage_of(state) + usage + elapsed_since(started)
         return {
             "problem": problem,

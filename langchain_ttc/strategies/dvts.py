@@ -19,22 +19,20 @@ Example:
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
 from langchain_ttc.beams import Beam, best_per_subtree
-from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER
+from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER, StrategyGraph
 from langchain_ttc.strategies.stepwise import (
     FinalSelection,
     SearchState,
     beams_of,
     build_search_graph,
+    check_engines,
     check_search_options,
     close_iteration,
-    final_output,
     make_search_nodes,
 )
 
@@ -57,7 +55,7 @@ def create_dvts_graph(
     system_prompt: str | None = None,
     checkpointer: Checkpointer = None,
     name: str = "dvts",
-) -> CompiledStateGraph:
+) -> StrategyGraph:
     """Build the DVTS graph: ``start``, then ``generate`` → ``score`` → ``prune`` in a loop, ``select``.
 
     Args:
@@ -84,34 +82,27 @@ def create_dvts_graph(
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
-    check_search_options(
-        policy,
-        prm,
-        n=n,
-        beam_width=beam_width,
-        max_iterations=max_iterations,
-        lookahead=lookahead,
-        step_delimiter=step_delimiter,
-        aggregation=aggregation,
-        final_selection=final_selection,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-    )
+    check_engines(policy, prm)
+    options: dict[str, Any] = {
+        "n": n,
+        "beam_width": beam_width,
+        "max_iterations": max_iterations,
+        "lookahead": lookahead,
+        "step_delimiter": step_delimiter,
+        "aggregation": aggregation,
+        "final_selection": final_selection,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "seed": seed,
+    }
+    check_search_options(options)
     nodes = make_search_nodes(
         policy,
         prm,
-        roots=[Beam(subtree=i) for i in range(n // beam_width)],
-        width=beam_width,
-        first_width=beam_width,
-        max_iterations=max_iterations,
-        lookahead=lookahead,
-        step_delimiter=step_delimiter,
-        aggregation=aggregation,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        seed=seed,
+        options,
+        roots=lambda s: [Beam(subtree=i) for i in range(s["n"] // s["beam_width"])],
+        first_width=lambda s: s["beam_width"],
         system_prompt=system_prompt,
     )
 
@@ -121,17 +112,13 @@ def create_dvts_graph(
         extended = {b.subtree for b in best}
         return close_iteration(
             state,
-            frontier=[b.model_copy(update={"lookahead": ""}) for b in best if b.active],
+            frontier=[b for b in best if b.active],
             finished=beams_of(state, "finished") + [b for b in best if b.finished],
             truncated=beams_of(state, "truncated") + [c for c in candidates if c.subtree not in extended],
         )
 
     def route(state: SearchState) -> Literal["generate", "select"]:
-        return "select" if not state["frontier"] or state["iteration"] >= max_iterations else "generate"
+        done = not state["frontier"] or state["iteration"] >= state["settings"]["max_iterations"]
+        return "select" if done else "generate"
 
-    def select(state: SearchState) -> dict[str, Any]:
-        return final_output(
-            name, state, final_selection=final_selection, delimiter=step_delimiter, started=time.perf_counter()
-        )
-
-    return build_search_graph(nodes, prune=prune_node, route=route, select=select, checkpointer=checkpointer, name=name)
+    return build_search_graph(nodes, prune=prune_node, route=route, checkpointer=checkpointer, name=name)

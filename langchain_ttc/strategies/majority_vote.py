@@ -21,18 +21,18 @@ import time
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
+from langchain_ttc.context import TTCContext
 from langchain_ttc.selection import majority_vote
 from langchain_ttc.strategies.common import (
     DEFAULT_STEP_DELIMITER,
     SelectionState,
+    StrategyGraph,
     StrategyInput,
     StrategyOutput,
     check_policy,
-    check_positive,
-    check_sampling,
+    check_sampling_options,
     elapsed_since,
     make_generate_node,
     selection_output,
@@ -53,7 +53,7 @@ def create_majority_vote_graph(
     step_delimiter: str = DEFAULT_STEP_DELIMITER,
     checkpointer: Checkpointer = None,
     name: str = "majority_vote",
-) -> CompiledStateGraph:
+) -> StrategyGraph:
     """Build the majority-vote graph: ``generate`` then ``select``.
 
     Args:
@@ -74,27 +74,19 @@ def create_majority_vote_graph(
 
     """
     check_policy(policy)
-    check_positive(n, "n")
-    check_sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    options = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
+    check_sampling_options(options)
 
     def select(state: SelectionState) -> dict[str, Any]:
         started = time.perf_counter()
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
         return selection_output(name, candidates, majority_vote(candidates), usage_of(state) + elapsed_since(started))
 
-    builder = StateGraph(SelectionState, input_schema=StrategyInput, output_schema=StrategyOutput)
+    builder = StateGraph(
+        SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
+    )
     builder.add_node(
-        "generate",
-        make_generate_node(
-            policy,
-            n=n,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            seed=seed,
-            system_prompt=system_prompt,
-            step_delimiter=step_delimiter,
-        ),
+        "generate", make_generate_node(policy, options, system_prompt=system_prompt, step_delimiter=step_delimiter)
     )
     builder.add_node("select", select)
     builder.add_edge(START, "generate")

@@ -1,27 +1,33 @@
-"""Shared nodes of the step-level search graphs (beam search and DVTS).
+"""Shared machinery of the step-level search graphs (beam search and DVTS).
 
 In: the search state (a frontier of partial solutions). Out: the next iteration's candidates,
 written one step further by one batched policy call (plus one greedy call per lookahead step) and
-scored by one batched PRM call. The graphs differ only in how they prune (see
+scored by one batched PRM call. The graphs differ only in their roots and how they prune (see
 :mod:`.beam_search` and :mod:`.dvts`).
+
+The ``start`` node merges the graph's options with the run's
+:class:`~langchain_ttc.context.TTCContext`, validates them and stores them in the state as
+``settings``, so a resumed search goes on with exactly the settings it started with.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
 from langchain_ttc.aggregation import aggregate, check_aggregation
 from langchain_ttc.beams import Beam, split_steps
+from langchain_ttc.context import TTCContext, merged_options
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.selection import Selection, best_of_n, weighted_best_of_n
+from langchain_ttc.engines.registry import policy_for_run, prm_for_run
+from langchain_ttc.selection import best_of_n, weighted_best_of_n
 from langchain_ttc.strategies.common import (
+    StrategyGraph,
     StrategyInput,
     StrategyOutput,
     check_policy,
@@ -30,10 +36,11 @@ from langchain_ttc.strategies.common import (
     check_sampling,
     conversation_from_input,
     elapsed_since,
+    emit,
     selection_output,
     usage_of,
 )
-from langchain_ttc.types import Candidate, GenerationRequest, Message, ScoreRequest, Usage
+from langchain_ttc.types import GenerationRequest, Message, ScoreRequest, Usage
 
 FinalSelection = Literal["best", "weighted"]
 
@@ -41,6 +48,7 @@ FinalSelection = Literal["best", "weighted"]
 class SearchState(StrategyInput, total=False):
     """State of a step-level search (plain data, checkpointable)."""
 
+    settings: dict[str, Any]
     conversation: list[Message]
     iteration: int
     frontier: list[dict[str, Any]]
@@ -54,26 +62,10 @@ class SearchState(StrategyInput, total=False):
     result: dict[str, Any]
 
 
-def check_search_options(
-    policy: Any,
-    prm: Any,
-    *,
-    n: int,
-    beam_width: int,
-    max_iterations: int,
-    lookahead: int,
-    step_delimiter: str,
-    aggregation: str,
-    final_selection: str,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-) -> None:
-    """Validate the options shared by beam search and DVTS, at graph construction.
+def check_engines(policy: Any, prm: Any) -> None:
+    """Check the engines of a step-level search.
 
     Raises:
-        ValueError: If a number is out of range, ``beam_width`` does not divide ``n``, the step
-            delimiter is empty, or the aggregation or final selection is unknown.
         TypeError: If ``policy`` or ``prm`` is not an engine, or the policy cannot continue a partial
             assistant message.
 
@@ -85,26 +77,36 @@ def check_search_options(
             f"policy={type(policy).__name__} cannot continue a partial assistant message, which step-level "
             "search needs; use best_of_n or majority_vote with it, or a policy that can (transformers, vLLM)."
         )
-    check_positive(n, "n")
-    check_positive(beam_width, "beam_width")
-    check_positive(max_iterations, "max_iterations")
+
+
+def check_search_options(options: dict[str, Any]) -> None:
+    """Validate the options of a step-level search (at construction, and again for each run's context).
+
+    Raises:
+        ValueError: If a number is out of range, ``beam_width`` does not divide ``n``, the step
+            delimiter is empty, or the aggregation or final selection is unknown.
+
+    """
+    n, beam_width = check_positive(options["n"], "n"), check_positive(options["beam_width"], "beam_width")
+    check_positive(options["max_iterations"], "max_iterations")
     if n < beam_width:
         raise ValueError(
             f"n={n} is smaller than beam_width={beam_width}; pass n >= beam_width, e.g. n={beam_width * 4}."
         )
     if n % beam_width:
+        divisors = ", ".join(str(w) for w in range(1, n + 1) if n % w == 0)
         raise ValueError(
-            f"beam_width={beam_width} does not divide n={n}; pass a beam_width that divides n, e.g. "
-            f"{', '.join(str(w) for w in range(1, n + 1) if n % w == 0)}."
+            f"beam_width={beam_width} does not divide n={n}; pass a beam_width that divides n, e.g. {divisors}."
         )
+    lookahead = options["lookahead"]
     if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
         raise ValueError(f"lookahead={lookahead!r} must be an integer >= 0.")
-    if not step_delimiter:
+    if not options["step_delimiter"]:
         raise ValueError("step_delimiter='' is empty; pass the text between steps, for example '\\n\\n'.")
-    check_aggregation(aggregation)
-    if final_selection not in ("best", "weighted"):
-        raise ValueError(f"final_selection={final_selection!r} is not supported; pass 'best' or 'weighted'.")
-    check_sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    check_aggregation(options["aggregation"])
+    if options["final_selection"] not in ("best", "weighted"):
+        raise ValueError(f"final_selection={options['final_selection']!r} is not supported; pass 'best' or 'weighted'.")
+    check_sampling(temperature=options["temperature"], top_p=options["top_p"], max_tokens=options["max_tokens"])
 
 
 def beams_of(state: SearchState, key: str) -> list[Beam]:
@@ -113,70 +115,90 @@ def beams_of(state: SearchState, key: str) -> list[Beam]:
     return [Beam.model_validate(b) for b in stored]
 
 
+def _roll_out(
+    policy: PolicyEngine,
+    children: list[Beam],
+    conversation: list[Message],
+    settings: dict[str, Any],
+) -> tuple[list[Beam], Usage]:
+    """Roll each active child ``lookahead`` steps further at temperature 0 (one call per step)."""
+    usage = Usage()
+    rolling = [i for i, c in enumerate(children) if c.active]
+    delimiter = settings["step_delimiter"]
+    for _ in range(settings["lookahead"]):
+        if not rolling:
+            break
+        request = GenerationRequest(
+            messages=conversation, stop=[delimiter], max_tokens=settings["max_tokens"], temperature=0.0
+        )
+        results = policy.invoke(
+            [request.model_copy(update={"partial": children[i].text + children[i].lookahead}) for i in rolling]
+        )
+        still = []
+        for i, result in zip(rolling, results, strict=True):
+            (completion,) = result.completions
+            children[i] = children[i].model_copy(update={"lookahead": children[i].lookahead + completion.text})
+            usage = usage + Usage(prompt_tokens=result.prompt_tokens, completion_tokens=completion.num_tokens)
+            if completion.finish_reason == "stop":
+                still.append(i)
+        usage = usage + Usage(policy_calls=1)
+        rolling = still
+    return children, usage
+
+
 def make_search_nodes(
     policy: PolicyEngine,
     prm: PRMEngine,
+    options: dict[str, Any],
     *,
-    roots: list[Beam],
-    width: int,
-    first_width: int,
-    max_iterations: int,
-    lookahead: int,
-    step_delimiter: str,
-    aggregation: str,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-    seed: int | None,
+    roots: Callable[[dict[str, Any]], list[Beam]],
+    first_width: Callable[[dict[str, Any]], int],
     system_prompt: str | None,
 ) -> dict[str, Any]:
     """The ``start``, ``generate`` and ``score`` nodes of a step-level search.
 
     Args:
-        policy: The policy engine.
-        prm: The PRM engine.
-        roots: The frontier at the first iteration (empty partial solutions).
-        width: Continuations sampled from each frontier beam.
-        first_width: Continuations sampled from each root at the first iteration.
-        max_iterations: The last iteration writes to the end of the solution (no stop string).
-        lookahead: Greedy steps rolled out past each active candidate before scoring.
-        step_delimiter: The stop string that ends a step (kept in the text).
-        aggregation: How step scores become one score.
-        temperature: Sampling temperature of the steps.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per step.
-        seed: Base seed; iteration ``i`` samples with ``seed + i`` (so a resumed search replays exactly).
+        policy: The policy engine (the run's context may name another).
+        prm: The PRM engine (the run's context may name another).
+        options: The graph's options (see :func:`check_search_options`).
+        roots: The first frontier (empty partial solutions) for the run's settings.
+        first_width: Continuations sampled from each root at the first iteration; later iterations
+            sample ``beam_width`` from each frontier beam.
         system_prompt: Optional system message put before the problem.
 
     """
 
-    def start(state: SearchState) -> dict[str, Any]:
+    def start(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+        settings = merged_options(options, runtime)
+        check_search_options(settings)
         _, conversation = conversation_from_input(state, system_prompt=system_prompt)
         return {
+            "settings": settings,
             "conversation": conversation,
             "iteration": 0,
-            "frontier": [b.model_dump() for b in roots],
+            "frontier": [b.model_dump() for b in roots(settings)],
             "finished": [],
             "truncated": [],
             "iterations": [],
         }
 
-    def generate(state: SearchState, config: RunnableConfig) -> dict[str, Any]:
+    def generate(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        iteration = state["iteration"]
-        last = iteration == max_iterations - 1
+        settings, iteration = state["settings"], state["iteration"]
+        last = iteration == settings["max_iterations"] - 1
         frontier = beams_of(state, "frontier")
-        n = first_width if iteration == 0 else width
+        seed = settings["seed"]
         request = GenerationRequest(
             messages=state["conversation"],
-            n=n,
-            stop=[] if last else [step_delimiter],
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
+            n=first_width(settings) if iteration == 0 else settings["beam_width"],
+            stop=[] if last else [settings["step_delimiter"]],
+            max_tokens=settings["max_tokens"],
+            temperature=settings["temperature"],
+            top_p=settings["top_p"],
             seed=None if seed is None else seed + iteration,
         )
-        results = policy.invoke([request.model_copy(update={"partial": b.text}) for b in frontier], config)
+        run_policy = policy_for_run(policy, runtime)
+        results = run_policy.invoke([request.model_copy(update={"partial": b.text}) for b in frontier])
         children = [
             Beam(
                 text=parent.text + c.text,
@@ -193,8 +215,8 @@ def make_search_nodes(
             prompt_tokens=sum(r.prompt_tokens for r in results),
             completion_tokens=sum(c.num_tokens for r in results for c in r.completions),
         )
-        if lookahead and not last:
-            children, rollout_usage = _roll_out(children, state["conversation"], config)
+        if settings["lookahead"] and not last:
+            children, rollout_usage = _roll_out(run_policy, children, state["conversation"], settings)
             usage = usage + rollout_usage
         before = usage_of(state)
         return {
@@ -203,51 +225,25 @@ def make_search_nodes(
             "iteration_start_usage": before.model_dump(),
         }
 
-    def _roll_out(
-        children: list[Beam], conversation: list[Message], config: RunnableConfig
-    ) -> tuple[list[Beam], Usage]:
-        usage = Usage()
-        rolling = [i for i, c in enumerate(children) if c.active]
-        for _ in range(lookahead):
-            if not rolling:
-                break
-            request = GenerationRequest(
-                messages=conversation, stop=[step_delimiter], max_tokens=max_tokens, temperature=0.0
-            )
-            results = policy.invoke(
-                [request.model_copy(update={"partial": children[i].text + children[i].lookahead}) for i in rolling],
-                config,
-            )
-            still = []
-            for i, result in zip(rolling, results, strict=True):
-                (completion,) = result.completions
-                children[i] = children[i].model_copy(update={"lookahead": children[i].lookahead + completion.text})
-                usage = usage + Usage(prompt_tokens=result.prompt_tokens, completion_tokens=completion.num_tokens)
-                if completion.finish_reason == "stop":
-                    still.append(i)
-            usage = usage + Usage(policy_calls=1)
-            rolling = still
-        return children, usage
-
-    def score(state: SearchState, config: RunnableConfig) -> dict[str, Any]:
+    def score(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
+        settings = state["settings"]
+        delimiter = settings["step_delimiter"]
         problem = conversation_problem(state["conversation"])
         candidates = beams_of(state, "candidates")
-        todo = [
-            i for i, b in enumerate(candidates) if b.finish_reason != "length" and split_steps(b.text, step_delimiter)
-        ]
+        todo = [i for i, b in enumerate(candidates) if b.finish_reason != "length" and split_steps(b.text, delimiter)]
         usage = Usage()
         if todo:
             requests = [
                 ScoreRequest(
-                    problem=problem, steps=split_steps(candidates[i].text + candidates[i].lookahead, step_delimiter)
+                    problem=problem, steps=split_steps(candidates[i].text + candidates[i].lookahead, delimiter)
                 )
                 for i in todo
             ]
-            results = prm.invoke(requests, config)
+            results = prm_for_run(prm, runtime).invoke(requests)
             for i, result in zip(todo, results, strict=True):
                 candidates[i] = candidates[i].model_copy(
-                    update={"step_scores": result.scores, "score": aggregate(result.scores, aggregation)}
+                    update={"step_scores": result.scores, "score": aggregate(result.scores, settings["aggregation"])}
                 )
             usage = Usage(prm_calls=1, prm_tokens=sum(r.num_tokens for r in results))
         return {
@@ -277,10 +273,10 @@ def close_iteration(
         "best_score": max(scores, default=None),
         "tokens": usage.completion_tokens,
     }
-    get_stream_writer()(event)
+    emit(event)
     return {
         "iteration": iteration + 1,
-        "frontier": [b.model_dump() for b in frontier],
+        "frontier": [b.model_copy(update={"lookahead": ""}).model_dump() for b in frontier],
         "finished": [b.model_dump() for b in finished],
         "truncated": [b.model_dump() for b in truncated],
         "candidates": [],
@@ -293,31 +289,35 @@ def conversation_problem(conversation: list[Message]) -> str:
     return next(m["content"] for m in reversed(conversation) if m["role"] == "user")
 
 
-def final_output(
-    strategy: str, state: SearchState, *, final_selection: FinalSelection, delimiter: str, started: float
-) -> dict[str, Any]:
-    """The graph output: the best finished beam (or weighted vote over finished beams)."""
-    beams = beams_of(state, "finished") + beams_of(state, "truncated")
-    candidates: list[Candidate] = [b.to_candidate(delimiter) for b in beams]
-    selection: Selection = (weighted_best_of_n if final_selection == "weighted" else best_of_n)(candidates)
-    usage = usage_of(state) + elapsed_since(started)
-    output = selection_output(strategy, candidates, selection, usage)
-    output["result"]["metadata"] = {"iterations": state.get("iterations", [])}
-    return output
+def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
+    """The ``select`` node: the best finished beam, or the weighted vote over finished beams."""
+
+    def select(state: SearchState) -> dict[str, Any]:
+        started = time.perf_counter()
+        settings = state["settings"]
+        beams = beams_of(state, "finished") + beams_of(state, "truncated")
+        candidates = [b.to_candidate(settings["step_delimiter"]) for b in beams]
+        rule = weighted_best_of_n if settings["final_selection"] == "weighted" else best_of_n
+        output = selection_output(strategy, candidates, rule(candidates), usage_of(state) + elapsed_since(started))
+        output["result"]["metadata"] = {"iterations": state.get("iterations", [])}
+        return output
+
+    return select
 
 
 def build_search_graph(
     nodes: dict[str, Any],
     *,
-    prune: Any,
-    route: Any,
-    select: Any,
+    prune: Callable[[SearchState], dict[str, Any]],
+    route: Callable[[SearchState], str],
     checkpointer: Checkpointer,
     name: str,
-) -> CompiledStateGraph:
+) -> StrategyGraph:
     """Wire a step-level search: ``start`` → (``generate`` → ``score`` → ``prune``)* → ``select``."""
-    builder = StateGraph(SearchState, input_schema=StrategyInput, output_schema=StrategyOutput)
-    for node_name, node in {**nodes, "prune": prune, "select": select}.items():
+    builder = StateGraph(
+        SearchState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
+    )
+    for node_name, node in {**nodes, "prune": prune, "select": make_select_node(name)}.items():
         builder.add_node(node_name, node)
     builder.add_edge(START, "start")
     builder.add_edge("start", "generate")
