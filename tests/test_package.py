@@ -40,3 +40,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:]]
     test_command = next(b for b in blocks if "pytest" in b)
     assert test_command in (root / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_diagrams_are_generated_and_current() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    check = subprocess.run([sys.executable, str(root / "scripts" / "readme_diagrams.py"), "--check"], cwd=root)
+    assert check.returncode == 0, "README diagrams are stale: run python scripts/readme_diagrams.py"

@@ -27,37 +27,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from langchain_ttc.engines.base import PolicyEngine
+from langchain_ttc.engines.chat_template import render_prompt
 from langchain_ttc.engines.loading import resolve_model_reference
 from langchain_ttc.types import Completion, GenerationRequest, GenerationResult
-
-
-def render_prompt(tokenizer: PreTrainedTokenizerBase, request: GenerationRequest) -> str:
-    """The exact text the model continues: the chat template (or raw prompt) plus ``partial``.
-
-    Raises:
-        ValueError: If the request is a chat and the tokenizer has no chat template.
-
-    """
-    if request.messages is None:
-        return (request.prompt or "") + request.partial
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            f"tokenizer of {tokenizer.name_or_path!r} has no chat_template; pass prompt= instead of "
-            "messages=, or a model whose tokenizer ships a chat template."
-        )
-    messages: list[dict[str, str]] = [dict(m) for m in request.messages]
-    if not request.partial:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        assert isinstance(text, str)
-        return text
-    messages.append({"role": "assistant", "content": request.partial})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-    assert isinstance(text, str)
-    # Some templates trim the final message: put back any trailing whitespace they dropped.
-    stripped = request.partial.rstrip()
-    if not text.endswith(request.partial) and text.endswith(stripped):
-        text += request.partial[len(stripped) :]
-    return text
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -1,0 +1,96 @@
+"""How each published PRM reads a solution: token ids and the positions that hold each step's score.
+
+Pure tokenizer work, no model. In: a tokenizer, a problem and its steps. Out: ``(ids, positions)``:
+the PRM's input ids and, for each step, the position ``p`` such that the model's distribution over token ``p`` given
+``ids[:p]`` holds P("+") and P("-") for that step. A backend then reads those two probabilities
+(transformers: logits at ``p - 1``; vLLM: the prompt prefix ``ids[:p]`` with ``max_tokens=1``).
+
+- :class:`MathShepherdFormat`: ``"{problem} {step 1} ки\\n{step 2} ки"``; read after each tag.
+- :class:`RLHFlowFormat` (``RLHFlow/Llama3.1-8B-PRM-Deepseek-Data``): a chat where each step is a
+  user turn (the first prefixed by the problem) and the assistant answers "+"; read at each "+".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_ttc.engines.math_shepherd_format import (
+    DEFAULT_BAD_TOKEN,
+    DEFAULT_GOOD_TOKEN,
+    DEFAULT_STEP_TAG,
+    math_shepherd_text,
+)
+
+
+def single_token_id(tokenizer: Any, token: str, *, parameter: str) -> int:
+    """The id of ``token`` if the tokenizer has it as one token, else a clear ``ValueError``."""
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) != 1 or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids):
+        raise ValueError(
+            f"{parameter}={token!r} is not a single token of the PRM tokenizer "
+            f"{getattr(tokenizer, 'name_or_path', '')!r} (it encodes to {ids}); pass the {parameter} the PRM was "
+            "trained with, or a PRM whose tokenizer has it."
+        )
+    return int(ids[0])
+
+
+@dataclass(frozen=True)
+class MathShepherdFormat:
+    """The Math-Shepherd protocol (``peiyi9979/math-shepherd-mistral-7b-prm``)."""
+
+    step_tag: str = DEFAULT_STEP_TAG
+    good_token: str = DEFAULT_GOOD_TOKEN
+    bad_token: str = DEFAULT_BAD_TOKEN
+
+    def check(self, tokenizer: Any) -> tuple[int, int]:
+        """Check the tokenizer has the tag and the label tokens; return the (good, bad) ids."""
+        single_token_id(tokenizer, self.step_tag, parameter="step_tag")
+        return (
+            single_token_id(tokenizer, self.good_token, parameter="good_token"),
+            single_token_id(tokenizer, self.bad_token, parameter="bad_token"),
+        )
+
+    def encode(self, tokenizer: Any, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        """The input ids and, per step, the position just after its tag."""
+        tag = single_token_id(tokenizer, self.step_tag, parameter="step_tag")
+        ids = list(tokenizer.encode(math_shepherd_text(problem, steps, self.step_tag), add_special_tokens=True))
+        positions = [i + 1 for i, token in enumerate(ids) if token == tag]
+        if positions and positions[-1] == len(ids):
+            ids.append(single_token_id(tokenizer, self.good_token, parameter="good_token"))  # a slot to read from
+        return ids, positions
+
+
+@dataclass(frozen=True)
+class RLHFlowFormat:
+    """The RLHFlow protocol (``RLHFlow/Llama3.1-8B-PRM-Deepseek-Data`` and its Mistral sibling)."""
+
+    good_token: str = "+"
+    bad_token: str = "-"
+
+    def check(self, tokenizer: Any) -> tuple[int, int]:
+        """Check the tokenizer has a chat template and the label tokens; return the (good, bad) ids."""
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"the PRM tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat_template; the RLHFlow "
+                "protocol writes each step as a chat turn. Pass a PRM whose tokenizer ships one."
+            )
+        return (
+            single_token_id(tokenizer, self.good_token, parameter="good_token"),
+            single_token_id(tokenizer, self.bad_token, parameter="bad_token"),
+        )
+
+    def encode(self, tokenizer: Any, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        """The chat's ids and, per step, the position of the assistant's "+" that answers it."""
+        conversation: list[dict[str, str]] = []
+        positions = []
+        for index, step in enumerate(steps):
+            conversation.append({"role": "user", "content": f"{problem} {step}" if index == 0 else step})
+            conversation.append({"role": "assistant", "content": self.good_token})
+            prefix = tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
+            positions.append(len(tokenizer.encode(prefix, add_special_tokens=False)) - 1)
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+        return list(tokenizer.encode(text, add_special_tokens=False)), positions
+
+
+PRMFormat = MathShepherdFormat | RLHFlowFormat

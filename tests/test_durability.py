@@ -1,0 +1,76 @@
+"""A long search under a real SQLite checkpointer survives its process being killed mid-search:
+resumed in a new process, it loses nothing and ends with the same result as an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from langchain_ttc import create_beam_search_graph, make_problems
+
+PROBLEM = make_problems(1, 8, seed=61)[0].problem
+OPTIONS: dict[str, Any] = {"n": 4, "beam_width": 2, "seed": 3, "max_tokens": 64}
+CONFIG: dict[str, Any] = {"configurable": {"thread_id": "durable"}}
+CHILD = """
+import sqlite3, sys, time
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langchain_ttc import create_beam_search_graph
+from langchain_ttc.engines.registry import load_policy, load_prm
+saver = SqliteSaver(sqlite3.connect(sys.argv[1], check_same_thread=False))
+graph = create_beam_search_graph(load_policy("arith:small"), load_prm("arith:prm"), checkpointer=saver, **{options})
+for event in graph.stream({{"problem": sys.argv[2]}}, {config}, stream_mode="custom"):
+    print(event["type"], event.get("iteration"), flush=True)
+    time.sleep(5)  # a slow search: the parent kills it meanwhile
+"""
+
+
+def graph_on(db: Path, policy: Any, prm: Any) -> Any:
+    return create_beam_search_graph(
+        policy, prm, checkpointer=SqliteSaver(sqlite3.connect(str(db), check_same_thread=False)), **OPTIONS
+    )
+
+
+def test_killed_search_resumes_without_losing_work(arith_policy: Any, arith_prm: Any, tmp_path: Path) -> None:
+    uninterrupted = create_beam_search_graph(arith_policy, arith_prm, **OPTIONS).invoke({"problem": PROBLEM})
+    iterations = len(uninterrupted["result"]["metadata"]["iterations"])
+    assert iterations > 2
+
+    db = tmp_path / "search.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(options=OPTIONS, config=CONFIG), str(db), PROBLEM],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    observer = graph_on(db, arith_policy, arith_prm)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("ttc.iteration 1"):
+                break
+        deadline = time.time() + 60
+        while observer.get_state(CONFIG).values.get("iteration", 0) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)  # killed mid-search, after two checkpointed iterations
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    paused = observer.get_state(CONFIG)
+    assert paused.next == ("generate",) and len(paused.values["iterations"]) == 2
+
+    resumed = graph_on(db, arith_policy, arith_prm).invoke(None, CONFIG)  # a new process would do the same
+    assert resumed["answer"] == uninterrupted["answer"]
+    assert resumed["result"]["candidates"] == uninterrupted["result"]["candidates"]
+    without_time = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
+    assert without_time(resumed["result"]["metadata"]["iterations"]) == without_time(
+        uninterrupted["result"]["metadata"]["iterations"]
+    )

