@@ -185,3 +185,17 @@ def test_policy_that_cannot_continue_partial_messages_is_refused() -> None:
     policy: PolicyEngine = WholeOnly(["x"])
     with pytest.raises(TypeError, match="cannot continue a partial assistant message"):
         create_beam_search_graph(policy, last_step_prm({}), n=4, beam_width=2)
+
+
+def test_long_searches_run_under_default_configs() -> None:
+    # 12 iterations = 36+ LangGraph steps, beyond LangChain's default recursion limit of 25.
+    tree = {"": [("s0\n\n", S)]} | {
+        "s0\n\n" + "".join(f"s{j}\n\n" for j in range(1, i + 1)): [(f"s{i + 1}\n\n", S)] for i in range(11)
+    }
+    tree["".join(f"s{j}\n\n" for j in range(12))] = [("\\boxed{1}", E)]
+    graph = create_beam_search_graph(StepTreePolicy(tree), last_step_prm({}), n=2, beam_width=2, max_iterations=20)
+    outputs = graph.batch([{"problem": "p"}, {"problem": "q"}])
+    assert [o["answer"] for o in outputs] == ["1", "1"]
+    assert len(outputs[0]["result"]["metadata"]["iterations"]) == 13
+    with pytest.raises(Exception, match="Recursion limit of 10"):
+        graph.invoke({"problem": "p"}, {"recursion_limit": 10})

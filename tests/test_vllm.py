@@ -64,9 +64,11 @@ def free_port() -> int:
 def server_url() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(arith_checkpoint("small"))]
-        + ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"]
-        + ["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", "--enable-prefix-caching"],
+        [
+            *[sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(arith_checkpoint("small"))],
+            *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"],
+            *["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", "--enable-prefix-caching"],
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -15,7 +15,7 @@ write a wrong result 75% of the time and carry on consistently from it. Greedy d
 on about that fraction of steps wherever they occur, so accuracy decays roughly like (1 - f)^steps;
 sampling still finds the right result 25% of the time, which a PRM can recognise and majority
 voting cannot (the wrong result is the mode), the situation where verifier-guided search pays.
-The PRM starts from the small policy's weights and learns P("+") at each step tag on solutions
+The PRM starts from the large policy's weights and learns P("+") at each step tag on solutions
 sampled from the small policy, each step labelled by the exact checker (Math-Shepherd-style
 automatic labels).
 
@@ -300,7 +300,7 @@ def sample_solutions(
     return pairs
 
 
-def train_prm(out: Path, *, init: Path, sampler: Path, steps: int = 1200, seed: int = 3) -> dict[str, Any]:
+def train_prm(out: Path, *, init: Path, sampler: Path, steps: int = 3000, seed: int = 3) -> dict[str, Any]:
     """Fine-tune a Math-Shepherd PRM from ``init`` on checker-labelled samples of ``sampler``."""
     from transformers import AutoTokenizer
 
@@ -316,7 +316,7 @@ def train_prm(out: Path, *, init: Path, sampler: Path, steps: int = 1200, seed: 
     tag_id = tokenizer.convert_tokens_to_ids(DEFAULT_STEP_TAG)
     good_id = tokenizer.encode(DEFAULT_GOOD_TOKEN, add_special_tokens=False)[0]
     bad_id = tokenizer.encode(DEFAULT_BAD_TOKEN, add_special_tokens=False)[0]
-    recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, batch_size=32, learning_rate=5e-4, seed=seed)
+    recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, batch_size=32, learning_rate=1e-3, seed=seed)
 
     def encode(batch_pairs: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         texts = [math_shepherd_text(p.problem, s) for p, s in batch_pairs]
@@ -354,7 +354,7 @@ def train_prm(out: Path, *, init: Path, sampler: Path, steps: int = 1200, seed: 
         return {"step_accuracy": hits / total, "positive_fraction": positives / total, "steps": total}
 
     def log(step: int) -> None:
-        if step % 400 == 0:
+        if step % 500 == 0:
             print(f"[prm] step {step} held-out {step_accuracy(held_out)}", flush=True)
 
     _train_loop(model, recipe, make_batch, prm_loss, on_log=log)
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.only in (None, name):
             train_policy(name, args.out, recipe=RECIPES[name])
     if args.only in (None, "prm"):
-        train_prm(args.out, init=args.out / "small", sampler=args.out / "small")
+        train_prm(args.out, init=args.out / "large", sampler=args.out / "small")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import DEFAULT_RECURSION_LIMIT
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
@@ -305,6 +308,32 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
     return select
 
 
+class SearchGraph(CompiledStateGraph[Any, Any, Any, Any]):
+    """A compiled search graph whose default step budget fits its loop.
+
+    Each iteration takes three LangGraph steps, so ``max_iterations=40`` needs about 123, more than
+    LangChain's default ``recursion_limit`` of 25 that ``invoke``, ``batch`` and chains fill in. When
+    a run's limit is missing or that default, it is raised to what the search can need; an explicit
+    other limit is kept.
+    """
+
+    step_budget: int = 10_000
+
+    def _budgeted(self, config: RunnableConfig | None) -> RunnableConfig:
+        budgeted: RunnableConfig = {**(config or {})}
+        if budgeted.get("recursion_limit") in (None, DEFAULT_RECURSION_LIMIT):
+            budgeted["recursion_limit"] = self.step_budget
+        return budgeted
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Stream a run (see ``CompiledStateGraph.stream``) with the step budget."""
+        return super().stream(input, self._budgeted(config), *args, **kwargs)
+
+    def astream(self, input: Any, config: RunnableConfig | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Stream a run asynchronously (see ``CompiledStateGraph.astream``) with the step budget."""
+        return super().astream(input, self._budgeted(config), *args, **kwargs)
+
+
 def build_search_graph(
     nodes: dict[str, Any],
     *,
@@ -325,4 +354,6 @@ def build_search_graph(
     builder.add_edge("score", "prune")
     builder.add_conditional_edges("prune", route, ["generate", "select"])
     builder.add_edge("select", END)
-    return builder.compile(checkpointer=checkpointer, name=name)
+    graph = builder.compile(checkpointer=checkpointer, name=name)
+    graph.__class__ = SearchGraph  # same object, with the step budget above (no state of its own)
+    return graph
