@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 from langchain_ttc.aggregation import AGGREGATIONS
@@ -64,6 +65,32 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
     solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
     solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
+
+    evaluate = commands.add_parser("eval", help="Accuracy against budget on a dataset, for one or more strategies.")
+    evaluate.add_argument("--dataset", required=True, help="'arith', a .jsonl file (MATH-500, GSM8K), or a hub id.")
+    evaluate.add_argument(
+        "--strategy",
+        nargs="+",
+        default=["majority_vote", "best_of_n", "weighted_best_of_n"],
+        choices=sorted(STRATEGIES),
+    )
+    evaluate.add_argument("--n-max", type=_positive_int, default=16, help="Largest budget (a power of two).")
+    evaluate.add_argument("--policy", default="arith:small", help="Directory, hub id, arith:small|large, or smollm2.")
+    evaluate.add_argument("--prm", default="arith:prm", help="Math-Shepherd PRM: directory, hub id or arith:prm.")
+    evaluate.add_argument("--backend", default="transformers", help="Engine for --policy and --prm.")
+    evaluate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
+    evaluate.add_argument("--temperature", type=float, default=0.8)
+    evaluate.add_argument("--max-tokens", type=_positive_int, default=512)
+    evaluate.add_argument("--beam-width", type=_positive_int, default=4)
+    evaluate.add_argument("--limit", type=_positive_int, default=None, help="Evaluate the first LIMIT problems.")
+    evaluate.add_argument("--count", type=_positive_int, default=100, help="arith: problems when no --limit.")
+    evaluate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 3 or 1-8.")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--system-prompt", default=None)
+    evaluate.add_argument("--concurrency", type=_positive_int, default=4, help="Problems in flight at once.")
+    evaluate.add_argument(
+        "--output", type=Path, default=None, help="JSONL results (default: ttc_eval/<dataset>.jsonl)."
+    )
     return parser
 
 
@@ -141,11 +168,62 @@ def solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _difficulty(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"--difficulty={text!r} is not a number or a range; pass e.g. 3 or 1-8.") from None
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Run ``ttc eval``; return the exit code. Every input is checked before any model loads."""
+    from langchain_ttc.evaluation.datasets import load_problems
+    from langchain_ttc.evaluation.report import plot, summary_markdown
+    from langchain_ttc.evaluation.run import EvalConfig, run_evaluation
+
+    difficulty = _difficulty(args.difficulty)
+    config = EvalConfig(
+        dataset=args.dataset,
+        strategies=list(dict.fromkeys(args.strategy)),
+        n_max=args.n_max,
+        policy=args.policy,
+        prm=args.prm,
+        aggregation=args.aggregation,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        beam_width=args.beam_width,
+        seed=args.seed,
+        system_prompt=args.system_prompt,
+        dataset_options={"difficulty": list(difficulty), "count": args.count, "limit": args.limit},
+    )
+    config.check()
+    problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
+    output = args.output or Path("ttc_eval") / f"{Path(args.dataset).stem}.jsonl"
+
+    from transformers.utils import logging as hf_logging
+
+    from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
+    from langchain_ttc.engines.registry import load_policy, load_prm
+
+    hf_logging.disable_progress_bar()
+    policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
+    prm = MicroBatchingPRM(load_prm(args.prm, args.backend)) if config.needs_prm else None
+    records = run_evaluation(config, problems, output, policy=policy, prm=prm, concurrency=args.concurrency)
+    title = f"{args.dataset}: {', '.join(config.strategies)} (policy {args.policy})"
+    summary = summary_markdown(records, title=title)
+    output.with_suffix(".md").write_text(summary)
+    plot(records, output.with_suffix(".png"), title=title)
+    print(summary)
+    print(f"results: {output}; summary: {output.with_suffix('.md')}; plot: {output.with_suffix('.png')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ttc`` command."""
     args = build_parser().parse_args(argv)
     try:
-        return solve(args)
+        return evaluate(args) if args.command == "eval" else solve(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"ttc {args.command}: error: {error}", file=sys.stderr)
         return 2

