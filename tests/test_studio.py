@@ -5,65 +5,28 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.servers import free_port, running_server
+
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "Keep only the last digit after each step. What is 2+3*4?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     port = free_port()
     langgraph = Path(sys.executable).parent / "langgraph"
-    log = open(ROOT / ".pytest-langgraph-dev.log", "w")
-    process = subprocess.Popen(
-        [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port), "--host", "127.0.0.1"],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "LANGSMITH_TRACING": "false"},
-        start_new_session=True,
-    )
+    command = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port), "--host", "127.0.0.1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LANGSMITH_TRACING": "false"}
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ok", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(
-                    f"langgraph dev did not start: {(ROOT / '.pytest-langgraph-dev.log').read_text()[-2000:]}"
-                )
-            time.sleep(1)
+    with running_server(command, f"{url}/ok", cwd=ROOT, env=env):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
-        (ROOT / ".pytest-langgraph-dev.log").unlink(missing_ok=True)
 
 
 GRAPHS = json.loads((ROOT / "langgraph.json").read_text())["graphs"]

@@ -4,13 +4,7 @@ transformers PRM, strategies end to end, and server faults. One engine per model
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +21,7 @@ from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 from langchain_ttc.engines.vllm_policy import VLLMPolicy
 from langchain_ttc.engines.vllm_prm import VLLMPRM
 from langchain_ttc.types import GenerationRequest, ScoreRequest
+from tests.servers import free_port, running_server
 
 CPU_ENGINE = {
     "dtype": "float32",
@@ -54,45 +49,17 @@ def vllm_prm_engine() -> Any:
     return LLM(model=str(arith_checkpoint("prm")), enable_prefix_caching=True, **CPU_ENGINE)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            *[sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(arith_checkpoint("small"))],
-            *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"],
-            *["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", "--enable-prefix-caching"],
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    command = [
+        *[sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(arith_checkpoint("small"))],
+        *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"],
+        *["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", "--enable-prefix-caching"],
+    ]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the vLLM server did not start")
-            time.sleep(1)
+    with running_server(command, f"{url}/health"):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

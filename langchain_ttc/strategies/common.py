@@ -20,6 +20,7 @@ from langgraph.runtime import Runtime
 
 from langchain_ttc.aggregation import aggregate
 from langchain_ttc.answers import extract_boxed
+from langchain_ttc.beams import split_steps
 from langchain_ttc.context import TTCContext, merged_options
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.registry import policy_for_run
@@ -137,17 +138,12 @@ def conversation_from_input(state: StrategyInput, *, system_prompt: str | None) 
     return problem, conversation
 
 
-def split_solution(text: str, delimiter: str) -> list[str]:
-    """Split a solution into its non-empty steps."""
-    return [step.strip() for step in text.split(delimiter) if step.strip()]
-
-
 def candidate_from_completion(completion: Completion, *, prefix: str = "", delimiter: str) -> Candidate:
     """Build a candidate (steps and extracted answer) from a completion of ``prefix``."""
     text = prefix + completion.text
     return Candidate(
         text=text,
-        steps=split_solution(text, delimiter),
+        steps=split_steps(text, delimiter),
         answer=extract_boxed(text),
         finish_reason=completion.finish_reason,
         num_tokens=completion.num_tokens,
