@@ -46,7 +46,8 @@ def measure(policy: Any, prm: Any, problems: list[Any]) -> tuple[int, int, float
     outputs = graph.batch([{"problem": p.problem} for p in problems], {"max_concurrency": 8})
     seconds = time.perf_counter() - started
     correct = sum(
-        o["answer"] is not None and answers_equivalent(o["answer"], p.answer) for o, p in zip(outputs, problems)
+        o["answer"] is not None and answers_equivalent(o["answer"], p.answer)
+        for o, p in zip(outputs, problems, strict=True)
     )
     tokens = sum(o["result"]["usage"]["completion_tokens"] for o in outputs)
     return correct, tokens, seconds

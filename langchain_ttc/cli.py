@@ -14,11 +14,13 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, cast
 
 from langchain_ttc.aggregation import AGGREGATIONS
+from langchain_ttc.engines.registry import BACKENDS, PRM_PROTOCOLS
 from langchain_ttc.strategies.registry import STEP_LEVEL_STRATEGIES, STRATEGIES, strategy_needs_prm
 from langchain_ttc.types import TTCResult
 
@@ -46,13 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=_positive_int, default=8, help="Number of samples (the budget). Default: %(default)s."
     )
     solve.add_argument(
-        "--policy", help="Policy model: a local directory or a hub id. Default: the shipped small Arith policy."
+        "--policy", help="Policy: a directory, a hub id, arith:small|large, smollm2, or a URL (--backend openai)."
     )
     solve.add_argument(
-        "--prm", help="Math-Shepherd PRM: a local directory or a hub id. Default: the shipped Arith PRM."
+        "--prm", help="PRM: a directory, a hub id, arith:prm, or a URL (--backend openai). Default: arith:prm."
     )
     solve.add_argument(
         "--aggregation", default="last", choices=AGGREGATIONS, help="Step-score aggregation. Default: %(default)s."
+    )
+    solve.add_argument(
+        "--backend",
+        default="transformers",
+        choices=BACKENDS,
+        help="Engine: transformers, vllm (in-process), openai (a vLLM server; --policy/--prm are URLs).",
+    )
+    solve.add_argument(
+        "--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS, help="How the PRM reads steps."
     )
     solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
     solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
@@ -76,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--n-max", type=_positive_int, default=16, help="Largest budget (a power of two).")
     evaluate.add_argument("--policy", default="arith:small", help="Directory, hub id, arith:small|large, or smollm2.")
-    evaluate.add_argument("--prm", default="arith:prm", help="Math-Shepherd PRM: directory, hub id or arith:prm.")
-    evaluate.add_argument("--backend", default="transformers", help="Engine for --policy and --prm.")
+    evaluate.add_argument("--prm", default="arith:prm", help="PRM: directory, hub id, arith:prm or URL.")
+    evaluate.add_argument("--backend", default="transformers", choices=BACKENDS, help="Engine for --policy and --prm.")
+    evaluate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
     evaluate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     evaluate.add_argument("--temperature", type=float, default=0.8)
     evaluate.add_argument("--max-tokens", type=_positive_int, default=512)
@@ -129,18 +141,19 @@ def solve(args: argparse.Namespace) -> int:
         raise ValueError(f"problem={args.problem!r} is empty; pass the text of the problem.")
     from transformers.utils import logging as hf_logging
 
-    from langchain_ttc.arith.checkpoints import arith_checkpoint
     from langchain_ttc.engines.loading import resolve_model_reference
-    from langchain_ttc.engines.transformers_policy import TransformersPolicy
-    from langchain_ttc.engines.transformers_prm import MathShepherdPRM
+    from langchain_ttc.engines.registry import load_policy, load_prm, resolve_reference
     from langchain_ttc.strategies.registry import create_strategy_graph
 
     hf_logging.disable_progress_bar()
-    policy_ref = resolve_model_reference(args.policy or arith_checkpoint("small"), parameter="--policy")
     needs_prm = strategy_needs_prm(args.strategy)
-    prm_ref = resolve_model_reference(args.prm or arith_checkpoint("prm"), parameter="--prm") if needs_prm else None
-    policy = TransformersPolicy.from_pretrained(policy_ref)
-    prm = MathShepherdPRM.from_pretrained(prm_ref) if prm_ref else None
+    policy_ref, prm_ref = args.policy or "arith:small", args.prm or "arith:prm"
+    if args.backend != "openai":  # check local paths before any weights load
+        resolve_model_reference(resolve_reference(policy_ref), parameter="--policy")
+        if needs_prm:
+            resolve_model_reference(resolve_reference(prm_ref), parameter="--prm")
+    policy = load_policy(policy_ref, args.backend)
+    prm = load_prm(prm_ref, args.backend, args.prm_protocol) if needs_prm else None
     options: dict[str, Any] = {
         "n": args.n,
         "temperature": args.temperature,
@@ -208,7 +221,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
     policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
-    prm = MicroBatchingPRM(load_prm(args.prm, args.backend)) if config.needs_prm else None
+    prm = MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol)) if config.needs_prm else None
     records = run_evaluation(config, problems, output, policy=policy, prm=prm, concurrency=args.concurrency)
     title = f"{args.dataset}: {', '.join(config.strategies)} (policy {args.policy})"
     summary = summary_markdown(records, title=title)
@@ -221,6 +234,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ttc`` command."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for results (--json)
     args = build_parser().parse_args(argv)
     try:
         return evaluate(args) if args.command == "eval" else solve(args)

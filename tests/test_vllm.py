@@ -4,6 +4,7 @@ transformers PRM, strategies end to end, and server faults. One engine per model
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -151,3 +152,63 @@ def test_bad_server_options_are_refused() -> None:
         OpenAICompatiblePolicy("localhost:8000", model="m")
     with pytest.raises(ValueError, match="model='' is empty"):
         OpenAICompatiblePolicy("http://127.0.0.1:1", model="")
+
+
+def test_cli_solve_with_the_vllm_backend_offline() -> None:
+    import json
+    import subprocess
+
+    problem = make_problems(1, 2, seed=74)[0].problem
+    run = subprocess.run(
+        [
+            *[sys.executable, "-m", "langchain_ttc.cli", "solve", problem, "--backend", "vllm"],
+            *[
+                "--strategy",
+                "beam_search",
+                "--n",
+                "4",
+                "--beam-width",
+                "2",
+                "--max-tokens",
+                "64",
+                "--seed",
+                "0",
+                "--json",
+            ],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert result["strategy"] == "beam_search" and result["usage"]["policy_calls"] >= 1
+
+
+def test_cli_points_strategies_at_a_server_by_url(server_url: str) -> None:
+    import json
+    import subprocess
+
+    problem = make_problems(1, 2, seed=75)[0].problem
+    run = subprocess.run(
+        [
+            *[
+                sys.executable,
+                "-m",
+                "langchain_ttc.cli",
+                "solve",
+                problem,
+                "--backend",
+                "openai",
+                "--policy",
+                server_url,
+            ],
+            *["--prm", server_url, "--strategy", "weighted_best_of_n", "--n", "4", "--max-tokens", "200", "--json"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(json.loads(run.stdout)["candidates"]) == 4

@@ -16,7 +16,9 @@ from typing import Any
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 
-BACKENDS = ("transformers",)
+BACKENDS = ("transformers", "vllm", "openai")
+"""transformers (CPU default), vllm (in-process ``vllm.LLM``), openai (a vLLM server: the model is its URL)."""
+PRM_PROTOCOLS = ("math_shepherd", "rlhflow")
 ARITH_PREFIX = "arith:"
 ALIASES = ("arith:small", "arith:large", "arith:prm", "smollm2")
 
@@ -43,22 +45,67 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"backend={backend!r} is not available; pass one of {', '.join(BACKENDS)}.")
 
 
+def _vllm_engine_options() -> dict[str, Any]:
+    """Engine options that make vLLM's CPU build work; on GPUs, vLLM's own defaults."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    return {"dtype": "float32", "kv_cache_memory_bytes": 256 * 2**20, "enforce_eager": True}
+
+
+def served_model(url: str) -> str:
+    """The first model a vLLM/OpenAI-compatible server serves (``GET /v1/models``)."""
+    import httpx
+
+    from langchain_ttc.engines.openai_policy import check_base_urls
+
+    (base,) = check_base_urls(url)
+    response = httpx.get(f"{base}/v1/models", timeout=30)
+    response.raise_for_status()
+    return str(response.json()["data"][0]["id"])
+
+
 @functools.lru_cache(maxsize=8)
 def load_policy(model: str, backend: str = "transformers") -> PolicyEngine:
-    """Load (once) a policy engine."""
+    """Load (once) a policy engine; with ``backend="openai"``, ``model`` is the server's URL."""
     _check_backend(backend)
+    if backend == "openai":
+        from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy
+
+        return OpenAICompatiblePolicy(model, model=served_model(model))
+    if backend == "vllm":
+        from langchain_ttc.engines.vllm_policy import VLLMPolicy
+
+        return VLLMPolicy.from_pretrained(resolve_reference(model), **_vllm_engine_options())
     from langchain_ttc.engines.transformers_policy import TransformersPolicy
 
     return TransformersPolicy.from_pretrained(resolve_reference(model))
 
 
 @functools.lru_cache(maxsize=8)
-def load_prm(model: str, backend: str = "transformers") -> PRMEngine:
-    """Load (once) a Math-Shepherd PRM engine."""
+def load_prm(model: str, backend: str = "transformers", protocol: str = "math_shepherd") -> PRMEngine:
+    """Load (once) a PRM engine (Math-Shepherd or RLHFlow protocol); ``openai``: ``model`` is a URL."""
     _check_backend(backend)
-    from langchain_ttc.engines.transformers_prm import MathShepherdPRM
+    if protocol not in PRM_PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not available here; pass one of {', '.join(PRM_PROTOCOLS)}.")
+    from langchain_ttc.engines.prm_formats import MathShepherdFormat, RLHFlowFormat
 
-    return MathShepherdPRM.from_pretrained(resolve_reference(model))
+    prm_format = MathShepherdFormat() if protocol == "math_shepherd" else RLHFlowFormat()
+    if backend == "openai":
+        from langchain_ttc.engines.vllm_prm import VLLMPRM
+
+        return VLLMPRM.from_server(model, model=served_model(model), prm_format=prm_format)
+    if backend == "vllm":
+        from vllm import LLM
+
+        from langchain_ttc.engines.vllm_prm import VLLMPRM
+
+        engine = LLM(model=resolve_reference(model), enable_prefix_caching=True, **_vllm_engine_options())
+        return VLLMPRM.from_engine(engine, prm_format=prm_format)
+    from langchain_ttc.engines.transformers_prm import load_prm as load_transformers_prm
+
+    return load_transformers_prm(resolve_reference(model), protocol=protocol)
 
 
 def policy_for_run(default: PolicyEngine, runtime: Any) -> PolicyEngine:
