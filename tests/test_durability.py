@@ -23,12 +23,18 @@ CHILD = """
 import sqlite3, sys, time
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langchain_ttc import create_beam_search_graph
+from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.registry import load_policy, load_prm
+
+class SlowPolicy(PolicyEngine):  # a slow model server: the parent kills the search meanwhile
+    def _generate(self, requests):
+        time.sleep(2)
+        return load_policy("arith:small")._generate(requests)
+
 saver = SqliteSaver(sqlite3.connect(sys.argv[1], check_same_thread=False))
-graph = create_beam_search_graph(load_policy("arith:small"), load_prm("arith:prm"), checkpointer=saver, **{options})
+graph = create_beam_search_graph(SlowPolicy(), load_prm("arith:prm"), checkpointer=saver, **{options})
 for event in graph.stream({{"problem": sys.argv[2]}}, {config}, stream_mode="custom"):
     print(event["type"], event.get("iteration"), flush=True)
-    time.sleep(5)  # a slow search: the parent kills it meanwhile
 """
 
 

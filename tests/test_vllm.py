@@ -32,6 +32,7 @@ CPU_ENGINE = {
     "block_size": 32,
 }
 PROBLEM = make_problems(1, 4, seed=71)[0]
+HARD = make_problems(1, 8, seed=76)[0]  # the small policy is unsure here: samples differ
 
 
 def chat(problem: str) -> list[dict[str, str]]:
@@ -73,21 +74,19 @@ def test_generate_with_n_stop_and_finish_reasons(engine: str, request: pytest.Fi
     policy = request.getfixturevalue(engine)
     sampled, stopped, ended, cut = policy.invoke(
         [
-            {"messages": chat(PROBLEM.problem), "n": 4, "temperature": 1.0, "max_tokens": 200, "seed": 3},
+            {"messages": chat(HARD.problem), "n": 6, "temperature": 1.0, "max_tokens": 300, "seed": 3},
             {"messages": chat(PROBLEM.problem), "stop": ["="], "temperature": 0, "max_tokens": 200},
             {"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 300},
             {"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 3},
         ]
     )
-    assert len(sampled.completions) == 4 and len({c.text for c in sampled.completions}) > 1
+    assert len(sampled.completions) == 6 and len({c.text for c in sampled.completions}) > 1
     assert sampled.prompt_tokens > 0 and all(c.num_tokens > 0 for c in sampled.completions)
     (s,), (e,), (t,) = stopped.completions, ended.completions, cut.completions
     assert s.finish_reason == "stop" and s.stop_string == "=" and s.text.endswith("=") and s.text.count("=") == 1
     assert e.finish_reason == "eos" and "\\boxed{" in e.text and "<|im_end|>" not in e.text
     assert t.finish_reason == "length" and t.num_tokens == 3
-    again = policy.invoke(
-        [{"messages": chat(PROBLEM.problem), "n": 4, "temperature": 1.0, "max_tokens": 200, "seed": 3}]
-    )
+    again = policy.invoke([{"messages": chat(HARD.problem), "n": 6, "temperature": 1.0, "max_tokens": 300, "seed": 3}])
     assert [c.text for c in again[0].completions] == [c.text for c in sampled.completions]
 
 
@@ -134,7 +133,7 @@ def test_strategies_run_on_vllm_engines(vllm_policy: VLLMPolicy, vllm_prm_engine
 
 def test_dvts_subtrees_sample_different_steps_on_vllm(vllm_policy: VLLMPolicy) -> None:
     # Identical prompts in one call get distinct seeds: subtrees are diverse.
-    results = vllm_policy.invoke([{"messages": chat(PROBLEM.problem), "n": 2, "seed": 1, "max_tokens": 200}] * 4)
+    results = vllm_policy.invoke([{"messages": chat(HARD.problem), "n": 2, "seed": 1, "max_tokens": 300}] * 4)
     assert len({c.text for r in results for c in r.completions}) > 2
 
 
