@@ -1,8 +1,11 @@
-"""Engines: the policy and PRM Runnables. Backends that need torch live in their own submodules.
+"""Engines: the policy and PRM Runnables. Backends that need torch or vLLM live in their own submodules.
 
 - :mod:`.base`: the ``PolicyEngine`` and ``PRMEngine`` interfaces;
-- :mod:`.transformers_policy`: ``TransformersPolicy``;
-- :mod:`.transformers_prm`: ``MathShepherdPRM``.
+- policies: :mod:`.transformers_policy` (``TransformersPolicy``), :mod:`.vllm_policy` (``VLLMPolicy``),
+  :mod:`.openai_policy` (``OpenAICompatiblePolicy``), :mod:`.chat_model_policy` (``ChatModelPolicy``);
+- PRMs: :mod:`.transformers_prm` (``MathShepherdPRM``, ``RLHFlowPRM``, ``QwenMathPRM``, ``load_prm``),
+  :mod:`.vllm_prm` (``VLLMPRM``), :mod:`.function_prm` (``FunctionPRM``, ``arith_checker_prm``);
+- :mod:`.batching` (cross-problem micro-batching), :mod:`.registry` (engines by name, cached).
 """
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine

@@ -139,7 +139,7 @@ class Progress:
         self.stream.write(
             f"\r[{self.done}/{self.total}] {self.done / max(1, self.total):.0%} {rate:.2f} problems/s "
             f"ETA {eta:.0f}s | policy calls {u.policy_calls}, tokens {u.completion_tokens}, "
-            f"PRM calls {u.prm_calls}, engine time {u.wall_time_s:.0f}s"
+            f"PRM calls {u.prm_calls}, strategy time {u.wall_time_s:.0f}s"
         )
         self.stream.flush()
 
