@@ -1,13 +1,16 @@
-"""Helpers shared by the benchmark scripts: the report header and confidence intervals."""
+"""Helpers shared by the benchmark scripts: the report header, writing reports, and (re-exported) Wilson intervals."""
 
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import platform
 import sys
 from pathlib import Path
+
+from langchain_ttc.evaluation.report import wilson
+
+__all__ = ["RESULTS", "header", "wilson", "write"]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -22,16 +25,6 @@ def header(title: str, script: str) -> list[str]:
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         f"- command: `{command}`",
     ]
-
-
-def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion."""
-    if total == 0:
-        return (0.0, 1.0)
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def write(name: str, lines: list[str]) -> Path:

@@ -11,11 +11,9 @@ space is small (300 and 9000 problems), so "held out" there means fresh samples,
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import sys
 import time
-from pathlib import Path
+
+from _report import header, write
 
 from langchain_ttc.answers import extract_boxed
 from langchain_ttc.arith import check_steps, make_problems, split_steps
@@ -25,7 +23,6 @@ from langchain_ttc.engines.transformers_policy import TransformersPolicy
 from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 from langchain_ttc.types import GenerationRequest, ScoreRequest
 
-RESULTS = Path(__file__).parent / "results"
 SEED = 1_000_003
 
 
@@ -91,12 +88,8 @@ def main() -> None:
         "large": greedy_accuracy(large, args.per_difficulty),
     }
     step = prm_step_accuracy(small, prm, args.per_difficulty // 4, args.samples)
-    lines = [
-        "# Arith checkpoints: greedy accuracy and PRM step accuracy",
-        "",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"{platform.processor() or 'cpu'}, Python {platform.python_version()}",
-        f"- command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip(),
+    lines = header("Arith checkpoints: greedy accuracy and PRM step accuracy", __file__)
+    lines += [
         f"- {args.per_difficulty} problems per difficulty, greedy decoding; wall time {time.time() - started:.0f} s",
         "",
         "| policy | " + " | ".join(f"{d} steps" for d in range(1, MAX_DIFFICULTY + 1)) + " |",
@@ -113,10 +106,7 @@ def main() -> None:
         "| ---: | ---: | ---: |",
         f"| {step['accuracy']:.1%} | {step['accuracy_on_correct_steps']:.1%} | {step['accuracy_on_wrong_steps']:.1%} |",
     ]
-    report = "\n".join(lines) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "arith_models.md").write_text(report)
-    print(report)
+    write("arith_models.md", lines)
 
 
 if __name__ == "__main__":

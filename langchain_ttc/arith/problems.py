@@ -210,7 +210,9 @@ def check_steps(problem: str, steps: list[str]) -> list[bool]:
 
 def split_steps(solution: str) -> list[str]:
     """Split a solution into its non-empty steps (``"\\n\\n"`` delimited)."""
-    return [step.strip() for step in solution.split(STEP_DELIMITER) if step.strip()]
+    from langchain_ttc.beams import split_steps as split_on
+
+    return split_on(solution, STEP_DELIMITER)
 
 
 def step_is_well_formed(step: str) -> bool:

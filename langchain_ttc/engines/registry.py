@@ -20,7 +20,6 @@ BACKENDS = ("transformers", "vllm", "openai")
 """transformers (CPU default), vllm (in-process ``vllm.LLM``), openai (a vLLM server: the model is its URL)."""
 PRM_PROTOCOLS = ("math_shepherd", "rlhflow")
 ARITH_PREFIX = "arith:"
-ALIASES = ("arith:small", "arith:large", "arith:prm", "smollm2")
 
 
 def resolve_reference(model: str) -> str:
