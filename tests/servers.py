@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -42,8 +43,35 @@ def running_server(command: list[str], health_url: str, *, cwd: Path | None = No
             time.sleep(1)
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    """Stop a server's whole process group by PID (``SIGKILL`` after 30 s); a no-op once it is gone."""
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+CPU_ENGINE = {
+    "dtype": "float32",
+    "max_model_len": 1024,
+    "kv_cache_memory_bytes": 256 * 2**20,
+    "enforce_eager": True,
+    "block_size": 32,
+}
+"""vLLM engine options for the CPU build (DESIGN.md §4): a fixed KV cache, float32, no graph capture."""
+
+
+def vllm_server_command(model: str, port: int, *extra: str) -> list[str]:
+    """The command that starts a vLLM OpenAI-compatible server for ``model`` on loopback ``port`` (CPU options)."""
+    return [
+        *[sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model],
+        *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"],
+        *["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", *extra],
+    ]

@@ -3,6 +3,7 @@ tiny model built here with the protocol's special tokens and chat template), and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassificat
 from langchain_ttc import create_beam_search_graph, create_majority_vote_graph, make_problems
 from langchain_ttc.arith import split_steps
 from langchain_ttc.arith.tokenizer import build_tokenizer
+from langchain_ttc.cli import main
 from langchain_ttc.engines.chat_model_policy import ChatModelPolicy
 from langchain_ttc.engines.function_prm import FunctionPRM, arith_checker_prm
 from langchain_ttc.engines.transformers_prm import QwenMathPRM, RLHFlowPRM, load_prm
 from langchain_ttc.types import ScoreRequest
 from tests.fakes import last_step_prm
+from tests.tiny_models import build_qwen_prm
 
 PROBLEMS = make_problems(5, (1, 6), seed=81)
 REQUESTS = [ScoreRequest(problem=p.problem, steps=split_steps(p.solution)) for p in PROBLEMS]
@@ -101,3 +104,16 @@ def test_chat_model_policy_for_whole_solution_strategies() -> None:
         create_beam_search_graph(policy, last_step_prm({}), n=4, beam_width=2)
     with pytest.raises(TypeError, match="is not a LangChain BaseChatModel"):
         ChatModelPolicy("gpt")  # type: ignore[arg-type]
+
+
+def test_cli_scores_with_a_remote_code_qwen_prm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The published Qwen2.5-Math-PRM ships its own modelling code; --trust-remote-code runs it.
+    build_qwen_prm(tmp_path / "qwen")
+    problem = make_problems(1, 2, seed=83)[0].problem
+    args = ["solve", problem, "--strategy", "best_of_n", "--n", "2", "--max-tokens", "64", "--json"]
+    prm_args = ["--prm", str(tmp_path / "qwen"), "--prm-protocol", "qwen_math"]
+    assert main([*args, *prm_args, "--trust-remote-code"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    scores = [c["step_scores"] for c in result["candidates"]]
+    assert len(scores) == 2 and all(s and all(0 < x < 1 for x in s) for s in scores)
+    assert result["usage"]["prm_calls"] == 1

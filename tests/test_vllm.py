@@ -22,15 +22,8 @@ from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 from langchain_ttc.engines.vllm_policy import VLLMPolicy
 from langchain_ttc.engines.vllm_prm import VLLMPRM
 from langchain_ttc.types import GenerationRequest, ScoreRequest
-from tests.servers import free_port, running_server
+from tests.servers import CPU_ENGINE, free_port, running_server, vllm_server_command
 
-CPU_ENGINE = {
-    "dtype": "float32",
-    "max_model_len": 1024,
-    "kv_cache_memory_bytes": 256 * 2**20,
-    "enforce_eager": True,
-    "block_size": 32,
-}
 PROBLEM = make_problems(1, 4, seed=71)[0]
 HARD = make_problems(1, 8, seed=76)[0]  # the small policy is unsure here: samples differ
 
@@ -54,11 +47,7 @@ def vllm_prm_engine() -> Any:
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     port = free_port()
-    command = [
-        *[sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(arith_checkpoint("small"))],
-        *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"],
-        *["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", "--enable-prefix-caching"],
-    ]
+    command = vllm_server_command(str(arith_checkpoint("small")), port, "--enable-prefix-caching")
     url = f"http://127.0.0.1:{port}"
     with running_server(command, f"{url}/health"):
         yield url

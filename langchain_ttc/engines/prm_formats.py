@@ -8,6 +8,13 @@ the PRM's input ids and, for each step, the position ``p`` such that the model's
 - :class:`MathShepherdFormat`: ``"{problem} {step 1} ки\\n{step 2} ки"``; read after each tag.
 - :class:`RLHFlowFormat` (``RLHFlow/Llama3.1-8B-PRM-Deepseek-Data``): a chat where each step is a
   user turn (the first prefixed by the problem) and the assistant answers "+"; read at each "+".
+
+Those two are *generative* formats (a language model's next-token distribution). The third is a
+reward-model format, read from a classification head rather than from next-token probabilities:
+
+- :class:`QwenMathFormat` (``Qwen/Qwen2.5-Math-PRM-7B``): the chat template with every step
+  followed by ``<extra_0>``; ``positions`` are the indices of those tokens, where the model's
+  two-class head holds P(bad) and P(good) for the step.
 """
 
 from __future__ import annotations
@@ -93,4 +100,41 @@ class RLHFlowFormat:
         return list(tokenizer.encode(text, add_special_tokens=False)), positions
 
 
-PRMFormat = MathShepherdFormat | RLHFlowFormat
+QWEN_STEP_TOKEN = "<extra_0>"
+QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass(frozen=True)
+class QwenMathFormat:
+    """The Qwen2.5-Math-PRM protocol (a token-classification reward model, positive class 1)."""
+
+    step_token: str = QWEN_STEP_TOKEN
+    system_prompt: str = QWEN_SYSTEM_PROMPT
+
+    def check(self, tokenizer: Any) -> int:
+        """Check the tokenizer has a chat template and the step token; return the step token's id."""
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"the PRM tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat_template; the Qwen "
+                "protocol writes the solution as the assistant turn of a chat. Pass the PRM's own tokenizer."
+            )
+        return single_token_id(tokenizer, self.step_token, parameter="step_token")
+
+    def encode(self, tokenizer: Any, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        """The chat's ids and, per step, the index of the step token that follows it."""
+        step_id = single_token_id(tokenizer, self.step_token, parameter="step_token")
+        body = "".join(f"{step.replace(self.step_token, '')}{self.step_token}" for step in steps)
+        messages = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": problem},
+            {"role": "assistant", "content": body},
+        ]
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        ids = list(tokenizer.encode(str(text), add_special_tokens=False))
+        return ids, [i for i, token in enumerate(ids) if token == step_id]
+
+
+GenerativeFormat = MathShepherdFormat | RLHFlowFormat
+"""Formats read from a language model's next-token probabilities of the good and bad label tokens."""
+
+PRMFormat = GenerativeFormat | QwenMathFormat

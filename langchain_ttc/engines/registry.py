@@ -18,7 +18,8 @@ from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 
 BACKENDS = ("transformers", "vllm", "openai")
 """transformers (CPU default), vllm (in-process ``vllm.LLM``), openai (a vLLM server: the model is its URL)."""
-PRM_PROTOCOLS = ("math_shepherd", "rlhflow")
+PRM_PROTOCOLS = ("math_shepherd", "rlhflow", "qwen_math")
+"""Math-Shepherd and RLHFlow: generative PRMs; qwen_math: a reward model (Qwen2.5-Math-PRM)."""
 ARITH_PREFIX = "arith:"
 
 
@@ -83,14 +84,27 @@ def load_policy(model: str, backend: str = "transformers") -> PolicyEngine:
 
 
 @functools.lru_cache(maxsize=8)
-def load_prm(model: str, backend: str = "transformers", protocol: str = "math_shepherd") -> PRMEngine:
-    """Load (once) a PRM engine (Math-Shepherd or RLHFlow protocol); ``openai``: ``model`` is a URL."""
+def load_prm(
+    model: str, backend: str = "transformers", protocol: str = "math_shepherd", *, trust_remote_code: bool = False
+) -> PRMEngine:
+    """Load (once) a PRM engine with an explicit protocol; ``openai``: ``model`` is the server's URL.
+
+    Args:
+        model: A model reference, or a server URL with ``backend="openai"``.
+        backend: One of :data:`BACKENDS`.
+        protocol: One of :data:`PRM_PROTOCOLS` (never guessed from the model name).
+        trust_remote_code: Run the checkpoint's own modelling code (transformers; the published
+            Qwen2.5-Math-PRM needs it there, vLLM has the architecture built in).
+
+    """
     _check_backend(backend)
     if protocol not in PRM_PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is not available here; pass one of {', '.join(PRM_PROTOCOLS)}.")
-    from langchain_ttc.engines.prm_formats import MathShepherdFormat, RLHFlowFormat
+    from langchain_ttc.engines.prm_formats import MathShepherdFormat, QwenMathFormat, RLHFlowFormat
 
-    prm_format = MathShepherdFormat() if protocol == "math_shepherd" else RLHFlowFormat()
+    prm_format = {"math_shepherd": MathShepherdFormat, "rlhflow": RLHFlowFormat, "qwen_math": QwenMathFormat}[
+        protocol
+    ]()
     if backend == "openai":
         from langchain_ttc.engines.vllm_prm import VLLMPRM
 
@@ -100,11 +114,13 @@ def load_prm(model: str, backend: str = "transformers", protocol: str = "math_sh
 
         from langchain_ttc.engines.vllm_prm import VLLMPRM
 
-        engine = LLM(model=resolve_reference(model), enable_prefix_caching=True, **_vllm_engine_options())
+        runner = {"runner": "pooling"} if protocol == "qwen_math" else {"enable_prefix_caching": True}
+        engine = LLM(model=resolve_reference(model), **runner, **_vllm_engine_options())
         return VLLMPRM.from_engine(engine, prm_format=prm_format)
     from langchain_ttc.engines.transformers_prm import load_prm as load_transformers_prm
 
-    return load_transformers_prm(resolve_reference(model), protocol=protocol)
+    options = {"trust_remote_code": True} if trust_remote_code and protocol == "qwen_math" else {}
+    return load_transformers_prm(resolve_reference(model), protocol=protocol, **options)
 
 
 def policy_for_run(default: PolicyEngine, runtime: Any) -> PolicyEngine:

@@ -43,11 +43,8 @@ from transformers import (
 from langchain_ttc.engines.base import PRMEngine
 from langchain_ttc.engines.loading import resolve_model_reference
 from langchain_ttc.engines.math_shepherd_format import DEFAULT_BAD_TOKEN, DEFAULT_GOOD_TOKEN, DEFAULT_STEP_TAG
-from langchain_ttc.engines.prm_formats import MathShepherdFormat, PRMFormat, RLHFlowFormat, single_token_id
+from langchain_ttc.engines.prm_formats import GenerativeFormat, MathShepherdFormat, QwenMathFormat, RLHFlowFormat
 from langchain_ttc.types import ScoreRequest, StepScores
-
-QWEN_STEP_TOKEN = "<extra_0>"
-QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +100,12 @@ class GenerativePRM(_BatchedPRM):
     """A causal-LM PRM read as P(good) / (P(good) + P(bad)) at the positions its format names."""
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, prm_format: PRMFormat, batch_size: int = 16
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        prm_format: GenerativeFormat,
+        batch_size: int = 16,
     ) -> None:
         super().__init__(model, tokenizer, batch_size=batch_size)
         self.prm_format = prm_format
@@ -127,7 +129,7 @@ class GenerativePRM(_BatchedPRM):
     def _load(
         cls,
         model: str | os.PathLike[str],
-        prm_format: PRMFormat,
+        prm_format: GenerativeFormat,
         *,
         batch_size: int,
         dtype: Any,
@@ -154,7 +156,7 @@ class MathShepherdPRM(GenerativePRM):
         good_token: str = DEFAULT_GOOD_TOKEN,
         bad_token: str = DEFAULT_BAD_TOKEN,
         batch_size: int = 16,
-        prm_format: PRMFormat | None = None,
+        prm_format: GenerativeFormat | None = None,
     ) -> None:
         prm_format = prm_format or MathShepherdFormat(step_tag=step_tag, good_token=good_token, bad_token=bad_token)
         super().__init__(model, tokenizer, prm_format=prm_format, batch_size=batch_size)
@@ -192,7 +194,7 @@ class RLHFlowPRM(GenerativePRM):
         tokenizer: PreTrainedTokenizerBase,
         *,
         batch_size: int = 16,
-        prm_format: PRMFormat | None = None,
+        prm_format: GenerativeFormat | None = None,
     ) -> None:
         super().__init__(model, tokenizer, prm_format=prm_format or RLHFlowFormat(), batch_size=batch_size)
 
@@ -219,11 +221,17 @@ class RLHFlowPRM(GenerativePRM):
 class QwenMathPRM(_BatchedPRM):
     """A two-class token-classification PRM with ``<extra_0>`` after each step (Qwen2.5-Math-PRM)."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        prm_format: QwenMathFormat | None = None,
+        batch_size: int = 8,
+    ) -> None:
         super().__init__(model, tokenizer, batch_size=batch_size)
-        self._step_id = single_token_id(tokenizer, QWEN_STEP_TOKEN, parameter="step_token")
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("the Qwen PRM tokenizer has no chat_template; pass the PRM's own tokenizer.")
+        self.prm_format = prm_format or QwenMathFormat()
+        self.prm_format.check(tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -245,22 +253,14 @@ class QwenMathPRM(_BatchedPRM):
         """
         reference = resolve_model_reference(model, parameter="prm")
         tokenizer = AutoTokenizer.from_pretrained(reference, trust_remote_code=trust_remote_code)
-        single_token_id(tokenizer, QWEN_STEP_TOKEN, parameter="step_token")
+        QwenMathFormat().check(tokenizer)
         auto = AutoModel if trust_remote_code else AutoModelForTokenClassification
         loaded = auto.from_pretrained(reference, dtype=dtype, trust_remote_code=trust_remote_code, **model_kwargs)
         loaded.to(device)
         return cls(loaded, tokenizer, batch_size=batch_size)
 
     def _encode(self, request: ScoreRequest) -> tuple[list[int], list[int]]:
-        body = "".join(f"{step.replace(QWEN_STEP_TOKEN, '')}{QWEN_STEP_TOKEN}" for step in request.steps)
-        messages = [
-            {"role": "system", "content": QWEN_SYSTEM_PROMPT},
-            {"role": "user", "content": request.problem},
-            {"role": "assistant", "content": body},
-        ]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False)
-        ids = list(self.tokenizer.encode(str(text), add_special_tokens=False))
-        return ids, [i for i, token in enumerate(ids) if token == self._step_id]
+        return self.prm_format.encode(self.tokenizer, request.problem, request.steps)
 
     def _read(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: list[list[int]]

@@ -182,10 +182,17 @@ def run_evaluation(
         if not records:
             file.write(json.dumps({"config": asdict(config)}) + "\n")
             file.flush()
+        failure: BaseException | None = None
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             futures = [pool.submit(evaluate_problem, p, config, graphs) for p in todo]
             for future in as_completed(futures):
-                record = future.result()
+                try:
+                    record = future.result()
+                except Exception as error:  # keep every finished problem; stop starting new ones
+                    failure = failure or error
+                    for pending in futures:
+                        pending.cancel()
+                    continue
                 with lock:
                     file.write(json.dumps(record) + "\n")
                     file.flush()
@@ -194,4 +201,10 @@ def run_evaluation(
                     bar.update(record)
     if todo:
         bar.stream.write("\n")
+    if failure is not None:
+        failure.add_note(
+            f"{len(records)} of {len(problems)} problems are finished and saved in {str(output)!r}; run the same "
+            "command again to resume from there."
+        )
+        raise failure
     return records
