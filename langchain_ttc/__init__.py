@@ -19,6 +19,7 @@ from langchain_ttc.selection import Selection, best_of_n, majority_vote, weighte
 from langchain_ttc.strategies import (
     create_beam_search_graph,
     create_best_of_n_graph,
+    create_compute_optimal_graph,
     create_dvts_graph,
     create_majority_vote_graph,
     create_weighted_best_of_n_graph,
@@ -58,6 +59,7 @@ __all__ = [
     "check_steps",
     "create_beam_search_graph",
     "create_best_of_n_graph",
+    "create_compute_optimal_graph",
     "create_dvts_graph",
     "create_majority_vote_graph",
     "create_strategy_graph",

@@ -16,13 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
 from langchain_ttc.aggregation import AGGREGATIONS
+from langchain_ttc.engines.openai_policy import ServerError
 from langchain_ttc.engines.registry import BACKENDS, PRM_PROTOCOLS
-from langchain_ttc.strategies.registry import STEP_LEVEL_STRATEGIES, STRATEGIES, strategy_needs_prm
+from langchain_ttc.routing.difficulty import ESTIMATORS
+from langchain_ttc.routing.table import ROUTABLE_STRATEGIES
+from langchain_ttc.strategies.registry import CRITICS, STEP_LEVEL_STRATEGIES, STRATEGIES, strategy_needs_prm
 from langchain_ttc.types import TTCResult
+
+TRUST_HELP = "Run the PRM checkpoint's own modelling code (transformers; Qwen2.5-Math-PRM needs it)."
 
 
 def _positive_int(text: str) -> int:
@@ -65,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument(
         "--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS, help="How the PRM reads steps."
     )
+    solve.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
     solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
     solve.add_argument("--max-tokens", type=_positive_int, default=1024, help="Default: %(default)s.")
@@ -76,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
     solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
     solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
+    solve.add_argument(
+        "--max-revisions", type=int, default=2, help="self_refine: revisions per chain. Default: %(default)s."
+    )
+    solve.add_argument(
+        "--critic", default="self", choices=CRITICS, help="self_refine: who critiques. Default: %(default)s."
+    )
+    solve.add_argument(
+        "--table", default=None, help="compute_optimal: a strategy table (default: the shipped Arith table)."
+    )
+    solve.add_argument(
+        "--estimator", default=None, choices=sorted(ESTIMATORS), help="compute_optimal: default the table's."
+    )
 
     evaluate = commands.add_parser("eval", help="Accuracy against budget on a dataset, for one or more strategies.")
     evaluate.add_argument("--dataset", required=True, help="'arith', a .jsonl file (MATH-500, GSM8K), or a hub id.")
@@ -90,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--prm", default="arith:prm", help="PRM: directory, hub id, arith:prm or URL.")
     evaluate.add_argument("--backend", default="transformers", choices=BACKENDS, help="Engine for --policy and --prm.")
     evaluate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
+    evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     evaluate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     evaluate.add_argument("--temperature", type=float, default=0.8)
     evaluate.add_argument("--max-tokens", type=_positive_int, default=512)
@@ -103,18 +123,66 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--output", type=Path, default=None, help="JSONL results (default: ttc_eval/<dataset>.jsonl)."
     )
+
+    calibrate = commands.add_parser(
+        "calibrate", help="Calibrate a compute-optimal strategy table: candidates per difficulty bin and budget."
+    )
+    calibrate.add_argument("--dataset", default="arith", help="'arith', a .jsonl file, or a hub id.")
+    calibrate.add_argument("--budgets", type=_positive_int, nargs="+", default=[4, 16, 64])
+    calibrate.add_argument("--strategies", nargs="+", default=list(ROUTABLE_STRATEGIES), choices=ROUTABLE_STRATEGIES)
+    calibrate.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts candidates.")
+    calibrate.add_argument("--pilots", type=_positive_int, default=4, help="Pilot samples (count against budgets).")
+    calibrate.add_argument("--estimator", default="prm_score", choices=sorted(ESTIMATORS))
+    calibrate.add_argument("--bins", type=_positive_int, default=4, help="Difficulty bins (quantiles).")
+    calibrate.add_argument("--folds", type=_positive_int, default=2, help="Held-out folds for the accuracy estimate.")
+    calibrate.add_argument("--policy", default="arith:small")
+    calibrate.add_argument("--prm", default="arith:prm")
+    calibrate.add_argument("--backend", default="transformers", choices=BACKENDS)
+    calibrate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
+    calibrate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
+    calibrate.add_argument("--temperature", type=float, default=0.8)
+    calibrate.add_argument("--max-tokens", type=_positive_int, default=512)
+    calibrate.add_argument("--limit", type=_positive_int, default=None)
+    calibrate.add_argument("--count", type=_positive_int, default=120, help="arith: problems when no --limit.")
+    calibrate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 1-8.")
+    calibrate.add_argument("--seed", type=int, default=9000, help="Dataset and sampling seed (disjoint from eval's).")
+    calibrate.add_argument("--concurrency", type=_positive_int, default=8)
+    calibrate.add_argument("--output", type=Path, required=True, help="The table to write (JSON).")
+    calibrate.add_argument("--records", type=Path, default=None, help="Per-problem records (default: next to it).")
+    calibrate.add_argument("--plot", type=Path, default=None, help="Accuracy per bin plot (default: next to it).")
     return parser
+
+
+def _refine_line(event: dict[str, Any]) -> str:
+    where = f"chain {event['chain']}, revision {event['revision']}"
+    if event["type"] == "ttc.draft":
+        return f"draft ({where}): answer {event['answer']}, {event['tokens']} tokens"
+    flagged = "no error" if event["step"] is None else f"step {event['step'] + 1} flagged"
+    return f"critique ({where}): {flagged}"
+
+
+def _routing_line(routing: dict[str, Any]) -> str:
+    return (
+        f"routed: difficulty {routing['difficulty']:.3f} ({routing['estimator']}, {routing['pilots']} pilots) -> "
+        f"bin {routing['bin']!r} -> {routing['strategy']} {routing['options']} at budget {routing['budget']}"
+    )
 
 
 def _format_table(result: TTCResult) -> str:
     lines = [f"answer: {result.answer}", "", "  #  answer      score   finish  tokens"]
+    if "routing" in result.metadata:
+        lines.insert(1, _routing_line(result.metadata["routing"]))
+    if "drafts" in result.metadata:
+        lines[2] = "  #  answer      score   finish  tokens  chain  revision"
     for index, candidate in enumerate(result.candidates):
         marker = "*" if index == result.chosen_index else " "
         score = "" if candidate.score is None else f"{candidate.score:.3f}"
         answer = (candidate.answer or "-")[:10]
-        lines.append(
-            f"{marker}{index:>2}  {answer:<10}  {score:>6}  {candidate.finish_reason:<6}  {candidate.num_tokens:>6}"
-        )
+        line = f"{marker}{index:>2}  {answer:<10}  {score:>6}  {candidate.finish_reason:<6}  {candidate.num_tokens:>6}"
+        drafts = result.metadata.get("drafts", [])
+        if index < len(drafts):
+            line += f"  {drafts[index]['chain']:>5}  {drafts[index]['revision']:>8}"
+        lines.append(line)
     u = result.usage
     lines += [
         "",
@@ -146,14 +214,24 @@ def solve(args: argparse.Namespace) -> int:
     from langchain_ttc.strategies.registry import create_strategy_graph
 
     hf_logging.disable_progress_bar()
-    needs_prm = strategy_needs_prm(args.strategy)
+    routed = args.strategy == "compute_optimal"
+    if routed:  # a bad table or budget fails before any weights load
+        from langchain_ttc.routing.table import load_table
+
+        load_table(args.table).choices_at(args.n)
+    refine = args.strategy == "self_refine"
+    needs_prm = strategy_needs_prm(args.strategy) or (refine and args.critic == "prm")
     policy_ref, prm_ref = args.policy or "arith:small", args.prm or "arith:prm"
     if args.backend != "openai":  # check local paths before any weights load
         resolve_model_reference(resolve_reference(policy_ref), parameter="--policy")
         if needs_prm:
             resolve_model_reference(resolve_reference(prm_ref), parameter="--prm")
     policy = load_policy(policy_ref, args.backend)
-    prm = load_prm(prm_ref, args.backend, args.prm_protocol) if needs_prm else None
+    prm = (
+        load_prm(prm_ref, args.backend, args.prm_protocol, trust_remote_code=args.trust_remote_code)
+        if needs_prm
+        else None
+    )
     options: dict[str, Any] = {
         "n": args.n,
         "temperature": args.temperature,
@@ -162,7 +240,11 @@ def solve(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "system_prompt": args.system_prompt,
     }
-    if needs_prm:
+    if routed:
+        options |= {"table": args.table, "estimator": args.estimator}
+    elif refine:
+        options |= {"max_revisions": args.max_revisions, "critic": args.critic}
+    elif needs_prm:
         options["aggregation"] = args.aggregation
     if args.strategy in STEP_LEVEL_STRATEGIES:
         options |= {"beam_width": args.beam_width, "max_iterations": args.max_iterations, "lookahead": args.lookahead}
@@ -172,9 +254,13 @@ def solve(args: argparse.Namespace) -> int:
         event = cast(dict[str, Any], chunk)
         if mode == "custom" and event.get("type") == "ttc.iteration":
             _progress(event)
+        elif mode == "custom" and event.get("type") == "ttc.routed":
+            print(_routing_line(event), file=sys.stderr)
+        elif mode == "custom" and event.get("type") in ("ttc.draft", "ttc.critique"):
+            print(_refine_line(event), file=sys.stderr)
         elif mode == "values":
             output = event
-    if args.strategy in STEP_LEVEL_STRATEGIES:
+    if args.strategy in STEP_LEVEL_STRATEGIES or routed:
         print(file=sys.stderr)
     result = TTCResult.model_validate(output["result"])
     print(result.model_dump_json(indent=2) if args.json else _format_table(result))
@@ -221,7 +307,11 @@ def evaluate(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
     policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
-    prm = MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol)) if config.needs_prm else None
+    prm = (
+        MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol, trust_remote_code=args.trust_remote_code))
+        if config.needs_prm
+        else None
+    )
     records = run_evaluation(config, problems, output, policy=policy, prm=prm, concurrency=args.concurrency)
     title = f"{args.dataset}: {', '.join(config.strategies)} (policy {args.policy})"
     summary = summary_markdown(records, title=title)
@@ -232,15 +322,86 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibrate_table(args: argparse.Namespace) -> int:
+    """Run ``ttc calibrate``; return the exit code. Inputs are checked before any model loads."""
+    import json
+    import shlex
+
+    from langchain_ttc.evaluation.datasets import load_problems
+    from langchain_ttc.routing.calibrate import Calibration, default_candidates, fit_table, plot_calibration
+    from langchain_ttc.routing.table import load_table, save_table
+
+    difficulty = _difficulty(args.difficulty)
+    candidates = [c for c in default_candidates(beam_width=args.beam_width) if c.strategy in args.strategies]
+    if min(args.budgets) < args.pilots:
+        raise ValueError(
+            f"--budgets {args.budgets} has a budget below --pilots {args.pilots}; raise it or lower --pilots."
+        )
+    if args.folds < 2:
+        raise ValueError(
+            f"--folds={args.folds} must be at least 2 (each fold is routed by a table fitted on the others)."
+        )
+    problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
+
+    from transformers.utils import logging as hf_logging
+
+    from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
+    from langchain_ttc.engines.registry import load_policy, load_prm
+
+    hf_logging.disable_progress_bar()
+    policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
+    prm = MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol))
+    calibration = Calibration(
+        policy, prm, budgets=args.budgets, candidates=candidates, pilots=args.pilots, aggregation=args.aggregation,
+        seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
+    )  # fmt: skip
+    records = calibration.run(problems, concurrency=args.concurrency)
+    records_path = args.records or args.output.with_suffix(".records.jsonl")
+    plot_path = args.plot or args.output.with_suffix(".png")
+    for path in (args.output, records_path, plot_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    provenance = {
+        "command": "ttc " + shlex.join(args.argv),
+        "dataset": args.dataset,
+        "dataset_options": {
+            "difficulty": list(difficulty),
+            "count": args.count,
+            "limit": args.limit,
+            "seed": args.seed,
+        },
+        "policy": args.policy,
+        "prm": args.prm,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    table = fit_table(
+        records, candidates=candidates, estimator=args.estimator, bin_count=args.bins, pilots=args.pilots,
+        aggregation=args.aggregation, folds=args.folds, provenance=provenance,
+    )  # fmt: skip
+    save_table(table, args.output)
+    load_table(args.output)  # what was written loads and passes the schema
+    plot_calibration(records, table, calibration.labels(), plot_path)
+    print(json.dumps(table.model_dump(mode="json")["calibration"], indent=2))
+    print(f"table: {args.output}; records: {records_path}; plot: {plot_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ttc`` command."""
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for results (--json)
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     try:
-        return evaluate(args) if args.command == "eval" else solve(args)
+        commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve}
+        return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"ttc {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except ServerError as error:  # a model server died: say what was tried and what was kept
+        print(f"ttc {args.command}: error: {error}", *getattr(error, "__notes__", []), sep="\n", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,7 +37,14 @@ def test_every_strategy_is_served(server: str) -> None:
 
     client = get_sync_client(url=server)
     assert sorted(a["graph_id"] for a in client.assistants.search()) == sorted(GRAPHS)
-    assert sorted(GRAPHS) == ["beam_search", "best_of_n", "dvts", "majority_vote", "weighted_best_of_n"]
+    assert sorted(GRAPHS) == [
+        "beam_search",
+        "best_of_n",
+        "compute_optimal",
+        "dvts",
+        "majority_vote",
+        "weighted_best_of_n",
+    ]
 
 
 @pytest.mark.parametrize("graph_id", sorted(GRAPHS))
@@ -65,5 +72,10 @@ def test_graph_runs_through_the_sdk_with_progress_events(server: str, graph_id: 
     assert events[-1]["type"] == "ttc.selected" and events[-1]["answer"] == values["answer"]
     if graph_id in ("beam_search", "dvts"):
         assert any(e["type"] == "ttc.iteration" for e in events)
-    else:
+    else:  # the router too: its 4 pilots come first
         assert events[0] == {"type": "ttc.generated", "candidates": 4, "tokens": events[0]["tokens"]}
+    if graph_id == "compute_optimal":  # the context's n is the router's budget
+        (routed,) = [e for e in events if e["type"] == "ttc.routed"]
+        assert routed["budget"] == 4 and result["metadata"]["routing"] == {
+            k: v for k, v in routed.items() if k != "type"
+        }

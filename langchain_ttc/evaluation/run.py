@@ -85,6 +85,12 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
         name = "best_of_n" if scored else "majority_vote"
         options = {**common, "aggregation": config.aggregation} if scored else common
         graphs[f"sampling@{config.n_max}"] = create_strategy_graph(name, policy, prm, n=config.n_max, **options)
+    if "compute_optimal" in config.strategies:  # the shipped table's budgets up to n_max
+        from langchain_ttc.routing.table import load_table
+
+        for n in sorted(load_table().budgets):
+            if n <= config.n_max:
+                graphs[f"compute_optimal@{n}"] = create_strategy_graph("compute_optimal", policy, prm, n=n, **common)
     for strategy in (s for s in config.strategies if s in STEP_LEVEL_STRATEGIES):
         for n in budgets(config.n_max):
             if n >= config.beam_width and n % config.beam_width == 0:

@@ -2,12 +2,14 @@
 
 from langchain_ttc.strategies.beam_search import create_beam_search_graph
 from langchain_ttc.strategies.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
+from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
 from langchain_ttc.strategies.dvts import create_dvts_graph
 from langchain_ttc.strategies.majority_vote import create_majority_vote_graph
 
 __all__ = [
     "create_beam_search_graph",
     "create_best_of_n_graph",
+    "create_compute_optimal_graph",
     "create_dvts_graph",
     "create_majority_vote_graph",
     "create_weighted_best_of_n_graph",

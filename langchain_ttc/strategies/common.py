@@ -36,10 +36,18 @@ StrategyGraph = CompiledStateGraph[Any, Any, Any, Any]
 
 
 class StrategyInput(TypedDict, total=False):
-    """Graph input: a problem string, or a chat whose last user message is the problem."""
+    """Graph input: a problem string, or a chat whose last user message is the problem.
+
+    ``pilots`` (optional) are whole solutions already sampled for this problem, as
+    :class:`~langchain_ttc.types.Candidate` data (the compute-optimal router passes the samples it
+    estimated difficulty from). They are reused, not resampled: the sample-then-select graphs
+    count them toward ``n`` (and keep their PRM scores), the step-level searches add them to the
+    pool their final selection picks from.
+    """
 
     problem: str
     messages: list[Any]
+    pilots: list[dict[str, Any]]
 
 
 class StrategyOutput(TypedDict):
@@ -162,12 +170,20 @@ def sample(policy: PolicyEngine, request: GenerationRequest, *, delimiter: str) 
     return candidates, usage
 
 
+def reaggregated(candidates: Sequence[Candidate], *, aggregation: str) -> list[Candidate]:
+    """The candidates, each one with step scores given the aggregate of ``aggregation``."""
+    return [
+        c.model_copy(update={"score": aggregate(c.step_scores, aggregation)}) if c.step_scores is not None else c
+        for c in candidates
+    ]
+
+
 def score_candidates(
     prm: PRMEngine, problem: str, candidates: Sequence[Candidate], *, aggregation: str
 ) -> tuple[list[Candidate], Usage]:
-    """One batched PRM call for every candidate with steps; attach step scores and the aggregate."""
-    todo = [i for i, c in enumerate(candidates) if c.steps]
-    scored = list(candidates)
+    """One batched PRM call for every candidate with steps and no scores yet; attach step scores and the aggregate."""
+    scored = reaggregated(candidates, aggregation=aggregation)  # already scored (reused pilots): no PRM call
+    todo = [i for i, c in enumerate(candidates) if c.steps and c.step_scores is None]
     if not todo:
         return scored, Usage()
     results = prm.invoke([ScoreRequest(problem=problem, steps=candidates[i].steps) for i in todo])
@@ -214,6 +230,8 @@ def make_generate_node(
 ) -> Any:
     """The ``generate`` node of the sample-then-select graphs: one policy call for ``n`` solutions.
 
+    Pilots in the input count toward ``n``: only the rest is sampled (no call when they suffice).
+
     ``options`` holds ``n``, ``temperature``, ``top_p``, ``max_tokens`` and ``seed``; the run's
     :class:`~langchain_ttc.context.TTCContext` may override them (checked before the call).
     """
@@ -223,15 +241,19 @@ def make_generate_node(
         run = merged_options(options, runtime)
         check_sampling_options(run)
         problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
-        request = GenerationRequest(
-            messages=conversation,
-            n=run["n"],
-            max_tokens=run["max_tokens"],
-            temperature=run["temperature"],
-            top_p=run["top_p"],
-            seed=run["seed"],
-        )
-        candidates, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
+        candidates = [Candidate.model_validate(c) for c in state.get("pilots") or []]
+        usage = Usage()
+        if run["n"] > len(candidates):
+            request = GenerationRequest(
+                messages=conversation,
+                n=run["n"] - len(candidates),
+                max_tokens=run["max_tokens"],
+                temperature=run["temperature"],
+                top_p=run["top_p"],
+                seed=run["seed"],
+            )
+            sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
+            candidates += sampled
         emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
         total = usage_of(state) + usage + elapsed_since(started)
         return {

@@ -40,10 +40,11 @@ from langchain_ttc.strategies.common import (
     conversation_from_input,
     elapsed_since,
     emit,
+    reaggregated,
     selection_output,
     usage_of,
 )
-from langchain_ttc.types import GenerationRequest, Message, ScoreRequest, Usage
+from langchain_ttc.types import Candidate, GenerationRequest, Message, ScoreRequest, Usage
 
 FinalSelection = Literal["best", "weighted"]
 
@@ -292,14 +293,20 @@ def conversation_problem(conversation: list[Message]) -> str:
     return next(m["content"] for m in reversed(conversation) if m["role"] == "user")
 
 
+def pilot_candidates(state: SearchState) -> list[Candidate]:
+    """The input's pilots, their scores aggregated with the search's rule (unscored ones get no score)."""
+    pilots = [Candidate.model_validate(c) for c in state.get("pilots") or []]
+    return reaggregated(pilots, aggregation=state["settings"]["aggregation"])
+
+
 def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
-    """The ``select`` node: the best finished beam, or the weighted vote over finished beams."""
+    """The ``select`` node: the best finished beam, or the weighted vote over finished beams (and pilots)."""
 
     def select(state: SearchState) -> dict[str, Any]:
         started = time.perf_counter()
         settings = state["settings"]
         beams = beams_of(state, "finished") + beams_of(state, "truncated")
-        candidates = [b.to_candidate(settings["step_delimiter"]) for b in beams]
+        candidates = [b.to_candidate(settings["step_delimiter"]) for b in beams] + pilot_candidates(state)
         rule = weighted_best_of_n if settings["final_selection"] == "weighted" else best_of_n
         output = selection_output(strategy, candidates, rule(candidates), usage_of(state) + elapsed_since(started))
         output["result"]["metadata"] = {"iterations": state.get("iterations", [])}

@@ -1,0 +1,262 @@
+"""The compute-optimal router: routing decisions for scripted difficulties, pilot reuse, budget
+accounting, the table's schema and bad input (scripted engines); the shipped table and the CLI on
+the real Arith checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_ttc import TTCResult
+from langchain_ttc.cli import main
+from langchain_ttc.routing.difficulty import agreement_difficulty, prm_score_difficulty
+from langchain_ttc.routing.fit import fit_choices, held_out_accuracy
+from langchain_ttc.routing.table import default_table_path, load_table, quantile_thresholds, save_table
+from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
+from langchain_ttc.types import Candidate
+from tests.fakes import ScriptedPolicy, ScriptedPRM
+
+SOLUTIONS = ["2+2=4.\n\nThe answer is \\boxed{4}.", "2+2=5.\n\nThe answer is \\boxed{5}."]
+LAST_STEP = {"easy problem": 0.9, "medium problem": 0.5, "hard problem": 0.1}  # difficulty 0.1 / 0.5 / 0.9
+TABLE: dict[str, Any] = {
+    "version": 1,
+    "estimator": "prm_score",
+    "pilots": 2,
+    "aggregation": "last",
+    "bins": [{"name": "easy", "upper": 0.3}, {"name": "medium", "upper": 0.7}, {"name": "hard"}],
+    "budgets": {
+        "4": {
+            "easy": {"strategy": "majority_vote"},
+            "medium": {"strategy": "weighted_best_of_n"},
+            "hard": {"strategy": "best_of_n"},
+        },
+        "8": {
+            "easy": {"strategy": "majority_vote"},
+            "medium": {"strategy": "weighted_best_of_n"},
+            "hard": {"strategy": "beam_search", "options": {"beam_width": 2}},
+        },
+    },
+    "calibration": {"note": "written by hand for these tests"},
+}
+
+
+def engines() -> tuple[ScriptedPolicy, ScriptedPRM]:
+    return ScriptedPolicy(SOLUTIONS), ScriptedPRM(lambda problem, _step: LAST_STEP[problem])
+
+
+def run(graph: Any, problem: str) -> tuple[TTCResult, list[dict[str, Any]]]:
+    events, output = [], {}  # subgraphs=True: the routed strategy's own events come too
+    for namespace, mode, chunk in graph.stream({"problem": problem}, stream_mode=["custom", "values"], subgraphs=True):
+        if mode == "custom":
+            events.append(chunk)
+        elif not namespace:
+            output = chunk
+    return TTCResult.model_validate(output["result"]), events
+
+
+@pytest.mark.parametrize(
+    ("problem", "bin_name", "strategy"),
+    [("easy problem", "easy", "majority_vote"), ("medium problem", "medium", "weighted_best_of_n"),
+     ("hard problem", "hard", "best_of_n")],
+)  # fmt: skip
+def test_routes_each_difficulty_to_its_bins_strategy(problem: str, bin_name: str, strategy: str) -> None:
+    policy, prm = engines()
+    result, events = run(create_compute_optimal_graph(policy, prm, budget=4, table=TABLE), problem)
+    routing = result.metadata["routing"]
+    assert (routing["bin"], routing["strategy"], routing["estimator"]) == (bin_name, strategy, "prm_score")
+    assert routing["difficulty"] == pytest.approx(1 - LAST_STEP[problem])
+    assert result.strategy == "compute_optimal" and result.answer in {"4", "5"}
+    routed = [e for e in events if e["type"] == "ttc.routed"]
+    assert len(routed) == 1 and routed[0]["strategy"] == strategy
+    assert [e["type"] for e in events].index("ttc.routed") < [e["type"] for e in events].index("ttc.selected")
+
+
+def test_pilots_are_reused_and_count_against_the_budget() -> None:
+    policy, prm = engines()
+    result, _ = run(create_compute_optimal_graph(policy, prm, budget=8, table=TABLE, seed=3), "medium problem")
+    # One policy call for 2 pilots, one for the 6 more the strategy needs: 8 samples = the budget.
+    assert [[r.n for r in call] for call in policy.calls] == [[2], [6]]
+    assert [r.seed for call in policy.calls for r in call] == [3, 4]  # new samples, not copies of the pilots
+    assert [len(call) for call in prm.calls] == [2, 6]  # pilots keep their scores: no second PRM pass on them
+    assert len(result.candidates) == 8 and all(c.score is not None for c in result.candidates)
+    assert result.usage.policy_calls == 2 and result.usage.prm_calls == 2
+    assert result.usage.completion_tokens == sum(c.num_tokens for c in result.candidates)
+
+
+def test_a_routed_search_gets_what_the_pilots_leave_and_also_picks_among_them() -> None:
+    policy, prm = engines()
+    result, _ = run(create_compute_optimal_graph(policy, prm, budget=8, table=TABLE), "hard problem")
+    assert result.metadata["routing"]["options"] == {"beam_width": 2, "n": 6}
+    generated = sum(r.n for call in policy.calls for r in call)
+    assert generated <= 8 and policy.calls[0][0].n == 2
+    assert len(result.candidates) == 6 + 2  # the search's finished beams and the two pilots
+    assert "iterations" in result.metadata
+
+
+def test_agreement_needs_no_prm_and_a_callable_estimator_plugs_in() -> None:
+    table = {**TABLE, "estimator": "agreement", "budgets": {"4": {b: {"strategy": "majority_vote"} for b in
+                                                                 ("easy", "medium", "hard")}}}  # fmt: skip
+    policy = ScriptedPolicy(SOLUTIONS[:1])  # every pilot agrees: difficulty 0
+    result, _ = run(create_compute_optimal_graph(policy, budget=4, table=table), "any")
+    assert result.metadata["routing"]["difficulty"] == 0.0 and result.metadata["routing"]["bin"] == "easy"
+
+    def always_hard(pilots: Any) -> float:
+        return 0.95
+
+    policy, prm = engines()
+    graph = create_compute_optimal_graph(policy, prm, budget=4, table=TABLE, estimator=always_hard)
+    result, _ = run(graph, "easy problem")
+    assert result.metadata["routing"]["bin"] == "hard" and result.metadata["routing"]["estimator"] == "always_hard"
+
+
+def test_router_state_is_plain_data_under_a_checkpointer() -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    policy, prm = engines()
+    graph = create_compute_optimal_graph(policy, prm, budget=8, table=TABLE, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"problem": "hard problem"}, config)
+    values = graph.get_state(config).values
+    assert json.loads(json.dumps(values)) == values
+    assert values["route"] == "beam_search_n6" and len(values["pilots"]) == 2
+    steps = [s.next for s in graph.get_state_history(config)]
+    assert ("route",) in steps and ("beam_search_n6",) in steps  # each node a resumable checkpoint
+
+
+def test_estimators() -> None:
+    def pilot(answer: str | None, score: float | None, finish: str = "stop") -> Candidate:
+        return Candidate(text="", steps=["s"], answer=answer, finish_reason=finish, score=score)  # type: ignore[arg-type]
+
+    pilots = [pilot("4", 0.8), pilot("4.0", 0.6), pilot("5", 0.4), pilot("4", 0.9, "length")]
+    assert prm_score_difficulty(pilots) == pytest.approx(1 - (0.8 + 0.6 + 0.4 + 0.0) / 4)
+    assert agreement_difficulty(pilots) == pytest.approx(1 - 2 / 4)  # "4" and "4.0" agree; truncated ones do not vote
+    with pytest.raises(ValueError, match="pilots=\\[\\] is empty"):
+        agreement_difficulty([])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t["budgets"]["4"].pop("hard"), r"budget 4: bins \['hard'\] have no choice"),
+        (lambda t: t["budgets"]["4"].update(hard={"strategy": "tree_search"}), r"budgets\.4\.hard\.strategy"),
+        (lambda t: t["bins"].reverse(), r"every bin but the last needs an upper bound"),
+        (lambda t: t.update(estimator="vibes"), r"estimator 'vibes' is not known"),
+        (lambda t: t["budgets"]["8"]["hard"]["options"].update(beam_width=8), r"no beams left after 2 pilots"),
+        (lambda t: t["budgets"]["4"]["easy"].update(options={"beam_width": 2}), r"do not apply to 'majority_vote'"),
+    ],
+)
+def test_bad_tables_fail_at_construction_naming_the_rule(change: Any, message: str) -> None:
+    table = json.loads(json.dumps(TABLE))
+    change(table)
+    policy, prm = engines()
+    with pytest.raises(ValueError, match=message):
+        create_compute_optimal_graph(policy, prm, budget=4, table=table)
+    assert policy.calls == []
+
+
+def test_bad_budgets_estimators_and_engines_fail_at_construction(tmp_path: Path) -> None:
+    policy, prm = engines()
+    with pytest.raises(ValueError, match=r"budget=16 is not in the strategy table \(budgets 4, 8\)"):
+        create_compute_optimal_graph(policy, prm, budget=16, table=TABLE)
+    with pytest.raises(ValueError, match=r"budget=1 is smaller than the table's 2 pilot samples"):
+        create_compute_optimal_graph(policy, prm, budget=1, table=TABLE)
+    with pytest.raises(ValueError, match=r"estimator='agreement' differs from the table's 'prm_score'"):
+        create_compute_optimal_graph(policy, prm, budget=4, table=TABLE, estimator="agreement")
+    with pytest.raises(ValueError, match=r"pass prm="):
+        create_compute_optimal_graph(policy, budget=4, table=TABLE)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_compute_optimal_graph(policy, prm, budget=4, table=tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad.json' is not JSON"):
+        create_compute_optimal_graph(policy, prm, budget=4, table=tmp_path / "bad.json")
+
+
+def test_the_graph_draws_its_strategy_subgraphs() -> None:
+    policy, prm = engines()
+    graph = create_compute_optimal_graph(policy, prm, budget=8, table=TABLE)
+    nodes = set(graph.get_graph(xray=True).nodes)
+    # One node per strategy the table can route to, at every budget, each drawn with its own nodes.
+    assert {"pilots", "route", "finish", "majority_vote_n4:generate", "beam_search_n6:prune"} <= nodes
+    assert {n.split(":")[0] for n in nodes if ":" in n} == {
+        "majority_vote_n4", "weighted_best_of_n_n4", "best_of_n_n4", "majority_vote_n8", "weighted_best_of_n_n8",
+        "beam_search_n6"}  # fmt: skip
+
+
+def test_a_context_n_picks_another_budget_of_the_table_without_leaking_into_the_strategy() -> None:
+    policy, prm = engines()
+    graph = create_compute_optimal_graph(policy, prm, budget=4, table=TABLE)
+    output = graph.invoke({"problem": "hard problem"}, context={"n": 8, "beam_width": 3, "seed": 10})
+    routing = output["result"]["metadata"]["routing"]
+    assert routing["budget"] == 8 and routing["options"] == {"beam_width": 2, "n": 6}  # the table's, not 3 or 8
+    assert policy.calls[0][0].n == 2 and policy.calls[0][0].seed == 10 and policy.calls[1][0].seed == 11
+    assert sum(r.n for call in policy.calls for r in call) <= 8
+    with pytest.raises(ValueError, match=r"budget=16 is not in the strategy table"):
+        graph.invoke({"problem": "hard problem"}, context={"n": 16})
+
+
+def test_fit_picks_per_bin_and_the_held_out_estimate_is_honest(tmp_path: Path) -> None:
+    # Strategy "a" is right on easy problems, "b" on hard ones; "c" is always wrong.
+    records = [
+        {"id": str(i), "difficulty": {"prm_score": i / 20},
+         "correct": {"4": {"a": i < 10, "b": i >= 10, "c": False}}}
+        for i in range(20)
+    ]  # fmt: skip
+    fitted = fit_choices(records, estimator="prm_score", bin_count=2, labels=["c", "a", "b"])
+    assert fitted.choices == {4: {"easy": "a", "hard": "b"}}
+    # Each fold is routed by bins and picks fitted on the other fold: better than any fixed strategy
+    # (0.5), but not the in-sample 1.0 unless the other fold's quantiles happen to split at 0.5.
+    held_out = held_out_accuracy(records, estimator="prm_score", bin_count=2, labels=["a", "b", "c"], folds=2)
+    assert set(held_out) == {4} and 0.5 < held_out[4] <= 1.0
+    assert quantile_thresholds([0.0, 0.0, 0.0, 1.0], 2) == [pytest.approx(0.0, abs=1e-12)]  # no empty repeat bins
+    table = load_table(TABLE)
+    save_table(table, tmp_path / "t.json")
+    assert load_table(tmp_path / "t.json") == table
+
+
+def test_the_shipped_arith_table_is_calibrated_and_complete() -> None:
+    table = load_table(default_table_path())
+    assert sorted(table.budgets) == [4, 16, 64]
+    assert table.calibration["command"].startswith("ttc calibrate")
+    assert table.calibration["problems"] >= 100 and set(table.calibration["held_out_router_accuracy"]) == {
+        "4",
+        "16",
+        "64",
+    }
+
+
+def test_cli_solves_with_the_router_offline_and_reports_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
+    problem = "Keep only the last digit after each step. What is 3+4*2-5+7*1?"
+    assert main(["solve", problem, "--strategy", "compute_optimal", "--n", "16", "--seed", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    routing = result["metadata"]["routing"]
+    assert result["strategy"] == "compute_optimal" and routing["budget"] == 16
+    assert routing["bin"] in [b.name for b in load_table().bins] and routing["strategy"]
+    assert result["usage"]["policy_calls"] >= 2
+
+
+def test_cli_refuses_a_budget_the_table_lacks_before_loading_models(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["solve", "What is 1+1?", "--strategy", "compute_optimal", "--n", "8"]) == 2
+    assert "budget=8 is not in the strategy table (budgets 4, 16, 64)" in capsys.readouterr().err
+
+
+def test_cli_calibrates_a_table_that_the_router_then_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "table.json"
+    args = ["calibrate", "--count", "6", "--difficulty", "2-5", "--budgets", "4", "8", "--pilots", "2", "--bins", "2"]
+    args += ["--strategies", "majority_vote", "weighted_best_of_n", "beam_search", "--beam-width", "2"]
+    assert main([*args, "--max-tokens", "128", "--output", str(output)]) == 0
+    table = load_table(output)
+    assert sorted(table.budgets) == [4, 8] and [b.name for b in table.bins] == ["easy", "hard"]
+    assert table.calibration["problems"] == 6 and table.calibration["command"].startswith("ttc calibrate --count 6")
+    records = [json.loads(line) for line in output.with_suffix(".records.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and set(records[0]["correct"]["8"]) == {
+        "majority_vote", "weighted_best_of_n", "beam_search(beam_width=2)"}  # fmt: skip
+    assert output.with_suffix(".png").stat().st_size > 0
+    from langchain_ttc.engines.registry import load_policy, load_prm
+
+    graph = create_compute_optimal_graph(load_policy("arith:small"), load_prm("arith:prm"), budget=8, table=output,
+                                         max_tokens=128)  # fmt: skip
+    out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3*4?"})
+    assert out["result"]["metadata"]["routing"]["bin"] in {"easy", "hard"}
