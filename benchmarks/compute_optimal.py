@@ -3,10 +3,13 @@
 Held-out Arith problems of every difficulty (disjoint from the shipped table's calibration
 problems), budgets N in {4, 16, 64}, small policy + Arith PRM:
 
-- the router (``create_compute_optimal_graph`` with the shipped table) at N;
+- the router (``create_compute_optimal_graph`` with the shipped table, whose candidates include
+  self-refinement) at N; from the calibration records, the table and its held-out accuracy with and
+  without self-refinement among the candidates (does mixing sequential and parallel compute help?);
 - majority vote, best-of-N and weighted best-of-N at N (one pool of 4 x 64 samples per problem,
   its first N used), and best-of-N at 4N from the same pool;
-- beam search and DVTS (beam width 4) at N;
+- beam search and DVTS (beam width 4) at N; self-refinement (chains of up to 3 revisions, the
+  trained PRM as critic) at N;
 - the large policy's greedy accuracy.
 
     python benchmarks/compute_optimal.py [--per-difficulty 15] [--concurrency 8]
@@ -30,6 +33,7 @@ from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
 from langchain_ttc.engines.registry import load_policy, load_prm
 from langchain_ttc.evaluation.datasets import load_problems
 from langchain_ttc.evaluation.run import grade
+from langchain_ttc.routing.fit import accuracy, fit_choices, held_out_accuracy
 from langchain_ttc.routing.table import load_table
 from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.strategies.registry import create_strategy_graph
@@ -68,7 +72,13 @@ def main() -> None:
         for s in ("beam_search", "dvts")
         for n in BUDGETS
     }
-    routers = {n: create_compute_optimal_graph(policy, prm, budget=n, **common) for n in BUDGETS}
+    searches |= {
+        f"self_refine@{n}": create_strategy_graph(
+            "self_refine", policy, prm, n=n, max_revisions=3, critic="prm", **common
+        )
+        for n in BUDGETS
+    }
+    routers = {f"router@{n}": create_compute_optimal_graph(policy, prm, budget=n, **common) for n in BUDGETS}
 
     def run(item: tuple[int, Any]) -> dict[str, Any]:
         difficulty, problem = item
@@ -84,11 +94,11 @@ def main() -> None:
             correct[f"best_of_n@{4 * n}"] = grade(answer_of(pool[: 4 * n], "best_of_n"), problem.answer)
             tokens[f"best_of_n@{4 * n}"] = sum(c.num_tokens for c in pool[: 4 * n])
         routed = {}
-        for key, graph in [*searches.items(), *((f"router@{n}", g) for n, g in routers.items())]:
+        for key, graph in [*searches.items(), *routers.items()]:
             result = graph.invoke(inputs)["result"]
             correct[key] = grade(result["answer"], problem.answer)
             tokens[key] = result["usage"]["completion_tokens"]
-            if key.startswith("router@"):
+            if key.startswith("router"):
                 routed[key] = result["metadata"]["routing"]
         return {"difficulty": difficulty, "problem": problem.problem, "answer": problem.answer, "correct": correct,
                 "tokens": tokens, "routing": routed, "seconds": time.perf_counter() - started}  # fmt: skip
@@ -122,7 +132,7 @@ def mean_tokens(records: list[dict[str, Any]], key: str) -> str:
 
 
 def report(records: list[dict[str, Any]], table: Any, seconds: float) -> list[str]:
-    strategies = ["router", *RULES, "beam_search", "dvts"]
+    strategies = ["router", *RULES, "beam_search", "dvts", "self_refine"]
     lines = header("The compute-optimal router on held-out Arith problems", __file__)
     lines += [
         f"- {len(records)} held-out problems ({len(records) // 8} per difficulty 1-8, none in the calibration set); "
@@ -164,12 +174,53 @@ def report(records: list[dict[str, Any]], table: Any, seconds: float) -> list[st
         shares = ", ".join(f"{s} {c / len(records):.0%}" for s, c in sorted(decisions.items(), key=lambda x: -x[1]))
         lines.append(f"- N={n}: {shares}")
     lines += ["", "| strategy | " + " | ".join(str(d) for d in range(1, 9)) + " |", "| --- |" + " ---: |" * 8]
-    for key in [*(f"router@{n}" for n in BUDGETS), "weighted_best_of_n@16", "large_greedy@1"]:
+    for key in [*(f"router@{n}" for n in BUDGETS), "weighted_best_of_n@16", "self_refine@16", "large_greedy@1"]:
         row = []
         for d in range(1, 9):
             hits = [r["correct"][key] for r in records if r["difficulty"] == d]
             row.append(f"{sum(hits) / len(hits):.0%}" if hits else "")
         lines.append(f"| {key} | " + " | ".join(row) + " |")
+    return lines + calibration_section(table)
+
+
+def calibration_section(table: Any) -> list[str]:
+    """The calibration records: accuracy per bin per candidate; the table with and without self-refinement."""
+    records = [json.loads(line) for line in (RESULTS / "calibration_records.jsonl").read_text().splitlines()]
+    labels = list(records[0]["correct"][str(max(BUDGETS))])
+    parallel = [label for label in labels if not label.startswith("self_refine")]
+    lines = [
+        "",
+        f"**Calibration** ({len(records)} problems, `benchmarks/results/calibration_records.jsonl`): accuracy per "
+        "difficulty bin of each candidate (pilots reused), the table's choice in bold:",
+        "",
+    ]
+    names = [b.name for b in table.bins]
+    for n in BUDGETS:
+        lines += [f"N={n}:", "", "| candidate | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+        for label in (la for la in labels if la in records[0]["correct"][str(n)]):
+            row = []
+            for name in names:
+                members = [r for r in records if table.bin_of(r["difficulty"][table.estimator]) == name]
+                value = f"{accuracy(members, n, label):.0%}"
+                row.append(f"**{value}**" if table.budgets[n][name].label() == label else value)
+            lines.append(f"| {label} | " + " | ".join(row) + " |")
+        lines.append("")
+    options = {"estimator": table.estimator, "bin_count": len(table.bins), "folds": table.calibration["folds"]}
+    with_refine = held_out_accuracy(records, labels=labels, **options)
+    without = held_out_accuracy(records, labels=parallel, **options)
+    same = fit_choices(records, estimator=table.estimator, bin_count=len(table.bins), labels=labels).choices == (
+        fit_choices(records, estimator=table.estimator, bin_count=len(table.bins), labels=parallel).choices
+    )
+    lines += [
+        "Mixing sequential and parallel compute (held-out router accuracy on the calibration set, "
+        f"{table.calibration['folds']} folds):",
+        "",
+        "| N | candidates with self-refinement | without |",
+        "| ---: | ---: | ---: |",
+        *(f"| {n} | {with_refine[n]:.1%} | {without[n]:.1%} |" for n in BUDGETS),
+        "",
+        f"The tables fitted on all records with and without self-refinement are {'the same' if same else 'different'}.",
+    ]
     return lines
 
 

@@ -22,6 +22,7 @@ from langchain_ttc.strategies import (
     create_compute_optimal_graph,
     create_dvts_graph,
     create_majority_vote_graph,
+    create_self_refine_graph,
     create_weighted_best_of_n_graph,
 )
 from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
@@ -62,6 +63,7 @@ __all__ = [
     "create_compute_optimal_graph",
     "create_dvts_graph",
     "create_majority_vote_graph",
+    "create_self_refine_graph",
     "create_strategy_graph",
     "create_weighted_best_of_n_graph",
     "extract_boxed",

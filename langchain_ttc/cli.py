@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--budgets", type=_positive_int, nargs="+", default=[4, 16, 64])
     calibrate.add_argument("--strategies", nargs="+", default=list(ROUTABLE_STRATEGIES), choices=ROUTABLE_STRATEGIES)
     calibrate.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts candidates.")
+    calibrate.add_argument("--max-revisions", type=int, default=3, help="self_refine candidates: revisions per chain.")
+    calibrate.add_argument("--critic", default="prm", choices=CRITICS, help="self_refine candidates: the critic.")
+    calibrate.add_argument(
+        "--from-records", type=Path, default=None, help="Refit from records a previous run wrote (no models run)."
+    )
     calibrate.add_argument("--pilots", type=_positive_int, default=4, help="Pilot samples (count against budgets).")
     calibrate.add_argument("--estimator", default="prm_score", choices=sorted(ESTIMATORS))
     calibrate.add_argument("--bins", type=_positive_int, default=4, help="Difficulty bins (quantiles).")
@@ -322,17 +327,37 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_calibration(args: argparse.Namespace, candidates: list[Any], difficulty: tuple[int, int]) -> list[Any]:
+    """Run the candidates on the calibration problems (``ttc calibrate`` without ``--from-records``)."""
+    from transformers.utils import logging as hf_logging
+
+    from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
+    from langchain_ttc.engines.registry import load_policy, load_prm
+    from langchain_ttc.evaluation.datasets import load_problems
+    from langchain_ttc.routing.calibrate import Calibration
+
+    problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
+    hf_logging.disable_progress_bar()
+    policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
+    prm = MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol))
+    calibration = Calibration(
+        policy, prm, budgets=args.budgets, candidates=candidates, pilots=args.pilots, aggregation=args.aggregation,
+        seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
+    )  # fmt: skip
+    return calibration.run(problems, concurrency=args.concurrency)
+
+
 def calibrate_table(args: argparse.Namespace) -> int:
     """Run ``ttc calibrate``; return the exit code. Inputs are checked before any model loads."""
     import json
     import shlex
 
-    from langchain_ttc.evaluation.datasets import load_problems
-    from langchain_ttc.routing.calibrate import Calibration, default_candidates, fit_table, plot_calibration
+    from langchain_ttc.routing.calibrate import default_candidates, fit_table, plot_calibration
     from langchain_ttc.routing.table import load_table, save_table
 
     difficulty = _difficulty(args.difficulty)
-    candidates = [c for c in default_candidates(beam_width=args.beam_width) if c.strategy in args.strategies]
+    every = default_candidates(beam_width=args.beam_width, max_revisions=args.max_revisions, critic=args.critic)
+    candidates = [c for c in every if c.strategy in args.strategies]
     if min(args.budgets) < args.pilots:
         raise ValueError(
             f"--budgets {args.budgets} has a budget below --pilots {args.pilots}; raise it or lower --pilots."
@@ -341,26 +366,17 @@ def calibrate_table(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--folds={args.folds} must be at least 2 (each fold is routed by a table fitted on the others)."
         )
-    problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
-
-    from transformers.utils import logging as hf_logging
-
-    from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
-    from langchain_ttc.engines.registry import load_policy, load_prm
-
-    hf_logging.disable_progress_bar()
-    policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
-    prm = MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol))
-    calibration = Calibration(
-        policy, prm, budgets=args.budgets, candidates=candidates, pilots=args.pilots, aggregation=args.aggregation,
-        seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
-    )  # fmt: skip
-    records = calibration.run(problems, concurrency=args.concurrency)
     records_path = args.records or args.output.with_suffix(".records.jsonl")
     plot_path = args.plot or args.output.with_suffix(".png")
     for path in (args.output, records_path, plot_path):
         path.parent.mkdir(parents=True, exist_ok=True)
-    records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    if args.from_records is not None:
+        records = [json.loads(line) for line in args.from_records.read_text().splitlines() if line.strip()]
+        if args.from_records.resolve() != records_path.resolve():
+            records_path.write_text(args.from_records.read_text())
+    else:
+        records = _run_calibration(args, candidates, difficulty)
+        records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     provenance = {
         "command": "ttc " + shlex.join(args.argv),
         "dataset": args.dataset,
@@ -382,7 +398,7 @@ def calibrate_table(args: argparse.Namespace) -> int:
     )  # fmt: skip
     save_table(table, args.output)
     load_table(args.output)  # what was written loads and passes the schema
-    plot_calibration(records, table, calibration.labels(), plot_path)
+    plot_calibration(records, table, [c.label() for c in candidates], plot_path)
     print(json.dumps(table.model_dump(mode="json")["calibration"], indent=2))
     print(f"table: {args.output}; records: {records_path}; plot: {plot_path}")
     return 0

@@ -43,7 +43,10 @@ class TTCContext:
     backend: str = field(
         default="transformers", metadata=_describe("Engine that runs policy_model and prm_model: transformers.")
     )
-    n: int | None = field(default=None, metadata=_describe("Budget: solutions sampled, or beams per iteration."))
+    n: int | None = field(
+        default=None,
+        metadata=_describe("Budget: solutions sampled, beams per iteration, or the router's budget (a table budget)."),
+    )
     beam_width: int | None = field(
         default=None, metadata=_describe("Beam search / DVTS: continuations per beam (M); must divide n.")
     )

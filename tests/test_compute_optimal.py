@@ -96,6 +96,19 @@ def test_a_routed_search_gets_what_the_pilots_leave_and_also_picks_among_them() 
     assert "iterations" in result.metadata
 
 
+def test_a_routed_self_refinement_revises_the_pilots_within_the_budget() -> None:
+    table = json.loads(json.dumps(TABLE))
+    table["budgets"]["8"]["hard"] = {"strategy": "self_refine", "options": {"max_revisions": 1, "critic": "prm"}}
+    policy, prm = engines()
+    result, events = run(create_compute_optimal_graph(policy, prm, budget=8, table=table), "hard problem")
+    assert result.metadata["routing"]["strategy"] == "self_refine"
+    drafts = result.metadata["drafts"]
+    assert len(drafts) == len(result.candidates) <= 8 and {d["chain"] for d in drafts} == {0, 1, 2, 3}
+    assert [r.n for r in policy.calls[1]] == [2]  # 4 chains: the 2 pilots are first drafts, 2 more are sampled
+    assert sum(r.n for call in policy.calls for r in call) <= 8
+    assert any(e["type"] == "ttc.critique" for e in events)
+
+
 def test_agreement_needs_no_prm_and_a_callable_estimator_plugs_in() -> None:
     table = {**TABLE, "estimator": "agreement", "budgets": {"4": {b: {"strategy": "majority_vote"} for b in
                                                                  ("easy", "medium", "hard")}}}  # fmt: skip
@@ -144,8 +157,15 @@ def test_estimators() -> None:
         (lambda t: t["budgets"]["4"].update(hard={"strategy": "tree_search"}), r"budgets\.4\.hard\.strategy"),
         (lambda t: t["bins"].reverse(), r"every bin but the last needs an upper bound"),
         (lambda t: t.update(estimator="vibes"), r"estimator 'vibes' is not known"),
-        (lambda t: t["budgets"]["8"]["hard"]["options"].update(beam_width=8), r"no beams left after 2 pilots"),
+        (
+            lambda t: t["budgets"]["8"]["hard"]["options"].update(beam_width=8),
+            r"beam_search\(beam_width=8\) does not fit after 2 pilots",
+        ),
         (lambda t: t["budgets"]["4"]["easy"].update(options={"beam_width": 2}), r"do not apply to 'majority_vote'"),
+        (
+            lambda t: t["budgets"]["4"].update(hard={"strategy": "self_refine", "options": {"max_revisions": 3}}),
+            r"self_refine\(max_revisions=3\) does not fit after 2 pilots",
+        ),
     ],
 )
 def test_bad_tables_fail_at_construction_naming_the_rule(change: Any, message: str) -> None:
@@ -260,3 +280,12 @@ def test_cli_calibrates_a_table_that_the_router_then_uses(tmp_path: Path, capsys
                                          max_tokens=128)  # fmt: skip
     out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3*4?"})
     assert out["result"]["metadata"]["routing"]["bin"] in {"easy", "hard"}
+
+
+def test_the_evaluation_harness_runs_the_router_at_the_table_budgets() -> None:
+    from langchain_ttc.evaluation.run import EvalConfig, _graphs
+
+    policy, prm = engines()
+    config = EvalConfig(dataset="arith", strategies=["majority_vote", "compute_optimal"], n_max=16)
+    graphs = _graphs(config, policy, prm)
+    assert {k for k in graphs if k.startswith("compute_optimal")} == {"compute_optimal@4", "compute_optimal@16"}

@@ -23,7 +23,15 @@ from langchain_ttc.reasoner import create_reasoner
 from langchain_ttc.tools import create_ttc_tool
 
 PROBLEM = make_problems(1, 2, seed=51)[0]
-STRATEGIES = ["majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "compute_optimal"]
+STRATEGIES = [
+    "majority_vote",
+    "best_of_n",
+    "weighted_best_of_n",
+    "beam_search",
+    "dvts",
+    "compute_optimal",
+    "self_refine",
+]
 
 
 def build(strategy: str, policy: Any, prm: Any, **options: Any) -> Any:

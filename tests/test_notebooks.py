@@ -11,8 +11,13 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_notebooks_exist() -> None:
-    assert [p.name for p in NOTEBOOKS] == ["agents_and_chains.ipynb", "quickstart.ipynb", "scaling_curves.ipynb"]
+def test_the_notebooks_exist() -> None:
+    assert [p.name for p in NOTEBOOKS] == [
+        "agents_and_chains.ipynb",
+        "compute_optimal_and_self_refine.ipynb",
+        "quickstart.ipynb",
+        "scaling_curves.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

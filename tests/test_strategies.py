@@ -138,7 +138,9 @@ def test_wrong_engine_types_and_unknown_strategy() -> None:
         create_majority_vote_graph("gpt", n=2)
     with pytest.raises(TypeError, match="prm=function is not a PRMEngine"):
         create_best_of_n_graph(ScriptedPolicy(["x"]), lambda: 1, n=2)
-    with pytest.raises(ValueError, match=r"strategy='beam' is not known; pass one of beam_search, best_of_n, dvts"):
+    with pytest.raises(
+        ValueError, match=r"strategy=.beam. is not known; pass one of beam_search, best_of_n, compute_optimal, dvts"
+    ):
         create_strategy_graph("beam", ScriptedPolicy(["x"]))
     with pytest.raises(ValueError, match=r"strategy='best_of_n' scores solutions with a PRM; pass prm="):
         create_strategy_graph("best_of_n", ScriptedPolicy(["x"]), n=2)

@@ -72,6 +72,9 @@ def test_graph_runs_through_the_sdk_with_progress_events(server: str, graph_id: 
     assert events[-1]["type"] == "ttc.selected" and events[-1]["answer"] == values["answer"]
     if graph_id in ("beam_search", "dvts"):
         assert any(e["type"] == "ttc.iteration" for e in events)
+    elif graph_id == "self_refine":  # every draft and critique is announced
+        assert events[0]["type"] == "ttc.draft" and any(e["type"] == "ttc.critique" for e in events)
+        assert len(result["metadata"]["drafts"]) == len(result["candidates"])
     else:  # the router too: its 4 pilots come first
         assert events[0] == {"type": "ttc.generated", "candidates": 4, "tokens": events[0]["tokens"]}
     if graph_id == "compute_optimal":  # the context's n is the router's budget

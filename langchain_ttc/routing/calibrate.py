@@ -31,7 +31,6 @@ from langchain_ttc.routing.difficulty import ESTIMATORS
 from langchain_ttc.routing.fit import accuracy, fit_choices, held_out_accuracy
 from langchain_ttc.routing.table import (
     ROUTABLE_STRATEGIES,
-    STEP_LEVEL,
     DifficultyBin,
     StrategyChoice,
     StrategyTable,
@@ -45,17 +44,14 @@ from langchain_ttc.types import Candidate, GenerationRequest
 SAMPLE_RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
 
 
-def default_candidates(*, beam_width: int = 4) -> list[StrategyChoice]:
-    """Every routable strategy; the step-level ones with ``beam_width``."""
-    return [
-        StrategyChoice.model_validate({"strategy": s, "options": {"beam_width": beam_width} if s in STEP_LEVEL else {}})
-        for s in ROUTABLE_STRATEGIES
-    ]
-
-
-def runnable(choice: StrategyChoice, budget: int, pilots: int) -> bool:
-    """Whether ``choice`` can run at ``budget`` after the pilots (a search needs at least one subtree)."""
-    return choice.strategy not in STEP_LEVEL or choice.beams(budget, pilots) >= 1
+def default_candidates(*, beam_width: int = 4, max_revisions: int = 3, critic: str = "prm") -> list[StrategyChoice]:
+    """Every routable strategy: searches with ``beam_width``, self-refinement with ``max_revisions`` and ``critic``."""
+    options: dict[str, dict[str, Any]] = {
+        "beam_search": {"beam_width": beam_width},
+        "dvts": {"beam_width": beam_width},
+        "self_refine": {"max_revisions": max_revisions, "critic": critic},
+    }
+    return [StrategyChoice.model_validate({"strategy": s, "options": options.get(s, {})}) for s in ROUTABLE_STRATEGIES]
 
 
 class Calibration:
@@ -98,15 +94,11 @@ class Calibration:
             if any(c.strategy in SAMPLE_RULES for c in self.candidates) and budget > pilots:
                 self.graphs[budget, "samples"] = create_strategy_graph("best_of_n", policy, prm, n=budget, **common)
             for choice in self.candidates:
-                if choice.strategy in STEP_LEVEL and runnable(choice, budget, pilots):
+                if choice.strategy not in SAMPLE_RULES and choice.fits(budget, pilots):
                     n = strategy_n(choice, budget=budget, pilots=pilots)
                     self.graphs[budget, choice.label()] = create_strategy_graph(
                         choice.strategy, policy, prm, n=n, **{**common, **choice.options}
                     )
-
-    def labels(self) -> list[str]:
-        """The candidates' labels, in tie-breaking order."""
-        return [c.label() for c in self.candidates]
 
     def run_problem(self, problem: EvalProblem) -> dict[str, Any]:
         """Pilots, difficulty estimates, and every runnable candidate at every budget on one problem."""

@@ -28,11 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from langchain_ttc.aggregation import AGGREGATIONS
 from langchain_ttc.routing.difficulty import ESTIMATORS
 
-ROUTABLE_STRATEGIES = ("majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts")
+ROUTABLE_STRATEGIES = ("majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "self_refine")
 """Strategies a table may route to, in the order ties are broken (simplest first)."""
 STEP_LEVEL = ("beam_search", "dvts")
-CHOICE_OPTIONS = {"beam_width", "lookahead", "max_iterations", "final_selection", "aggregation"}
-"""Hyperparameters a choice may set (step-level options apply only to beam search and DVTS)."""
+STRATEGY_OPTIONS = {
+    "majority_vote": set(),
+    "best_of_n": {"aggregation"},
+    "weighted_best_of_n": {"aggregation"},
+    "beam_search": {"beam_width", "lookahead", "max_iterations", "final_selection", "aggregation"},
+    "dvts": {"beam_width", "lookahead", "max_iterations", "final_selection", "aggregation"},
+    "self_refine": {"max_revisions", "critic", "selection", "aggregation"},
+}
+"""Hyperparameters a choice may set, per strategy."""
 
 
 class _Strict(BaseModel):
@@ -42,18 +49,16 @@ class _Strict(BaseModel):
 class StrategyChoice(_Strict):
     """What runs for one bin at one budget."""
 
-    strategy: Literal["majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts"]
+    strategy: Literal["majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "self_refine"]
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_options(self) -> StrategyChoice:
-        unknown = set(self.options) - CHOICE_OPTIONS
-        if self.strategy not in STEP_LEVEL:
-            unknown |= set(self.options) & {"beam_width", "lookahead", "max_iterations", "final_selection"}
+        unknown = set(self.options) - STRATEGY_OPTIONS[self.strategy]
         if unknown:
             raise ValueError(
                 f"options {sorted(unknown)} do not apply to {self.strategy!r}; allowed: "
-                f"{sorted(CHOICE_OPTIONS if self.strategy in STEP_LEVEL else {'aggregation'})}"
+                f"{sorted(STRATEGY_OPTIONS[self.strategy])}"
             )
         return self
 
@@ -61,6 +66,22 @@ class StrategyChoice(_Strict):
         """The number of beams a step-level choice runs: what the pilots leave, in whole subtrees."""
         width = int(self.options.get("beam_width", 4))
         return (budget - pilots) // width * width
+
+    def chains(self, budget: int) -> int:
+        """The number of chains a self-refinement choice runs: ``budget // (max_revisions + 1)``."""
+        return budget // (int(self.options.get("max_revisions", 2)) + 1)
+
+    def fits(self, budget: int, pilots: int) -> bool:
+        """Whether it runs within ``budget`` with the pilots reused.
+
+        A search needs one subtree left; self-refinement a chain for every pilot (each pilot is a
+        chain's first draft).
+        """
+        if self.strategy in STEP_LEVEL:
+            return self.beams(budget, pilots) >= 1
+        if self.strategy == "self_refine":
+            return self.chains(budget) >= pilots
+        return True
 
     def label(self) -> str:
         """A short name such as ``beam_search`` or ``beam_search(beam_width=2)`` for reports."""
@@ -112,10 +133,11 @@ class StrategyTable(_Strict):
                     f"per bin ({', '.join(names)})"
                 )
             for bin_name, choice in choices.items():
-                if choice.strategy in STEP_LEVEL and choice.beams(budget, self.pilots) < 1:
+                if not choice.fits(budget, self.pilots):
                     raise ValueError(
-                        f"budget {budget}, bin {bin_name!r}: {choice.label()} has no beams left after "
-                        f"{self.pilots} pilots; choose a sampling strategy or a smaller beam_width there"
+                        f"budget {budget}, bin {bin_name!r}: {choice.label()} does not fit after {self.pilots} "
+                        "pilots (a search needs beams left, self-refinement a chain per pilot); choose another "
+                        "strategy, a smaller beam_width or fewer max_revisions there"
                     )
         return self
 

@@ -5,6 +5,7 @@ from langchain_ttc.strategies.best_of_n import create_best_of_n_graph, create_we
 from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
 from langchain_ttc.strategies.dvts import create_dvts_graph
 from langchain_ttc.strategies.majority_vote import create_majority_vote_graph
+from langchain_ttc.strategies.self_refine import create_self_refine_graph
 
 __all__ = [
     "create_beam_search_graph",
@@ -12,5 +13,6 @@ __all__ = [
     "create_compute_optimal_graph",
     "create_dvts_graph",
     "create_majority_vote_graph",
+    "create_self_refine_graph",
     "create_weighted_best_of_n_graph",
 ]
