@@ -79,6 +79,17 @@ def test_the_policy_can_critique_its_own_draft_in_words() -> None:
     assert result.metadata["drafts"][0]["critique"]["text"] == "Step 2 is wrong: it should be 2."
 
 
+def test_a_separate_chat_model_can_be_the_critic() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    critic = GenericFakeChatModel(messages=iter([AIMessage("Step 2 is wrong."), AIMessage("No error.")]))
+    policy = ScriptedPolicy([solution(1), solution(2)])
+    result, _ = run(create_self_refine_graph(policy, critic, max_revisions=3))
+    assert [c.answer for c in result.candidates] == ["1", "2"] and result.metadata["stop_reasons"] == ["no_error"]
+    assert [d["critique"]["step"] for d in result.metadata["drafts"]] == [1, None]
+
+
 def test_parallel_chains_share_one_policy_call_per_round_and_a_verifier_picks() -> None:
     policy = ScriptedPolicy([solution(a) for a in (1, 2, 3, 4, 5, 6, 7)])
     prm = ScriptedPRM(lambda _problem, step: 0.9 if "boxed{4}" in step else 0.3)
@@ -116,7 +127,7 @@ def test_state_is_plain_data_and_resumable_under_a_checkpointer() -> None:
     [
         ({"max_revisions": -1}, ValueError, r"max_revisions=-1 must be an integer >= 0"),
         ({"verifier": "arith:prm"}, TypeError, r"verifier=str is not a PRMEngine"),
-        ({"critic": 42}, TypeError, r"critic=int is neither a PRMEngine nor a callable"),
+        ({"critic": 42}, TypeError, r"critic=int is neither a PRMEngine, a Runnable \(e.g. a chat model\) nor"),
         ({"selection": "verifier"}, ValueError, r"selection='verifier' needs verifier="),
         ({"chains": 0}, ValueError, r"chains=0 must be an integer >= 1"),
         ({"critique_threshold": 1.5}, ValueError, r"critique_threshold=1.5 must be in \(0, 1\)"),

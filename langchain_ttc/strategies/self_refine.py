@@ -12,6 +12,7 @@ critique comes from
   and its reply is read for "Step K is wrong" or "No error";
 - a PRM (``critic=prm``, e.g. the policy's own :class:`~langchain_ttc.engines.self_verification.SelfVerificationPRM`):
   the first step scored below ``critique_threshold`` is flagged;
+- a separate critic Runnable, such as a LangChain chat model (sent the critique prompt, batched);
 - any callable ``(problem, steps) -> str``.
 
 A revision restarts the solution at the flagged step (the steps before it kept, continued as a
@@ -41,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
 
+from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
@@ -79,7 +81,7 @@ from langchain_ttc.strategies.common import (
 from langchain_ttc.types import Candidate, GenerationRequest, Message, Usage
 
 FinalPick = Literal["last", "vote", "verifier"]
-Critic = PRMEngine | Callable[[str, list[str]], str] | None
+Critic = PRMEngine | Runnable[Any, Any] | Callable[[str, list[str]], str] | None
 CRITIQUE_MAX_TOKENS = 256
 
 
@@ -122,10 +124,10 @@ def check_refine_options(
             f"verifier={type(verifier).__name__} is not a PRMEngine; pass a PRM (MathShepherdPRM, "
             "SelfVerificationPRM, FunctionPRM, ...) or None."
         )
-    if critic is not None and not isinstance(critic, PRMEngine) and not callable(critic):
+    if critic is not None and not isinstance(critic, (PRMEngine, Runnable)) and not callable(critic):
         raise TypeError(
-            f"critic={type(critic).__name__} is neither a PRMEngine nor a callable (problem, steps) -> str; pass "
-            "None to let the policy critique its own drafts."
+            f"critic={type(critic).__name__} is neither a PRMEngine, a Runnable (e.g. a chat model) nor a callable "
+            "(problem, steps) -> str; pass None to let the policy critique its own drafts."
         )
     if selection not in ("last", "vote", "verifier"):
         raise ValueError(f"selection={selection!r} is not known; pass 'last', 'vote' or 'verifier'.")
@@ -159,7 +161,8 @@ def create_self_refine_graph(
 
     Args:
         policy: The policy engine (writes drafts and revisions; the critic when ``critic`` is None).
-        critic: Who finds the first wrong step: None (the policy), a PRM engine, or a callable.
+        critic: Who finds the first wrong step: None (the policy), a PRM engine, a Runnable (a chat
+            model), or a callable.
         max_revisions: Revisions per chain (0: drafts only).
         chains: Chains run in parallel (N = chains × (max_revisions + 1) drafts at most).
         verifier: A PRM for ``selection="verifier"`` (the critic's scores are reused when it is the same PRM).
@@ -250,6 +253,12 @@ def create_self_refine_graph(
             return [
                 (critique_from_scores(c.steps, c.step_scores or [], threshold=critique_threshold), c) for c in scored
             ], usage
+        if isinstance(critic, Runnable):  # e.g. a chat model: one batched call for every draft
+            replies = critic.batch([critique_messages(problem, c.steps, prompts) for c in drafts]) if drafts else []
+            return [
+                (parse_critique(str(getattr(reply, "content", reply)), num_steps=len(c.steps)), c)
+                for c, reply in zip(drafts, replies, strict=True)
+            ], Usage()
         if critic is not None:
             return [(parse_critique(critic(problem, c.steps), num_steps=len(c.steps)), c) for c in drafts], Usage()
         requests = [
