@@ -43,6 +43,7 @@ def test_every_strategy_is_served(server: str) -> None:
         "compute_optimal",
         "dvts",
         "majority_vote",
+        "self_refine",
         "weighted_best_of_n",
     ]
 

@@ -11,7 +11,8 @@ reused (strategies seeded with seed + 1). The three sample-then-select rules sha
 per budget (the same samples each of their graphs would draw with the same seed).
 
 Example:
-    >>> ttc_calibrate = "ttc calibrate --dataset arith --count 120 --seed 9000 --output table.json"  # doctest: +SKIP
+    >>> calibration = Calibration(policy, prm, budgets=[4, 16], candidates=default_candidates())  # doctest: +SKIP
+    >>> records = calibration.run(problems, concurrency=8)  # doctest: +SKIP
 
 """
 
