@@ -184,3 +184,11 @@ def test_cli_self_refine_shows_every_draft(capsys: pytest.CaptureFixture[str]) -
     drafts = result["metadata"]["drafts"]
     assert result["strategy"] == "self_refine" and len(drafts) == len(result["candidates"]) >= 2
     assert {d["chain"] for d in drafts} == {0, 1} and "draft (chain 0, revision 0)" in captured.err
+
+
+def test_the_evaluation_harness_runs_self_refinement_at_each_budget() -> None:
+    from langchain_ttc.evaluation.run import EvalConfig, _graphs
+
+    policy = ScriptedPolicy([solution(1)])
+    graphs = _graphs(EvalConfig(dataset="arith", strategies=["self_refine"], n_max=8), policy, None)
+    assert sorted(graphs) == ["self_refine@4", "self_refine@8"]

@@ -91,6 +91,10 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
         for n in sorted(load_table().budgets):
             if n <= config.n_max:
                 graphs[f"compute_optimal@{n}"] = create_strategy_graph("compute_optimal", policy, prm, n=n, **common)
+    if "self_refine" in config.strategies:  # N // 3 chains of up to 2 revisions; the policy verifies itself
+        for n in budgets(config.n_max):
+            if n >= 3:
+                graphs[f"self_refine@{n}"] = create_strategy_graph("self_refine", policy, prm, n=n, **common)
     for strategy in (s for s in config.strategies if s in STEP_LEVEL_STRATEGIES):
         for n in budgets(config.n_max):
             if n >= config.beam_width and n % config.beam_width == 0:
