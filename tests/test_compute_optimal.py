@@ -274,6 +274,10 @@ def test_cli_calibrates_a_table_that_the_router_then_uses(tmp_path: Path, capsys
     assert len(records) == 6 and set(records[0]["correct"]["8"]) == {
         "majority_vote", "weighted_best_of_n", "beam_search(beam_width=2)"}  # fmt: skip
     assert output.with_suffix(".png").stat().st_size > 0
+    refit = tmp_path / "refit.json"  # refit from the records, no model runs, fewer candidates
+    args = ["calibrate", "--from-records", str(output.with_suffix(".records.jsonl")), "--strategies", "majority_vote"]
+    assert main([*args, "--pilots", "2", "--bins", "2", "--output", str(refit)]) == 0
+    assert {c.strategy for choices in load_table(refit).budgets.values() for c in choices.values()} == {"majority_vote"}
     from langchain_ttc.engines.registry import load_policy, load_prm
 
     graph = create_compute_optimal_graph(load_policy("arith:small"), load_prm("arith:prm"), budget=8, table=output,
