@@ -105,9 +105,11 @@ def test_parallel_chains_share_one_policy_call_per_round_and_a_verifier_picks() 
 def test_pilots_become_first_drafts() -> None:
     policy = ScriptedPolicy([solution(2)])
     graph = create_self_refine_graph(policy, lambda _p, _s: "No error.", max_revisions=1, chains=2)
-    pilot = {"text": solution(7), "steps": split_steps(solution(7)), "answer": "7", "finish_reason": "eos"}
+    pilot = {"text": solution(7), "steps": split_steps(solution(7)), "answer": "7", "finish_reason": "eos",
+             "step_scores": [0.1, 0.1, 0.1], "score": 0.1}  # fmt: skip
     result = TTCResult.model_validate(graph.invoke({"problem": "p", "pilots": [pilot]})["result"])
     assert [c.answer for c in result.candidates] == ["7", "2"] and policy.calls[0][0].n == 1
+    assert result.candidates[0].score is None  # another verifier's scores are not the critic's
 
 
 def test_state_is_plain_data_and_resumable_under_a_checkpointer() -> None:

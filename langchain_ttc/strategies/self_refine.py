@@ -202,7 +202,10 @@ def create_self_refine_graph(
         settings = merged_options(options, runtime)
         check_sampling(temperature=settings["temperature"], top_p=settings["top_p"], max_tokens=settings["max_tokens"])
         problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
-        pilots = [Candidate.model_validate(c) for c in state.get("pilots") or []]
+        # Pilots start the chains; their scores (from whoever scored them) are dropped: the critic judges.
+        pilots = [
+            Candidate.model_validate({**c, "step_scores": None, "score": None}) for c in state.get("pilots") or []
+        ]
         firsts, usage = pilots[:chains], Usage()
         if len(firsts) < chains:
             request = GenerationRequest(
