@@ -13,8 +13,8 @@ import pytest
 from langchain_ttc import TTCResult
 from langchain_ttc.cli import main
 from langchain_ttc.routing.difficulty import agreement_difficulty, prm_score_difficulty
-from langchain_ttc.routing.fit import fit_choices, held_out_accuracy
-from langchain_ttc.routing.table import default_table_path, load_table, quantile_thresholds, save_table
+from langchain_ttc.routing.fit import fit_choices, held_out_accuracy, quantile_thresholds
+from langchain_ttc.routing.table import default_table_path, load_table, save_table
 from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
 from langchain_ttc.types import Candidate
 from tests.fakes import ScriptedPolicy, ScriptedPRM

@@ -22,12 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from langchain_ttc.routing.table import quantile_thresholds
 
 BIN_NAMES = {
     1: ["all"],
@@ -36,6 +35,19 @@ BIN_NAMES = {
     4: ["easiest", "easy", "hard", "hardest"],
     5: ["level_1", "level_2", "level_3", "level_4", "level_5"],
 }
+
+
+def quantile_thresholds(values: list[float], count: int) -> list[float]:
+    """``count - 1`` thresholds that split ``values`` into ``count`` bins of near-equal size (no repeats)."""
+    ordered = sorted(values)
+    thresholds: list[float] = []
+    for k in range(1, count):
+        position = k * len(ordered) / count
+        value = ordered[min(len(ordered) - 1, math.ceil(position) - 1)] if ordered else 0.0
+        cut = math.nextafter(value, math.inf)  # a bin holds values below its upper bound
+        if not thresholds or cut > thresholds[-1]:
+            thresholds.append(cut)
+    return thresholds
 
 
 def bin_names(count: int) -> list[str]:

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -200,16 +199,3 @@ def save_table(table: StrategyTable, path: str | os.PathLike[str]) -> None:
     data = table.model_dump(mode="json")
     data["budgets"] = {str(b): data["budgets"][str(b)] for b in sorted(table.budgets)}
     Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-
-
-def quantile_thresholds(values: list[float], count: int) -> list[float]:
-    """``count - 1`` thresholds that split ``values`` into ``count`` bins of near-equal size (no repeats)."""
-    ordered = sorted(values)
-    thresholds: list[float] = []
-    for k in range(1, count):
-        position = k * len(ordered) / count
-        value = ordered[min(len(ordered) - 1, math.ceil(position) - 1)] if ordered else 0.0
-        cut = math.nextafter(value, math.inf)  # a bin holds values below its upper bound
-        if not thresholds or cut > thresholds[-1]:
-            thresholds.append(cut)
-    return thresholds
