@@ -48,16 +48,17 @@ def _self_refine(
         raise ValueError("critic='prm' needs a PRM; pass prm=, or critic='self'.")
     if n < drafts_per_chain:
         raise ValueError(f"n={n} is below one chain of {drafts_per_chain} drafts; pass n >= {drafts_per_chain}.")
-    engines = {
-        "self": lambda: SelfVerificationPRM(
+    chosen = (
+        SelfVerificationPRM(
             policy, seed=options.get("seed"), step_delimiter=options.get("step_delimiter", "\n\n"),
             system_prompt=options.get("system_prompt"),
-        ),
-        "prm": lambda: prm,
-        "policy": lambda: None,
-    }  # fmt: skip
-    chains = max(1, n // (max_revisions + 1)) if isinstance(max_revisions, int) and max_revisions >= 0 else 1
-    return create_self_refine_graph(policy, engines[critic](), max_revisions=max_revisions, chains=chains, **options)
+        )
+        if critic == "self"
+        else prm if critic == "prm" else None
+    )  # fmt: skip
+    return create_self_refine_graph(
+        policy, chosen, max_revisions=max_revisions, chains=n // drafts_per_chain, **options
+    )
 
 
 STRATEGIES: dict[str, tuple[Callable[..., CompiledStateGraph], bool]] = {
