@@ -25,7 +25,16 @@ from langchain_ttc.context import TTCContext, merged_options
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.registry import policy_for_run
 from langchain_ttc.selection import Selection
-from langchain_ttc.types import Candidate, Completion, GenerationRequest, Message, ScoreRequest, TTCResult, Usage
+from langchain_ttc.types import (
+    Candidate,
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    ScoreRequest,
+    TTCResult,
+    Usage,
+)
 
 DEFAULT_STEP_DELIMITER = "\n\n"
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
@@ -158,16 +167,20 @@ def candidate_from_completion(completion: Completion, *, prefix: str = "", delim
     )
 
 
+def policy_call_usage(results: Sequence[GenerationResult]) -> Usage:
+    """The usage of one batched policy call that returned ``results`` (no call when there are none)."""
+    return Usage(
+        policy_calls=1 if results else 0,
+        prompt_tokens=sum(r.prompt_tokens for r in results),
+        completion_tokens=sum(c.num_tokens for r in results for c in r.completions),
+    )
+
+
 def sample(policy: PolicyEngine, request: GenerationRequest, *, delimiter: str) -> tuple[list[Candidate], Usage]:
     """One batched policy call for ``request.n`` whole solutions."""
-    (result,) = policy.invoke([request])
-    candidates = [candidate_from_completion(c, delimiter=delimiter) for c in result.completions]
-    usage = Usage(
-        policy_calls=1,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=sum(c.num_tokens for c in result.completions),
-    )
-    return candidates, usage
+    results = policy.invoke([request])
+    candidates = [candidate_from_completion(c, delimiter=delimiter) for c in results[0].completions]
+    return candidates, policy_call_usage(results)
 
 
 def reaggregated(candidates: Sequence[Candidate], *, aggregation: str) -> list[Candidate]:

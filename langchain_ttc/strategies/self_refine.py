@@ -73,6 +73,7 @@ from langchain_ttc.strategies.common import (
     conversation_from_input,
     elapsed_since,
     emit,
+    policy_call_usage,
     sample,
     score_candidates,
     selection_output,
@@ -270,15 +271,10 @@ def create_self_refine_graph(
             for c in drafts
         ]  # fmt: skip
         results = policy_for_run(policy, runtime).invoke(requests) if requests else []
-        usage = Usage(
-            policy_calls=1 if requests else 0,
-            prompt_tokens=sum(r.prompt_tokens for r in results),
-            completion_tokens=sum(r.completions[0].num_tokens for r in results),
-        )
         return [
             (parse_critique(r.completions[0].text, num_steps=len(c.steps)), c)
             for c, r in zip(drafts, results, strict=True)
-        ], usage
+        ], policy_call_usage(results)
 
     def revise(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -312,16 +308,11 @@ def create_self_refine_graph(
             stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions)
             emit({"type": "ttc.draft", "chain": i, "revision": revised.revision, "answer": candidate.answer,
                   "tokens": completion.num_tokens})  # fmt: skip
-        usage = Usage(
-            policy_calls=1 if requests else 0,
-            prompt_tokens=sum(r.prompt_tokens for r in results),
-            completion_tokens=sum(r.completions[0].num_tokens for r in results),
-        )
         return {
             "chains": [[d.model_dump() for d in chain] for chain in chains_now],
             "stopped": stopped,
             "round": state["round"] + 1,
-            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
+            "usage": (usage_of(state) + policy_call_usage(results) + elapsed_since(started)).model_dump(),
         }
 
     def select(state: RefineState) -> dict[str, Any]:

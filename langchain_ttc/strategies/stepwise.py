@@ -40,6 +40,7 @@ from langchain_ttc.strategies.common import (
     conversation_from_input,
     elapsed_since,
     emit,
+    policy_call_usage,
     reaggregated,
     selection_output,
     usage_of,
@@ -142,10 +143,9 @@ def _roll_out(
         for i, result in zip(rolling, results, strict=True):
             (completion,) = result.completions
             children[i] = children[i].model_copy(update={"lookahead": children[i].lookahead + completion.text})
-            usage = usage + Usage(prompt_tokens=result.prompt_tokens, completion_tokens=completion.num_tokens)
             if completion.finish_reason == "stop":
                 still.append(i)
-        usage = usage + Usage(policy_calls=1)
+        usage = usage + policy_call_usage(results)
         rolling = still
     return children, usage
 
@@ -214,11 +214,7 @@ def make_search_nodes(
             for parent, result in zip(frontier, results, strict=True)
             for c in result.completions
         ]
-        usage = Usage(
-            policy_calls=1,
-            prompt_tokens=sum(r.prompt_tokens for r in results),
-            completion_tokens=sum(c.num_tokens for r in results for c in r.completions),
-        )
+        usage = policy_call_usage(results)
         if settings["lookahead"] and not last:
             children, rollout_usage = _roll_out(run_policy, children, state["conversation"], settings)
             usage = usage + rollout_usage
