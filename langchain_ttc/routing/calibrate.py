@@ -5,10 +5,11 @@ the candidate strategies. Out: one record per problem (see :mod:`.fit`), a
 :class:`~langchain_ttc.routing.table.StrategyTable` fitted on all of them with the held-out
 accuracy of the routing in its ``calibration`` section, and a plot of accuracy per bin per strategy.
 
-Each problem is run the way the compute-optimal graph runs it: ``pilots`` samples (seeded with the
-seed), their difficulty under every estimator, then each candidate at each budget with the pilots
-reused (strategies seeded with seed + 1). The three sample-then-select rules share one sample set
-per budget (the same samples each of their graphs would draw with the same seed).
+Each problem is run the way the compute-optimal graph runs it: ``pilots`` samples seeded with the
+seed (the graph's own :func:`~langchain_ttc.strategies.compute_optimal.draw_pilots`), their
+difficulty under every estimator, then each candidate at each budget with the pilots reused
+(strategies seeded with seed + 1). The three sample-then-select rules share one sample set per
+budget (the same samples each of their graphs would draw with the same seed).
 
 Example:
     >>> calibration = Calibration(policy, prm, budgets=[4, 16], candidates=default_candidates())  # doctest: +SKIP
@@ -37,10 +38,10 @@ from langchain_ttc.routing.table import (
     StrategyTable,
 )
 from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
-from langchain_ttc.strategies.common import reaggregated, sample, score_candidates
-from langchain_ttc.strategies.compute_optimal import strategy_n
+from langchain_ttc.strategies.common import reaggregated
+from langchain_ttc.strategies.compute_optimal import draw_pilots, strategy_n, strategy_seed
 from langchain_ttc.strategies.registry import create_strategy_graph
-from langchain_ttc.types import Candidate, GenerationRequest
+from langchain_ttc.types import Candidate, Message
 
 SAMPLE_RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
 
@@ -89,7 +90,7 @@ class Calibration:
         self.candidates = list(candidates)
         self.pilots, self.aggregation, self.seed = pilots, aggregation, seed
         self.options = options
-        common = {**options, "aggregation": aggregation, "seed": seed + 1}
+        common = {**options, "aggregation": aggregation, "seed": strategy_seed(seed)}
         self.graphs: dict[tuple[int, str], Any] = {}
         for budget in self.budgets:
             if any(c.strategy in SAMPLE_RULES for c in self.candidates) and budget > pilots:
@@ -103,16 +104,17 @@ class Calibration:
 
     def run_problem(self, problem: EvalProblem) -> dict[str, Any]:
         """Pilots, difficulty estimates, and every runnable candidate at every budget on one problem."""
-        request = GenerationRequest(
-            messages=[{"role": "user", "content": problem.problem}],
-            n=self.pilots,
-            seed=self.seed,
-            max_tokens=self.options.get("max_tokens", 1024),
-            temperature=self.options.get("temperature", 0.8),
-        )
-        delimiter = self.options.get("step_delimiter", "\n\n")
-        pilots, _ = sample(self.policy, request, delimiter=delimiter)
-        pilots, _ = score_candidates(self.prm, problem.problem, pilots, aggregation=self.aggregation)
+        settings = {
+            "temperature": self.options.get("temperature", 0.8),
+            "top_p": self.options.get("top_p", 1.0),
+            "max_tokens": self.options.get("max_tokens", 1024),
+            "seed": self.seed,
+        }
+        conversation: list[Message] = [{"role": "user", "content": problem.problem}]
+        pilots, _ = draw_pilots(
+            self.policy, self.prm, problem.problem, conversation, count=self.pilots, settings=settings,
+            aggregation=self.aggregation, delimiter=self.options.get("step_delimiter", "\n\n"),
+        )  # fmt: skip
         data = {"problem": problem.problem, "pilots": [c.model_dump() for c in pilots]}
         correct: dict[str, dict[str, bool]] = {}
         for budget in self.budgets:

@@ -38,6 +38,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
 from langchain_ttc.context import TTCContext, context_of, merged_options
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.registry import policy_for_run, prm_for_run
 from langchain_ttc.routing.difficulty import ESTIMATORS, DifficultyEstimator, check_estimator
 from langchain_ttc.routing.table import STEP_LEVEL, StrategyChoice, StrategyTable, load_table
@@ -57,7 +58,7 @@ from langchain_ttc.strategies.common import (
     usage_of,
 )
 from langchain_ttc.strategies.stepwise import SearchGraph
-from langchain_ttc.types import Candidate, GenerationRequest, TTCResult
+from langchain_ttc.types import Candidate, GenerationRequest, Message, TTCResult, Usage
 
 ROUTED_FIELDS = ("n", "beam_width", "max_iterations", "lookahead", "aggregation")
 """Context settings the table fixes for a routed strategy (the context's ``n`` is the router's budget)."""
@@ -94,6 +95,42 @@ def route_nodes(table: StrategyTable) -> tuple[dict[str, tuple[StrategyChoice, i
                 nodes[node] = target
             routes[budget, bin_name] = node
     return nodes, routes
+
+
+def strategy_seed(seed: int | None) -> int | None:
+    """The routed strategy's seed: the pilots used ``seed``, so the strategy's samples are new, not copies."""
+    return None if seed is None else seed + 1
+
+
+def draw_pilots(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    problem: str,
+    conversation: list[Message],
+    *,
+    count: int,
+    settings: dict[str, Any],
+    aggregation: str,
+    delimiter: str,
+) -> tuple[list[Candidate], Usage]:
+    """The pilot samples (one policy call) and, with a PRM, their step scores (one PRM call).
+
+    ``settings`` holds ``temperature``, ``top_p``, ``max_tokens`` and ``seed``. The graph's
+    ``pilots`` node and calibration both call it, so a table is calibrated on the router's own pilots.
+    """
+    request = GenerationRequest(
+        messages=conversation,
+        n=count,
+        max_tokens=settings["max_tokens"],
+        temperature=settings["temperature"],
+        top_p=settings["top_p"],
+        seed=settings["seed"],
+    )
+    candidates, usage = sample(policy, request, delimiter=delimiter)
+    if prm is not None:
+        candidates, scoring = score_candidates(prm, problem, candidates, aggregation=aggregation)
+        usage = usage + scoring
+    return candidates, usage
 
 
 def strategy_n(choice: StrategyChoice, *, budget: int, pilots: int) -> int:
@@ -169,14 +206,10 @@ def create_compute_optimal_graph(
         check_budget(run["n"], checked, parameter="context n")
         check_sampling(temperature=run["temperature"], top_p=run["top_p"], max_tokens=run["max_tokens"])
         problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
-        request = GenerationRequest(messages=conversation, n=checked.pilots, max_tokens=run["max_tokens"],
-                                    temperature=run["temperature"], top_p=run["top_p"], seed=run["seed"])  # fmt: skip
-        candidates, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
-        if score_pilots:
-            candidates, scoring = score_candidates(
-                prm_for_run(prm, runtime), problem, candidates, aggregation=checked.aggregation
-            )
-            usage = usage + scoring
+        candidates, usage = draw_pilots(
+            policy_for_run(policy, runtime), prm_for_run(prm, runtime) if score_pilots else None, problem,
+            conversation, count=checked.pilots, settings=run, aggregation=checked.aggregation, delimiter=step_delimiter,
+        )  # fmt: skip
         emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
         return {
             "problem": problem,
@@ -221,7 +254,7 @@ def create_compute_optimal_graph(
     builder.add_node("pilots", sample_pilots)
     builder.add_node("route", route)
     common = {"system_prompt": system_prompt, "step_delimiter": step_delimiter, **sampling}
-    common["seed"] = None if seed is None else seed + 1  # the pilots used seed: new samples, not copies
+    common["seed"] = strategy_seed(seed)
     for node, (choice, n) in nodes.items():
         scored = {"aggregation": checked.aggregation} if choice.strategy != "majority_vote" else {}
         subgraph = create_strategy_graph(
@@ -260,9 +293,8 @@ def strategy_node(subgraph: StrategyGraph) -> Any:
     def run_strategy(state: RouterState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         context = context_of(runtime)
         if context is not None:
-            seed = None if context.seed is None else context.seed + 1
             cleared: dict[str, Any] = dict.fromkeys(ROUTED_FIELDS)
-            context = replace(context, **cleared, seed=seed)
+            context = replace(context, **cleared, seed=strategy_seed(context.seed))
         output = subgraph.invoke({"problem": state["problem"], "pilots": state["pilots"]}, context=context)
         return {"answer": output["answer"], "result": output["result"]}
 
