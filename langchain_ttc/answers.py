@@ -31,19 +31,25 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every ca
 def extract_boxed(text: str) -> str | None:
     """Return the content of the last ``\\boxed{...}`` in ``text`` (nested braces allowed).
 
+    ``\\boxed 5`` (a space, no braces) gives the word after the space (never a later ``{...}``).
     Returns ``None`` when there is no complete boxed expression.
 
     Example:
         >>> extract_boxed("\\\\boxed{1} then \\\\boxed{\\\\sqrt{2}}")
         '\\\\sqrt{2}'
+        >>> extract_boxed("\\\\boxed 5. Check: {2}")
+        '5'
 
     """
-    start = max(text.rfind(marker) for marker in _BOXED)
+    start, marker = max((text.rfind(marker), marker) for marker in _BOXED)
     if start < 0:
         return None
-    brace = text.find("{", start)
-    if brace < 0:
-        return None
+    brace = start + len(marker)
+    if text[brace : brace + 1] != "{":
+        if not text[brace : brace + 1].isspace():
+            return None
+        words = text[brace:].split("$")[0].split()
+        return words[0].rstrip(".,;") or None if words else None
     depth = 0
     for index in range(brace, len(text)):
         if text[index] == "{":

@@ -9,10 +9,15 @@ A :class:`Beam` is a partial assistant text written one step at a time. After ea
 - *truncated* when it ran out of tokens: never finished, never chosen (the reference counted it);
 - *active* otherwise (it stopped at the step delimiter) and goes on to the next iteration.
 
+A step that writes nothing but whitespace (the delimiter alone) makes no progress: it ends its beam
+as end of sequence does (the reference ends a beam whose step is empty).
+
 Example:
     >>> beams = [Beam(text="a", score=0.2), Beam(text="b", score=0.9), Beam(text="a", score=0.2)]
     >>> [b.text for b in prune(beams, keep=2, filter_duplicates=True)]
-    ['b', 'a']
+    ['a', 'b']
+    >>> repeat_counts(3, 8)
+    [3, 3, 2]
 
 """
 
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_ttc.answers import extract_boxed
-from langchain_ttc.types import Candidate, FinishReason
+from langchain_ttc.types import Candidate, Completion, FinishReason
 
 
 class Beam(BaseModel):
@@ -75,6 +80,65 @@ class Beam(BaseModel):
         )
 
 
+def extend(parent: Beam, completion: Completion, *, iteration: int) -> Beam:
+    """The child of ``parent`` that ``completion`` writes one step further.
+
+    A step of only whitespace ends the beam (``"eos"``): it made no progress and would otherwise
+    stay active forever.
+    """
+    reason = completion.finish_reason
+    if reason == "stop" and not completion.text.strip():
+        reason = "eos"
+    return Beam(
+        text=parent.text + completion.text,
+        finish_reason=reason,
+        num_tokens=parent.num_tokens + completion.num_tokens,
+        subtree=parent.subtree,
+        iteration=iteration,
+    )
+
+
+def answered(beam: Beam) -> Beam:
+    """DVTS: a step that states the answer (a complete ``\\boxed{}``) ends the solution like end of sequence.
+
+    Example:
+        >>> answered(Beam(text="3+4=7\\n\\n\\\\boxed{7}\\n\\n")).finish_reason
+        'eos'
+
+    """
+    if beam.active and extract_boxed(beam.text) is not None:
+        return beam.model_copy(update={"finish_reason": "eos"})
+    return beam
+
+
+def interleave(groups: Sequence[Sequence[Beam]]) -> list[Beam]:
+    """The children of several parents in the reference's order: one of each parent in turn.
+
+    Example:
+        >>> [b.text for b in interleave([[Beam(text="a1"), Beam(text="a2")], [Beam(text="b1")]])]
+        ['a1', 'b1', 'a2']
+
+    """
+    rounds = max((len(g) for g in groups), default=0)
+    return [group[k] for k in range(rounds) for group in groups if k < len(group)]
+
+
+def repeat_counts(active: int, n: int) -> list[int]:
+    """How many of ``n`` continuations each of ``active`` beams writes: the beams repeated in turn up to ``n``.
+
+    The reference lists the active beams again and again and cuts the list at ``n``, so every
+    iteration spends ``n`` samples however few beams survive; the first ``n % active`` beams get one more.
+    """
+    if active < 1:
+        return []
+    return [n // active + (1 if i < n % active else 0) for i in range(active)]
+
+
+def top_by_score(beams: Sequence[Beam], keep: int) -> list[Beam]:
+    """The ``keep`` best-scored beams, best first (ties: the earlier beam)."""
+    return [beam for _, beam in sorted(enumerate(beams), key=_rank_key)[:keep]]
+
+
 def split_steps(text: str, delimiter: str) -> list[str]:
     """Split a (partial) solution into its non-empty steps."""
     return [step.strip() for step in text.split(delimiter) if step.strip()]
@@ -88,7 +152,8 @@ def _rank_key(indexed: tuple[int, Beam]) -> tuple[float, int]:
 def prune(beams: Sequence[Beam], *, keep: int, filter_duplicates: bool) -> list[Beam]:
     """Keep the ``keep`` best-scored beams (ties: the earlier beam), optionally dropping duplicates.
 
-    Duplicates are beams with the same text; the first copy is kept.
+    Duplicates are beams with the same text; the first copy is kept. Survivors keep their order
+    (as the reference's, whose order decides which survivors write one more continuation).
     """
     if filter_duplicates:
         seen: set[str] = set()
@@ -98,8 +163,8 @@ def prune(beams: Sequence[Beam], *, keep: int, filter_duplicates: bool) -> list[
                 seen.add(beam.text)
                 unique.append(beam)
         beams = unique
-    ranked = sorted(enumerate(beams), key=_rank_key)
-    return [beam for _, beam in ranked[:keep]]
+    kept = {index for index, _ in sorted(enumerate(beams), key=_rank_key)[:keep]}
+    return [beam for index, beam in enumerate(beams) if index in kept]
 
 
 def best_per_subtree(candidates: Sequence[Beam]) -> list[Beam]:

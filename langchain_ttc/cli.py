@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
     solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
-    solve.add_argument("--max-tokens", type=_positive_int, default=1024, help="Default: %(default)s.")
+    solve.add_argument("--max-tokens", type=_positive_int, default=2048, help="Default: %(default)s.")
     solve.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts: M. Default: %(default)s.")
     solve.add_argument(
         "--max-iterations", type=_positive_int, default=40, help="beam_search/dvts: most steps. Default: %(default)s."
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     evaluate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     evaluate.add_argument("--temperature", type=float, default=0.8)
-    evaluate.add_argument("--max-tokens", type=_positive_int, default=512)
+    evaluate.add_argument("--max-tokens", type=_positive_int, default=2048)
     evaluate.add_argument("--beam-width", type=_positive_int, default=4)
     evaluate.add_argument("--limit", type=_positive_int, default=None, help="Evaluate the first LIMIT problems.")
     evaluate.add_argument("--count", type=_positive_int, default=100, help="arith: problems when no --limit.")
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
     calibrate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     calibrate.add_argument("--temperature", type=float, default=0.8)
-    calibrate.add_argument("--max-tokens", type=_positive_int, default=512)
+    calibrate.add_argument("--max-tokens", type=_positive_int, default=2048)
     calibrate.add_argument("--limit", type=_positive_int, default=None)
     calibrate.add_argument("--count", type=_positive_int, default=120, help="arith: problems when no --limit.")
     calibrate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 1-8.")

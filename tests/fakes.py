@@ -81,3 +81,15 @@ class StepTreePolicy(PolicyEngine):
 def last_step_prm(scores: dict[str, float], default: float = 0.5) -> ScriptedPRM:
     """A PRM whose score of a step is ``scores[step]`` (``default`` for unknown steps)."""
     return ScriptedPRM(lambda _problem, step: scores.get(step, default))
+
+
+def seed_ranges(calls: list[list[GenerationRequest]]) -> list[range]:
+    """The seeds each request of the recorded calls samples from under vLLM's rule (``seed + k``)."""
+    return [range(r.seed, r.seed + r.n) for call in calls for r in call if r.seed is not None]
+
+
+def assert_disjoint_streams(calls: list[list[GenerationRequest]]) -> None:
+    """No two samples of the recorded calls share a seed (every sample was seeded)."""
+    seeds = [seed for span in seed_ranges(calls) for seed in span]
+    assert len(seeds) == sum(r.n for call in calls for r in call if r.temperature > 0)
+    assert len(set(seeds)) == len(seeds), "two samples share a random stream"

@@ -17,7 +17,8 @@ from langchain_ttc.routing.fit import fit_choices, held_out_accuracy, quantile_t
 from langchain_ttc.routing.table import default_table_path, load_table, save_table
 from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
 from langchain_ttc.types import Candidate
-from tests.fakes import ScriptedPolicy, ScriptedPRM
+from langchain_ttc.seeds import derive_seed
+from tests.fakes import ScriptedPolicy, ScriptedPRM, assert_disjoint_streams
 
 SOLUTIONS = ["2+2=4.\n\nThe answer is \\boxed{4}.", "2+2=5.\n\nThe answer is \\boxed{5}."]
 LAST_STEP = {"easy problem": 0.9, "medium problem": 0.5, "hard problem": 0.1}  # difficulty 0.1 / 0.5 / 0.9
@@ -79,7 +80,9 @@ def test_pilots_are_reused_and_count_against_the_budget() -> None:
     result, _ = run(create_compute_optimal_graph(policy, prm, budget=8, table=TABLE, seed=3), "medium problem")
     # One policy call for 2 pilots, one for the 6 more the strategy needs: 8 samples = the budget.
     assert [[r.n for r in call] for call in policy.calls] == [[2], [6]]
-    assert [r.seed for call in policy.calls for r in call] == [3, 4]  # new samples, not copies of the pilots
+    # New samples, not copies of the pilots: under vLLM's seed + k rule no two samples share a stream.
+    assert policy.calls[0][0].seed == derive_seed(3, "pilots")
+    assert_disjoint_streams(policy.calls)
     assert [len(call) for call in prm.calls] == [2, 6]  # pilots keep their scores: no second PRM pass on them
     assert len(result.candidates) == 8 and all(c.score is not None for c in result.candidates)
     assert result.usage.policy_calls == 2 and result.usage.prm_calls == 2
@@ -211,7 +214,8 @@ def test_a_context_n_picks_another_budget_of_the_table_without_leaking_into_the_
     output = graph.invoke({"problem": "hard problem"}, context={"n": 8, "beam_width": 3, "seed": 10})
     routing = output["result"]["metadata"]["routing"]
     assert routing["budget"] == 8 and routing["options"] == {"beam_width": 2, "n": 6}  # the table's, not 3 or 8
-    assert policy.calls[0][0].n == 2 and policy.calls[0][0].seed == 10 and policy.calls[1][0].seed == 11
+    assert policy.calls[0][0].n == 2 and policy.calls[0][0].seed == derive_seed(10, "pilots")
+    assert_disjoint_streams(policy.calls)
     assert sum(r.n for call in policy.calls for r in call) <= 8
     with pytest.raises(ValueError, match=r"budget=16 is not in the strategy table"):
         graph.invoke({"problem": "hard problem"}, context={"n": 16})

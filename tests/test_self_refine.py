@@ -14,10 +14,11 @@ from langchain_ttc.arith import check_steps, split_steps
 from langchain_ttc.cli import main
 from langchain_ttc.engines.self_verification import SelfVerificationPRM, steps_agree
 from langchain_ttc.refine import parse_critique
+from langchain_ttc.seeds import derive_seed
 from langchain_ttc.strategies.registry import create_strategy_graph
 from langchain_ttc.strategies.self_refine import create_self_refine_graph
 from langchain_ttc.types import ScoreRequest
-from tests.fakes import ScriptedPolicy, ScriptedPRM
+from tests.fakes import ScriptedPolicy, ScriptedPRM, assert_disjoint_streams
 
 
 def solution(answer: int) -> str:
@@ -66,8 +67,18 @@ def test_a_revision_restarts_at_the_flagged_step() -> None:
     policy = ScriptedPolicy([solution(1), "Wrong end.\n\nThe answer is \\boxed{9}."])
     result, _ = run(create_self_refine_graph(policy, flag_step(2), max_revisions=1, seed=4))
     revise = policy.calls[1][0]
-    assert revise.partial == "Start.\n\n" and revise.seed == 5  # the steps before step 2 are kept
+    assert revise.partial == "Start.\n\n"  # the steps before step 2 are kept
+    assert revise.seed == derive_seed(4, "revision", 0) and policy.calls[0][0].seed == derive_seed(4, "drafts")
     assert result.candidates[1].text == "Start.\n\nWrong end.\n\nThe answer is \\boxed{9}."
+
+
+def test_parallel_chains_never_share_a_random_stream() -> None:
+    # vLLM samples completion k of a request with seed + k: drafts and every round of revisions of
+    # every chain must draw from seeds no other sample of the problem uses.
+    policy = ScriptedPolicy([solution(1), solution(2), solution(3)])
+    run(create_self_refine_graph(policy, flag_step(2), max_revisions=3, chains=3, seed=0))
+    assert [r.n for r in policy.calls[0]] == [3] and len(policy.calls[1]) == 3  # 3 drafts, 3 revisions
+    assert_disjoint_streams(policy.calls)
 
 
 def test_the_policy_can_critique_its_own_draft_in_words() -> None:

@@ -51,7 +51,7 @@ def texts(beams: list[dict[str, Any]]) -> list[str]:
 
 def test_beam_search_hand_worked_survivors_and_best_finished_beam() -> None:
     policy, prm = StepTreePolicy(TREE), last_step_prm(SCORES)
-    graph = create_beam_search_graph(policy, prm, n=4, beam_width=2, max_iterations=3)
+    graph = create_beam_search_graph(policy, prm, n=4, beam_width=2, max_iterations=3, final_selection="best")
     result, prunes, events = run(graph)
     assert [texts(p["frontier"]) for p in prunes] == [
         ["A\n\n", "C\n\n"],
@@ -81,8 +81,8 @@ def test_beam_search_hand_worked_survivors_and_best_finished_beam() -> None:
 
 def test_beam_search_weighted_final_selection() -> None:
     graph = create_beam_search_graph(
-        StepTreePolicy(TREE), last_step_prm(SCORES), n=4, beam_width=2, max_iterations=3, final_selection="weighted"
-    )
+        StepTreePolicy(TREE), last_step_prm(SCORES), n=4, beam_width=2, max_iterations=3
+    )  # weighted is the default (the papers' setting)
     result, _, _ = run(graph)
     assert result.answer == "3"
     assert {g.answer: round(g.weight, 2) for g in result.groups} == {"1": 0.4, "2": 0.95, "3": 0.97}
@@ -92,7 +92,8 @@ def test_aggregation_is_used_for_pruning_and_the_final_pick() -> None:
     # With "min", C1's path scores min(.7, .8) = .7 and C2's min(.7, .6) = .6, A1's min(.9, .3) = .3:
     # the same survivors, but X's final score is min(.7, .8, .95) = .7 and Z's min(.7, .6, .5) = .5.
     graph = create_beam_search_graph(
-        StepTreePolicy(TREE), last_step_prm(SCORES), n=4, beam_width=2, max_iterations=3, aggregation="min"
+        StepTreePolicy(TREE), last_step_prm(SCORES), n=4, beam_width=2, max_iterations=3, aggregation="min",
+        final_selection="best",
     )
     result, prunes, _ = run(graph)
     assert [b["score"] for b in prunes[1]["frontier"]] == [0.7, 0.6]
@@ -150,11 +151,65 @@ def test_dvts_subtrees_extend_greedily_and_return_only_finished_leaves() -> None
     assert [e["type"] for e in events] == ["ttc.iteration"] * 3 + ["ttc.selected"]
 
 
-def test_search_stops_when_n_beams_finished() -> None:
-    tree = {"": [("\\boxed{1}", E), ("\\boxed{2}", E)]}
+def test_beam_search_runs_until_no_beam_is_active_unless_asked_to_stop_at_n_finished() -> None:
+    # n=2, beam_width=1: each iteration one sample finishes early with a wrong answer and one goes on.
+    tree = {"": [("\\boxed{1}", E), ("a\n\n", S)], "a\n\n": [("\\boxed{1}", E), ("b\n\n", S)]}
+    tree["a\n\nb\n\n"] = [("\\boxed{2}", E)]
+    scores = {"a": 0.9, "b": 0.9, "\\boxed{2}": 0.99, "\\boxed{1}": 0.1}
     policy = StepTreePolicy(tree)
-    result, prunes, _ = run(create_beam_search_graph(policy, last_step_prm({}), n=2, beam_width=1, max_iterations=9))
-    assert len(prunes) == 1 and len(policy.calls) == 1 and len(result.candidates) == 2
+    full, prunes, _ = run(create_beam_search_graph(policy, last_step_prm(scores), n=2, beam_width=1, max_iterations=9))
+    assert len(prunes) == 3 and full.answer == "2"  # the reference runs on: the best beams finish last
+    early, prunes, _ = run(
+        create_beam_search_graph(StepTreePolicy(tree), last_step_prm(scores), n=2, beam_width=1, max_iterations=9,
+                                 stop_when_n_finished=True)
+    )  # fmt: skip
+    assert len(prunes) == 2 and early.answer == "1"
+
+
+def test_beam_search_spends_n_samples_every_iteration_when_every_first_step_is_the_same() -> None:
+    # All 16 first steps are identical: duplicate filtering leaves one beam, which writes all 16
+    # continuations of the next iteration (the reference repeats the active beams up to n).
+    tree = {"": [("same\n\n", S)], "same\n\n": [("x\n\n", S), ("y\n\n", S), ("z\n\n", S)]}
+    tree |= {f"same\n\n{s}\n\n": [(f"\\boxed{{{s}}}", E)] for s in "xyz"}
+    policy = StepTreePolicy(tree)
+    graph = create_beam_search_graph(policy, last_step_prm({"x": 0.9, "y": 0.5, "z": 0.1}), n=16, beam_width=4,
+                                     filter_duplicates=True)  # fmt: skip
+    result, prunes, _ = run(graph)
+    assert [sum(r.n for r in call) for call in policy.calls] == [16, 16, 16]
+    assert [[r.n for r in call] for call in policy.calls][:2] == [[16], [16]]
+    assert [len(p["frontier"]) for p in prunes][:2] == [1, 3]  # 3 distinct survivors share the 16 next samples
+    assert sorted(r.n for r in policy.calls[2]) == [5, 5, 6]
+    assert result.answer == "x" and result.usage.policy_calls == 3
+
+
+def test_a_step_of_only_whitespace_ends_its_beam() -> None:
+    tree = {"": [("a\n\n", S)], "a\n\n": [("\n\n", S)]}
+    policy = StepTreePolicy(tree)
+    result, prunes, _ = run(create_beam_search_graph(policy, last_step_prm({}), n=2, beam_width=2, max_iterations=30))
+    assert len(policy.calls) == 2 and prunes[-1]["frontier"] == []
+    assert [c.text for c in result.candidates] == ["a\n\n\n\n"] * 2 and result.candidates[0].finished
+
+
+def test_dvts_every_finished_sibling_of_the_last_expansion_votes() -> None:
+    # n = beam_width = 4: one subtree. Its last expansion finishes 3 siblings (answers 7, 7, 8) and
+    # truncates one: all 3 finished ones vote (the old code kept only the best one, 8).
+    tree = {"": [("a\n\n", S)] * 4, "a\n\n": [("\\boxed{7}", E), ("\\boxed{8}", E), ("\\boxed{7}", E), ("cut", L)]}
+    scores = {"a": 0.5, "\\boxed{8}": 0.9}
+    result, _, _ = run(create_dvts_graph(StepTreePolicy(tree), last_step_prm(scores, default=0.6), n=4, beam_width=4))
+    finished = [c for c in result.candidates if c.finished]
+    assert sorted(c.answer or "" for c in finished) == ["7", "7", "8"]
+    assert result.answer == "7"  # 0.6 + 0.6 beats 0.9
+    assert not any(c.finished for c in result.candidates if c.text.endswith("cut"))
+
+
+def test_dvts_a_subtree_ends_once_its_step_states_the_answer() -> None:
+    tree = {"": [("\\boxed{3}\n\n", S), ("b\n\n", S)], "b\n\n": [("\\boxed{4}", E)]}
+    policy = StepTreePolicy(tree)
+    result, prunes, _ = run(
+        create_dvts_graph(policy, last_step_prm({"\\boxed{3}": 0.9, "b": 0.1}), n=2, beam_width=2)
+    )
+    assert len(policy.calls) == 1 and prunes[0]["frontier"] == []  # the reference stops at a boxed answer
+    assert result.answer == "3" and [c.answer for c in result.candidates if c.finished] == ["3"]
 
 
 @pytest.mark.parametrize("factory", [create_beam_search_graph, create_dvts_graph])

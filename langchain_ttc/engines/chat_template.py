@@ -40,3 +40,14 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> str:
     if not text.endswith(request.partial) and text.endswith(stripped):
         text += request.partial[len(stripped) :]
     return text
+
+
+def prompt_token_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """The token ids of :func:`render_prompt`'s text: what every backend feeds the model.
+
+    A rendered chat already holds its special tokens (no BOS is added again); a raw prompt gets the
+    tokenizer's usual special tokens. The in-process engines and the server client all send these ids,
+    so a chat template that trims message content cannot make the server path differ.
+    """
+    ids = tokenizer.encode(render_prompt(tokenizer, request), add_special_tokens=request.messages is None)
+    return [int(i) for i in ids]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.seeds import derive_seed, seed_requests
 from langchain_ttc.types import GenerationRequest, Message, ScoreRequest, StepScores
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -106,11 +107,11 @@ class SelfVerificationPRM(PRMEngine):
                         stop=[self.step_delimiter],
                         max_tokens=self.max_step_tokens,
                         temperature=self.temperature,
-                        seed=self.seed,
                     )
                 )
                 owners.append((index, step))
-        results = self.policy.invoke(generations) if generations else []
+        # Every call draws from the same seeds: a step is judged the same way whenever it is asked about.
+        results = self.policy.invoke(seed_requests(generations, derive_seed(self.seed, "self-verification"))) if generations else []
         scores: list[list[float]] = [[] for _ in requests]
         tokens = [0] * len(requests)
         for (index, step), result in zip(owners, results, strict=True):

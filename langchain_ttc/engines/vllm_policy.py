@@ -8,9 +8,8 @@ the text. vLLM's finish reasons map to ours: ``length`` → ``"length"``; ``stop
 ``stop_reason`` → ``"stop"``; ``stop`` with no stop reason (end of sequence) or a stop token id →
 ``"eos"``.
 
-Each request of a call samples with its own seed (``seed + its index in the call``): vLLM seeds
-requests independently, so identical prompts with one seed would otherwise sample identical text
-(DVTS subtrees would not be diverse).
+A request's seed is used as given: vLLM samples completion ``k`` with ``seed + k``. Strategies give
+every request of a call its own range of seeds (:func:`langchain_ttc.seeds.seed_requests`).
 
 Example:
     >>> model = "meta-llama/Llama-3.2-1B-Instruct"
@@ -25,12 +24,9 @@ import threading
 from typing import Any
 
 from langchain_ttc.engines.base import PolicyEngine
-from langchain_ttc.engines.chat_template import render_prompt
+from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.loading import resolve_model_reference
 from langchain_ttc.types import Completion, GenerationRequest, GenerationResult
-
-_SEED_STRIDE = 7919
-
 
 def completion_from_vllm(text: str, num_tokens: int, finish_reason: str | None, stop_reason: Any) -> Completion:
     """Map a vLLM completion (offline or server) to a :class:`~langchain_ttc.types.Completion`.
@@ -49,9 +45,20 @@ def completion_from_vllm(text: str, num_tokens: int, finish_reason: str | None, 
     return Completion(text=text, num_tokens=num_tokens, finish_reason="eos")
 
 
-def request_seed(request: GenerationRequest, index: int) -> int | None:
-    """The seed of the ``index``-th request of a call (distinct per request, reproducible)."""
-    return None if request.seed is None else request.seed + _SEED_STRIDE * index
+def fitted_max_tokens(max_tokens: int, prompt_tokens: int, max_model_len: int | None) -> int:
+    """``max_tokens`` cut to what the context window leaves after the prompt (vLLM refuses more).
+
+    A completion that reaches the cut ends with ``"length"`` (truncated), as one reaching
+    ``max_tokens`` does.
+
+    Example:
+        >>> fitted_max_tokens(2048, 100, 1024), fitted_max_tokens(64, 100, 1024), fitted_max_tokens(64, 100, None)
+        (924, 64, 64)
+
+    """
+    if max_model_len is None:
+        return max_tokens
+    return max(1, min(max_tokens, max_model_len - prompt_tokens))
 
 
 class VLLMPolicy(PolicyEngine):
@@ -65,6 +72,8 @@ class VLLMPolicy(PolicyEngine):
     def __init__(self, llm: Any) -> None:
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
+        model_config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+        self.max_model_len: int | None = getattr(model_config, "max_model_len", None)
         self._lock = threading.Lock()
 
     @classmethod
@@ -119,22 +128,19 @@ class VLLMPolicy(PolicyEngine):
         owners: list[int] = []
         prompt_lengths = []
         for index, request in enumerate(requests):
-            ids = self.tokenizer.encode(
-                render_prompt(self.tokenizer, request), add_special_tokens=request.messages is None
-            )
+            ids = prompt_token_ids(self.tokenizer, request)
             prompt_lengths.append(len(ids))
             # vLLM refuses n > 1 with greedy decoding: send n greedy copies instead.
             copies, n = (request.n, 1) if request.temperature == 0 else (1, request.n)
             for copy in range(copies):
                 prompts.append(TokensPrompt(prompt_token_ids=ids))
-                seed = request_seed(request, index)
                 params.append(
                     SamplingParams(
                         n=n,
                         temperature=request.temperature,
                         top_p=request.top_p,
-                        max_tokens=request.max_tokens,
-                        seed=None if seed is None else seed + copy,
+                        max_tokens=fitted_max_tokens(request.max_tokens, len(ids), self.max_model_len),
+                        seed=None if request.seed is None else request.seed + copy,
                         stop=request.stop or None,
                         include_stop_str_in_output=True,
                     )

@@ -41,7 +41,7 @@ class EvalConfig:
     prm: str = "arith:prm"
     aggregation: str = "last"
     temperature: float = 0.8
-    max_tokens: int = 512
+    max_tokens: int = 2048
     beam_width: int = 4
     seed: int = 0
     system_prompt: str | None = None

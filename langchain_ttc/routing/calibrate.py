@@ -38,10 +38,10 @@ from langchain_ttc.routing.table import (
     StrategyTable,
 )
 from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
-from langchain_ttc.strategies.common import reaggregated
+from langchain_ttc.strategies.common import conversation_from_input, reaggregated
 from langchain_ttc.strategies.compute_optimal import draw_pilots, strategy_n, strategy_seed
 from langchain_ttc.strategies.registry import create_strategy_graph
-from langchain_ttc.types import Candidate, Message
+from langchain_ttc.types import Candidate
 
 SAMPLE_RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
 
@@ -66,7 +66,8 @@ class Calibration:
         candidates: The strategies to choose from (ties go to the earlier one).
         pilots: Pilot samples per problem (they count against every budget).
         aggregation: How step scores become one score.
-        seed: The pilots' seed (strategies use seed + 1, as the compute-optimal graph does).
+        seed: The run's seed (pilots and strategies draw from seeds derived from it, as the compute-optimal
+            graph's do).
         options: Sampling options for every strategy (``temperature``, ``max_tokens``, ...).
 
     """
@@ -107,10 +108,12 @@ class Calibration:
         settings = {
             "temperature": self.options.get("temperature", 0.8),
             "top_p": self.options.get("top_p", 1.0),
-            "max_tokens": self.options.get("max_tokens", 1024),
+            "max_tokens": self.options.get("max_tokens", 2048),
             "seed": self.seed,
         }
-        conversation: list[Message] = [{"role": "user", "content": problem.problem}]
+        _, conversation = conversation_from_input(
+            {"problem": problem.problem}, system_prompt=self.options.get("system_prompt")
+        )
         pilots, _ = draw_pilots(
             self.policy, self.prm, problem.problem, conversation, count=self.pilots, settings=settings,
             aggregation=self.aggregation, delimiter=self.options.get("step_delimiter", "\n\n"),

@@ -6,18 +6,22 @@ iteration's usage).
 
 Each iteration (``generate`` → ``score`` → ``prune``, looped by a conditional edge):
 
-1. every frontier beam writes one step (stop at the delimiter, kept in the text), all beams in one
-   policy call: ``n`` samples from the empty solution at the first iteration, then ``beam_width``
-   continuations of each of the ``n / beam_width`` survivors; with ``lookahead=k`` each active
-   candidate is rolled ``k`` more steps at temperature 0 (one greedy call per step);
+1. the active beams write ``n`` continuations of one step (stop at the delimiter, kept in the
+   text), all in one policy call: ``n`` samples from the empty solution at the first iteration,
+   then the survivors repeated in turn up to ``n`` (``n / beam_width`` survivors write
+   ``beam_width`` each; fewer survivors, after duplicate filtering or finished beams, share the
+   ``n`` samples), as the reference does; with ``lookahead=k`` each active candidate is rolled
+   ``k`` more steps at temperature 0 (one greedy call per step);
 2. the PRM scores every new candidate (its lookahead text included) in one call;
-3. finished candidates (end of sequence) are set aside, truncated ones (``max_tokens``) are never
-   finished, and the best ``n / beam_width`` active candidates survive.
+3. finished candidates (end of sequence, or a step with nothing but whitespace) are set aside,
+   truncated ones (``max_tokens``) are never finished, and the best ``n / beam_width`` active
+   candidates survive (after dropping duplicate texts, with ``filter_duplicates=True``).
 
-The last iteration writes to the end of the solution. The search stops when no beam is active,
-``n`` beams have finished, or ``max_iterations`` is reached; the answer is the best finished beam
-by aggregated score (``final_selection="best"``) or the weighted vote over finished beams
-(``"weighted"``). Each iteration emits a ``ttc.iteration`` custom stream event.
+The last iteration writes to the end of the solution. The search stops when no beam is active or
+``max_iterations`` is reached (or, with ``stop_when_n_finished=True``, once ``n`` beams have
+finished). The answer is the weighted vote over the ``n`` best-scored finished beams
+(``final_selection="weighted"``, the papers' setting) or the best finished beam by aggregated score
+(``"best"``). Each iteration emits a ``ttc.iteration`` custom stream event.
 
 Example:
     >>> graph = create_beam_search_graph(policy, prm, n=16, beam_width=4)  # doctest: +SKIP
@@ -32,7 +36,7 @@ from typing import Any, Literal
 
 from langgraph.types import Checkpointer
 
-from langchain_ttc.beams import Beam, prune
+from langchain_ttc.beams import Beam, prune, repeat_counts
 from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER, StrategyGraph
 from langchain_ttc.strategies.stepwise import (
     FinalSelection,
@@ -56,11 +60,12 @@ def create_beam_search_graph(
     lookahead: int = 0,
     step_delimiter: str = DEFAULT_STEP_DELIMITER,
     aggregation: str = "last",
-    filter_duplicates: bool = True,
-    final_selection: FinalSelection = "best",
+    filter_duplicates: bool = False,
+    final_selection: FinalSelection = "weighted",
+    stop_when_n_finished: bool = False,
     temperature: float = 0.8,
     top_p: float = 1.0,
-    max_tokens: int = 512,
+    max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
     checkpointer: Checkpointer = None,
@@ -72,17 +77,20 @@ def create_beam_search_graph(
         policy: The policy engine; it must continue partial assistant messages.
         prm: The PRM engine.
         n: Number of beams (the budget): candidates written per iteration.
-        beam_width: Continuations per survivor (M); ``n / beam_width`` beams survive each iteration.
+        beam_width: Continuations per survivor (M); at most ``n / beam_width`` beams survive each
+            iteration, and the survivors share ``n`` continuations.
         max_iterations: Most steps per solution; the last iteration writes to the end.
         lookahead: Greedy steps rolled out past each candidate before scoring (0: none).
         step_delimiter: The stop string that ends a step.
         aggregation: How step scores become one score, for pruning and for the final pick.
         filter_duplicates: Drop candidates whose text equals an earlier one before pruning.
-        final_selection: ``"best"`` finished beam by score, or ``"weighted"`` vote over finished beams.
+        final_selection: ``"weighted"`` vote over the finished beams (default), or the ``"best"`` one by score.
+        stop_when_n_finished: Stop as soon as ``n`` beams have finished (off: run until no beam is active,
+            as the reference does).
         temperature: Sampling temperature of the steps.
         top_p: Nucleus sampling mass.
         max_tokens: Most tokens per step; a step cut off here truncates its beam.
-        seed: Base seed; iteration ``i`` samples with ``seed + i``.
+        seed: Base seed; every iteration samples from its own seeds (:mod:`langchain_ttc.seeds`).
         system_prompt: Optional system message put before the problem.
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
@@ -103,6 +111,7 @@ def create_beam_search_graph(
         "aggregation": aggregation,
         "filter_duplicates": filter_duplicates,
         "final_selection": final_selection,
+        "stop_when_n_finished": stop_when_n_finished,
         "temperature": temperature,
         "top_p": top_p,
         "max_tokens": max_tokens,
@@ -110,7 +119,12 @@ def create_beam_search_graph(
     }
     check_search_options(options)
     nodes = make_search_nodes(
-        policy, prm, options, roots=lambda _: [Beam()], first_width=lambda s: s["n"], system_prompt=system_prompt
+        policy,
+        prm,
+        options,
+        roots=lambda _: [Beam()],
+        widths=lambda s, frontier: repeat_counts(len(frontier), s["n"]),
+        system_prompt=system_prompt,
     )
 
     def prune_node(state: SearchState) -> dict[str, Any]:
@@ -133,7 +147,7 @@ def create_beam_search_graph(
         done = (
             not state["frontier"]
             or state["iteration"] >= settings["max_iterations"]
-            or len(state["finished"]) >= settings["n"]
+            or (settings["stop_when_n_finished"] and len(state["finished"]) >= settings["n"])
         )
         return "select" if done else "generate"
 

@@ -62,7 +62,7 @@ def create_best_of_n_graph(
     weighted: bool = False,
     temperature: float = 0.8,
     top_p: float = 1.0,
-    max_tokens: int = 1024,
+    max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = DEFAULT_STEP_DELIMITER,

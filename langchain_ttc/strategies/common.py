@@ -24,6 +24,7 @@ from langchain_ttc.beams import split_steps
 from langchain_ttc.context import TTCContext, merged_options
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.registry import policy_for_run
+from langchain_ttc.seeds import derive_seed
 from langchain_ttc.selection import Selection
 from langchain_ttc.types import (
     Candidate,
@@ -263,7 +264,7 @@ def make_generate_node(
                 max_tokens=run["max_tokens"],
                 temperature=run["temperature"],
                 top_p=run["top_p"],
-                seed=run["seed"],
+                seed=derive_seed(run["seed"], "samples"),
             )
             sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
             candidates += sampled

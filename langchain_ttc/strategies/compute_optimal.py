@@ -9,8 +9,9 @@ strategy table at this budget, and hands the problem and the pilots to that stra
 Budget accounting: the pilots count against the budget ``N`` and are reused, never wasted. A
 sample-then-select strategy samples ``N - pilots`` more and selects among all ``N``; a step-level
 search runs ``(N - pilots)`` beams rounded down to whole subtrees and its final selection also
-considers the pilots. So pilots + strategy samples <= ``N``. The pilots are sampled with ``seed``
-and the strategy with ``seed + 1``, so its samples are new ones, not copies of the pilots.
+considers the pilots. So pilots + strategy samples <= ``N``. The pilots and the strategy sample
+from seeds derived apart (:mod:`langchain_ttc.seeds`), so the strategy's samples are new ones, not
+copies of the pilots, on every backend.
 
 The result's ``metadata["routing"]`` names the estimator, the difficulty, the bin, the strategy
 and its options; a ``ttc.routed`` stream event announces the decision before the strategy runs
@@ -42,6 +43,7 @@ from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.registry import policy_for_run, prm_for_run
 from langchain_ttc.routing.difficulty import ESTIMATORS, DifficultyEstimator, check_estimator
 from langchain_ttc.routing.table import STEP_LEVEL, StrategyChoice, StrategyTable, load_table
+from langchain_ttc.seeds import derive_seed
 from langchain_ttc.strategies.common import (
     DEFAULT_STEP_DELIMITER,
     StrategyGraph,
@@ -98,8 +100,8 @@ def route_nodes(table: StrategyTable) -> tuple[dict[str, tuple[StrategyChoice, i
 
 
 def strategy_seed(seed: int | None) -> int | None:
-    """The routed strategy's seed: the pilots used ``seed``, so the strategy's samples are new, not copies."""
-    return None if seed is None else seed + 1
+    """The routed strategy's base seed: a stream of its own, apart from the pilots', so its samples are new."""
+    return derive_seed(seed, "routed strategy")
 
 
 def draw_pilots(
@@ -124,7 +126,7 @@ def draw_pilots(
         max_tokens=settings["max_tokens"],
         temperature=settings["temperature"],
         top_p=settings["top_p"],
-        seed=settings["seed"],
+        seed=derive_seed(settings["seed"], "pilots"),
     )
     candidates, usage = sample(policy, request, delimiter=delimiter)
     if prm is not None:
@@ -147,7 +149,7 @@ def create_compute_optimal_graph(
     estimator: str | DifficultyEstimator | None = None,
     temperature: float = 0.8,
     top_p: float = 1.0,
-    max_tokens: int = 1024,
+    max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = DEFAULT_STEP_DELIMITER,
@@ -257,9 +259,8 @@ def create_compute_optimal_graph(
     common["seed"] = strategy_seed(seed)
     for node, (choice, n) in nodes.items():
         scored = {"aggregation": checked.aggregation} if choice.strategy != "majority_vote" else {}
-        subgraph = create_strategy_graph(
-            choice.strategy, policy, prm, n=n, name=node, **common, **scored, **choice.options
-        )
+        options = {**common, **scored, **choice.options}  # the table's options win (aggregation included)
+        subgraph = create_strategy_graph(choice.strategy, policy, prm, n=n, name=node, **options)
         builder.add_node(node, strategy_node(subgraph))
         builder.add_edge(node, "finish")
     builder.add_node("finish", finish)

@@ -6,11 +6,14 @@ iteration's usage).
 
 The budget ``n`` is split into ``n / beam_width`` independent subtrees. Each iteration every live
 subtree samples ``beam_width`` candidate next steps (all subtrees in one policy call), the PRM
-scores them (one call), and each subtree extends greedily with its best-scored candidate; a subtree
-whose best candidate ends the solution becomes a leaf. Only finished leaves are returned (the
-reference returned unfinished siblings too); the answer is the weighted best-of-N over the leaves
-(``final_selection="weighted"``) or the best leaf (``"best"``). Diversity across subtrees is what
-beats beam search at large ``n``.
+scores them (one call), and each subtree extends greedily with its best-scored candidate. A subtree
+ends when that candidate ends the solution (end of sequence, or a step with nothing but
+whitespace) or states its answer (a complete ``\boxed{}``, as the reference stops there), or when
+none of its candidates survives truncation. Every finished candidate of a subtree's final
+expansion (up to ``beam_width`` siblings) joins the final pool, as in the reference; unfinished and
+truncated siblings never do (the reference returned them too). The answer is the weighted
+best-of-N over that pool (``final_selection="weighted"``) or its best candidate (``"best"``).
+Diversity across subtrees is what beats beam search at large ``n``.
 
 Example:
     >>> graph = create_dvts_graph(policy, prm, n=16, beam_width=4)  # doctest: +SKIP
@@ -23,7 +26,7 @@ from typing import Any, Literal
 
 from langgraph.types import Checkpointer
 
-from langchain_ttc.beams import Beam, best_per_subtree
+from langchain_ttc.beams import Beam, answered, best_per_subtree
 from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER, StrategyGraph
 from langchain_ttc.strategies.stepwise import (
     FinalSelection,
@@ -50,7 +53,7 @@ def create_dvts_graph(
     final_selection: FinalSelection = "weighted",
     temperature: float = 0.8,
     top_p: float = 1.0,
-    max_tokens: int = 512,
+    max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
     checkpointer: Checkpointer = None,
@@ -71,7 +74,7 @@ def create_dvts_graph(
         temperature: Sampling temperature of the steps.
         top_p: Nucleus sampling mass.
         max_tokens: Most tokens per step; a candidate cut off here is never chosen.
-        seed: Base seed; iteration ``i`` samples with ``seed + i``.
+        seed: Base seed; every iteration samples from its own seeds (:mod:`langchain_ttc.seeds`).
         system_prompt: Optional system message put before the problem.
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
@@ -102,19 +105,20 @@ def create_dvts_graph(
         prm,
         options,
         roots=lambda s: [Beam(subtree=i) for i in range(s["n"] // s["beam_width"])],
-        first_width=lambda s: s["beam_width"],
+        widths=lambda s, frontier: [s["beam_width"]] * len(frontier),
         system_prompt=system_prompt,
     )
 
     def prune_node(state: SearchState) -> dict[str, Any]:
-        candidates = beams_of(state, "candidates")
+        candidates = [answered(c) for c in beams_of(state, "candidates")]
         best = best_per_subtree(candidates)
-        extended = {b.subtree for b in best}
+        going_on = {b.subtree for b in best if b.active}
+        ended = [c for c in candidates if c.subtree not in going_on]
         return close_iteration(
             state,
             frontier=[b for b in best if b.active],
-            finished=beams_of(state, "finished") + [b for b in best if b.finished],
-            truncated=beams_of(state, "truncated") + [c for c in candidates if c.subtree not in extended],
+            finished=beams_of(state, "finished") + [c for c in ended if c.finished],
+            truncated=beams_of(state, "truncated") + [c for c in ended if c.finish_reason == "length"],
         )
 
     def route(state: SearchState) -> Literal["generate", "select"]:

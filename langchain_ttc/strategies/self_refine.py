@@ -60,6 +60,7 @@ from langchain_ttc.refine import (
     revision_prefix,
     stop_reason,
 )
+from langchain_ttc.seeds import derive_seed, seed_requests
 from langchain_ttc.selection import majority_vote, weighted_best_of_n
 from langchain_ttc.strategies.common import (
     DEFAULT_STEP_DELIMITER,
@@ -151,7 +152,7 @@ def create_self_refine_graph(
     prompts: RefinePrompts | None = None,
     temperature: float = 0.8,
     top_p: float = 1.0,
-    max_tokens: int = 1024,
+    max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = DEFAULT_STEP_DELIMITER,
@@ -211,7 +212,8 @@ def create_self_refine_graph(
         if len(firsts) < chains:
             request = GenerationRequest(
                 messages=conversation, n=chains - len(firsts), max_tokens=settings["max_tokens"],
-                temperature=settings["temperature"], top_p=settings["top_p"], seed=settings["seed"],
+                temperature=settings["temperature"], top_p=settings["top_p"],
+                seed=derive_seed(settings["seed"], "drafts"),
             )  # fmt: skip
             sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
             firsts += sampled
@@ -292,13 +294,13 @@ def create_self_refine_graph(
             else:
                 prefix = ""
                 messages = revision_messages(state["conversation"], last.candidate.text, found.text, prompts)
-            seed_now = None if settings["seed"] is None else settings["seed"] + 1 + state["round"]
             requests.append(
                 GenerationRequest(messages=messages, partial=prefix, max_tokens=settings["max_tokens"],
-                                  temperature=settings["temperature"], top_p=settings["top_p"], seed=seed_now)
+                                  temperature=settings["temperature"], top_p=settings["top_p"])
             )  # fmt: skip
             prefixes.append(prefix)
-        results = engine.invoke(requests) if requests else []
+        seeds = derive_seed(settings["seed"], "revision", state["round"])
+        results = engine.invoke(seed_requests(requests, seeds)) if requests else []
         stopped = list(state["stopped"])
         for i, prefix, result in zip(active, prefixes, results, strict=True):
             completion = result.completions[0]

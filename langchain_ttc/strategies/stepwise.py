@@ -24,10 +24,11 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
 from langchain_ttc.aggregation import aggregate, check_aggregation
-from langchain_ttc.beams import Beam, split_steps
+from langchain_ttc.beams import Beam, extend, interleave, split_steps, top_by_score
 from langchain_ttc.context import TTCContext, merged_options
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.registry import policy_for_run, prm_for_run
+from langchain_ttc.seeds import derive_seed, seed_requests
 from langchain_ttc.selection import best_of_n, weighted_best_of_n
 from langchain_ttc.strategies.common import (
     StrategyGraph,
@@ -156,7 +157,7 @@ def make_search_nodes(
     options: dict[str, Any],
     *,
     roots: Callable[[dict[str, Any]], list[Beam]],
-    first_width: Callable[[dict[str, Any]], int],
+    widths: Callable[[dict[str, Any], list[Beam]], list[int]],
     system_prompt: str | None,
 ) -> dict[str, Any]:
     """The ``start``, ``generate`` and ``score`` nodes of a step-level search.
@@ -166,8 +167,7 @@ def make_search_nodes(
         prm: The PRM engine (the run's context may name another).
         options: The graph's options (see :func:`check_search_options`).
         roots: The first frontier (empty partial solutions) for the run's settings.
-        first_width: Continuations sampled from each root at the first iteration; later iterations
-            sample ``beam_width`` from each frontier beam.
+        widths: How many continuations each frontier beam writes this iteration.
         system_prompt: Optional system message put before the problem.
 
     """
@@ -191,29 +191,23 @@ def make_search_nodes(
         settings, iteration = state["settings"], state["iteration"]
         last = iteration == settings["max_iterations"] - 1
         frontier = beams_of(state, "frontier")
-        seed = settings["seed"]
         request = GenerationRequest(
             messages=state["conversation"],
-            n=first_width(settings) if iteration == 0 else settings["beam_width"],
             stop=[] if last else [settings["step_delimiter"]],
             max_tokens=settings["max_tokens"],
             temperature=settings["temperature"],
             top_p=settings["top_p"],
-            seed=None if seed is None else seed + iteration,
         )
+        parents = [(b, width) for b, width in zip(frontier, widths(settings, frontier), strict=True) if width]
+        requests = [request.model_copy(update={"partial": b.text, "n": width}) for b, width in parents]
         run_policy = policy_for_run(policy, runtime)
-        results = run_policy.invoke([request.model_copy(update={"partial": b.text}) for b in frontier])
-        children = [
-            Beam(
-                text=parent.text + c.text,
-                finish_reason=c.finish_reason,
-                num_tokens=parent.num_tokens + c.num_tokens,
-                subtree=parent.subtree,
-                iteration=iteration,
-            )
-            for parent, result in zip(frontier, results, strict=True)
-            for c in result.completions
-        ]
+        results = run_policy.invoke(seed_requests(requests, derive_seed(settings["seed"], "iteration", iteration)))
+        children = interleave(
+            [
+                [extend(parent, c, iteration=iteration) for c in result.completions]
+                for (parent, _), result in zip(parents, results, strict=True)
+            ]
+        )
         usage = policy_call_usage(results)
         if settings["lookahead"] and not last:
             children, rollout_usage = _roll_out(run_policy, children, state["conversation"], settings)
@@ -296,12 +290,16 @@ def pilot_candidates(state: SearchState) -> list[Candidate]:
 
 
 def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
-    """The ``select`` node: the best finished beam, or the weighted vote over finished beams (and pilots)."""
+    """The ``select`` node: the best finished beam, or the weighted vote over finished beams (and pilots).
+
+    At most ``n`` finished beams take part, the best-scored ones (the reference keeps the first ``n``
+    to finish); truncated beams are listed but never chosen.
+    """
 
     def select(state: SearchState) -> dict[str, Any]:
         started = time.perf_counter()
         settings = state["settings"]
-        beams = beams_of(state, "finished") + beams_of(state, "truncated")
+        beams = top_by_score(beams_of(state, "finished"), settings["n"]) + beams_of(state, "truncated")
         candidates = [b.to_candidate(settings["step_delimiter"]) for b in beams] + pilot_candidates(state)
         rule = weighted_best_of_n if settings["final_selection"] == "weighted" else best_of_n
         output = selection_output(strategy, candidates, rule(candidates), usage_of(state) + elapsed_since(started))

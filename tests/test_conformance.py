@@ -1,0 +1,312 @@
+"""Conformance: each strategy graph against an independent restatement of the reference algorithm.
+
+The restatements below follow huggingface/search-and-learn (``src/sal/search/beam_search.py``,
+``diverse_verifier_tree_search.py``, ``best_of_n.py``, ``src/sal/utils/score.py``) line by line in
+plain Python, with our documented fixes (README, "Differences from the reference"):
+
+- a truncated completion (``max_tokens``) is never finished and never chosen;
+- the final pick is over the ``n`` best-scored finished beams, not the first ``n`` to finish, and
+  takes each finished beam once (the reference pads the list to ``n`` with copies);
+- DVTS keeps only the finished siblings of a subtree's last expansion;
+- ties in score go to the earlier candidate (the reference's ``np.argsort`` leaves them unspecified).
+
+Hypothesis draws random scripted worlds (a policy whose next step is a pure function of the partial
+solution and how many samples were already drawn from it, a PRM whose score is a pure function of
+the prefix) and random settings, runs the graph and the restatement on the same world, and compares
+what each iteration sampled, what survived, and the final answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from langchain_ttc import (
+    create_beam_search_graph,
+    create_best_of_n_graph,
+    create_dvts_graph,
+    create_majority_vote_graph,
+    create_weighted_best_of_n_graph,
+)
+from langchain_ttc.aggregation import aggregate
+from langchain_ttc.answers import extract_boxed
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.types import Completion, GenerationRequest, GenerationResult, ScoreRequest, StepScores
+
+DELIM = "\n\n"
+PROBLEM = "What is the answer?"
+
+
+def _unit(*key: object) -> float:
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class World:
+    """A random scripted world: the step each sample writes and the score of each prefix."""
+
+    def __init__(self, seed: int, *, steps: int, answers: int, p_end: float, p_length: float, p_blank: float) -> None:
+        self.seed, self.steps, self.answers = seed, steps, answers
+        self.p_end, self.p_length, self.p_blank = p_end, p_length, p_blank
+
+    def step(self, partial: str, k: int, *, to_the_end: bool) -> tuple[str, str]:
+        """The ``k``-th sample drawn from ``partial``: ``(text, finish_reason)``."""
+        rng = random.Random(f"{self.seed}|{partial}|{k}|{to_the_end}")
+        roll = rng.random()
+        answer = f"\\boxed{{{rng.randrange(self.answers)}}}"
+        if roll < self.p_length:
+            return f"cut {rng.randrange(self.steps)}", "length"
+        if to_the_end or roll < self.p_length + self.p_end:
+            return f"so {answer}", "eos"
+        if roll < self.p_length + self.p_end + self.p_blank:
+            return DELIM, "stop"
+        return f"step {rng.randrange(self.steps)}{DELIM}", "stop"
+
+    def score(self, steps: list[str]) -> list[float]:
+        return [_unit(self.seed, tuple(steps[: i + 1])) for i in range(len(steps))]
+
+
+class WorldPolicy(PolicyEngine):
+    """The world's policy as an engine: samples drawn from one partial are numbered across the run."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.drawn: Counter[str] = Counter()
+        self.calls: list[list[GenerationRequest]] = []
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.calls.append(requests)
+        results = []
+        for r in requests:
+            completions = []
+            for _ in range(r.n):
+                text, reason = self.world.step(r.partial, self.drawn[r.partial], to_the_end=not r.stop)
+                self.drawn[r.partial] += 1
+                completions.append(Completion(text=text, num_tokens=len(text), finish_reason=reason))  # type: ignore[arg-type]
+            results.append(GenerationResult(completions=completions, prompt_tokens=1))
+        return results
+
+
+class WorldPRM(PRMEngine):
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
+        return [StepScores(scores=self.world.score(r.steps), num_tokens=1) for r in requests]
+
+
+# ---- the restatements (plain Python, no code shared with the package but aggregation and answers) ----
+
+
+def steps_of(text: str) -> list[str]:
+    return [s.strip() for s in text.split(DELIM) if s.strip()]
+
+
+class Sampler:
+    """Draws from the world in the reference's order, numbering samples per partial as the engine does."""
+
+    def __init__(self, world: World) -> None:
+        self.world, self.drawn = world, Counter[str]()
+
+    def __call__(self, partial: str, *, to_the_end: bool) -> tuple[str, str]:
+        text, reason = self.world.step(partial, self.drawn[partial], to_the_end=to_the_end)
+        self.drawn[partial] += 1
+        if reason == "stop" and not text.strip():
+            reason = "eos"  # a step of only whitespace ends the beam (the reference's empty step)
+        return partial + text, reason
+
+
+def agg_score(world: World, text: str, aggregation: str) -> float | None:
+    steps = steps_of(text)
+    return aggregate(world.score(steps), aggregation) if steps else None
+
+
+def rank(scores: list[float | None]) -> list[int]:
+    """Indices best first; ties and unscored ones in order (unscored last)."""
+    return sorted(range(len(scores)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
+
+
+def groups_of(texts: list[str], weights: list[float]) -> list[tuple[str, float, list[int]]]:
+    found: dict[str, tuple[float, list[int]]] = {}
+    for i, (text, weight) in enumerate(zip(texts, weights, strict=True)):
+        answer = extract_boxed(text)
+        if answer is None:
+            continue
+        total, members = found.get(answer, (0.0, []))
+        found[answer] = (total + weight, [*members, i])
+    return [(a, w, m) for a, (w, m) in found.items()]
+
+
+def pick(texts: list[str], scores: list[float], rule: str) -> str | None:
+    """The reference's final pick over finished candidates (``best``, ``weighted`` or ``majority``)."""
+    if rule == "best":
+        with_answer = [i for i in range(len(texts)) if extract_boxed(texts[i]) is not None]
+        return extract_boxed(texts[max(with_answer, key=lambda i: (scores[i], -i))]) if with_answer else None
+    weights = [1.0] * len(texts) if rule == "majority" else scores
+    groups = groups_of(texts, weights)
+    if not groups:
+        return None
+    best = groups[0]
+    for group in groups[1:]:
+        if group[1] > best[1]:
+            best = group
+    return best[0]
+
+
+def reference_beam_search(world: World, *, n: int, m: int, iterations: int, aggregation: str,
+                          filter_duplicates: bool, final: str) -> dict[str, Any]:  # fmt: skip
+    sample = Sampler(world)
+    active = [""]
+    completed: list[str] = []
+    expanded: list[Counter[str]] = []  # per iteration: how many continuations each partial wrote
+    for i in range(iterations):
+        active = (active * (n // len(active) + 1))[:n]  # duplicate the active beams up to n
+        expanded.append(Counter(active))
+        last = i == iterations - 1
+        children = [sample(text, to_the_end=last) for text in active]
+        completed += [text for text, reason in children if reason == "eos"]
+        active = [text for text, reason in children if reason == "stop"]  # truncated ones: dropped, never completed
+        if not active:
+            break
+        if filter_duplicates:
+            active = list(dict.fromkeys(active))
+        scores = [agg_score(world, t, aggregation) for t in active]
+        keep = set(rank(scores)[: n // m])
+        active = [t for j, t in enumerate(active) if j in keep]  # survivors keep their order
+    scores = [agg_score(world, t, aggregation) for t in completed]
+    order = rank(scores)[:n]
+    texts = [completed[j] for j in order]
+    answer = pick(texts, [scores[j] or 0.0 for j in order], final)
+    return {"expanded": expanded, "pool": sorted(texts), "answer": answer}
+
+
+def reference_dvts(world: World, *, n: int, m: int, iterations: int, aggregation: str, final: str) -> dict[str, Any]:
+    sample = Sampler(world)
+    current = {t: "" for t in range(n // m)}
+    leaves: list[str] = []
+    sampled_per_iteration = []
+    for i in range(iterations):
+        if not current:
+            break
+        last = i == iterations - 1
+        sampled_per_iteration.append(len(current) * m)
+        for t in list(current):
+            siblings = [sample(current[t], to_the_end=last) for _ in range(m)]
+            siblings = [(text, "eos" if r == "stop" and extract_boxed(text) is not None else r) for text, r in siblings]
+            scores = [agg_score(world, text, aggregation) if r != "length" else None for text, r in siblings]
+            ranked = [j for j in rank(scores) if siblings[j][1] != "length"]
+            if ranked and siblings[ranked[0]][1] == "stop":
+                current[t] = siblings[ranked[0]][0]  # extend greedily with the best candidate
+                continue
+            leaves += [text for text, r in siblings if r == "eos"]  # finished siblings of the last expansion
+            del current[t]
+    scores = [agg_score(world, t, aggregation) for t in leaves]
+    order = rank(scores)[:n]
+    texts = [leaves[j] for j in order]
+    answer = pick(texts, [scores[j] or 0.0 for j in order], final)
+    return {"sampled": sampled_per_iteration, "pool": sorted(texts), "answer": answer}
+
+
+def reference_sampling(world: World, *, n: int, aggregation: str, rule: str) -> str | None:
+    sample = Sampler(world)
+    drawn = [sample("", to_the_end=True) for _ in range(n)]
+    texts = [text for text, reason in drawn if reason != "length"]
+    scores = [agg_score(world, t, aggregation) or 0.0 for t in texts]
+    return pick(texts, scores, rule)
+
+
+# ---- the graphs on the same worlds ----
+
+worlds = st.builds(
+    World,
+    st.integers(0, 10**6),
+    steps=st.integers(1, 4),
+    answers=st.integers(1, 4),
+    p_end=st.sampled_from([0.05, 0.2, 0.5]),
+    p_length=st.sampled_from([0.0, 0.1, 0.3]),
+    p_blank=st.sampled_from([0.0, 0.05]),
+)
+widths = st.sampled_from([(4, 1), (4, 2), (4, 4), (8, 2), (8, 4), (12, 3), (16, 4)])
+aggregations = st.sampled_from(["last", "min", "prod", "mean"])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def pool(output: dict[str, Any]) -> list[str]:
+    """The candidates the final selection picked from (finished ones; truncated ones are listed apart)."""
+    return sorted(c["text"] for c in output["result"]["candidates"] if c["finish_reason"] != "length")
+
+
+def expanded(policy: WorldPolicy) -> list[Counter[str]]:
+    """Per iteration (policy call): how many continuations each partial solution wrote."""
+    counts = []
+    for call in policy.calls:
+        counted: Counter[str] = Counter()
+        for r in call:
+            counted[r.partial] += r.n
+        counts.append(counted)
+    return counts
+
+
+@SETTINGS
+@given(world=worlds, width=widths, iterations=st.integers(1, 6), aggregation=aggregations,
+       filter_duplicates=st.booleans(), final=st.sampled_from(["best", "weighted"]))  # fmt: skip
+def test_beam_search_conforms(world: World, width: tuple[int, int], iterations: int, aggregation: str,
+                              filter_duplicates: bool, final: str) -> None:  # fmt: skip
+    n, m = width
+    policy = WorldPolicy(world)
+    graph = create_beam_search_graph(
+        policy, WorldPRM(world), n=n, beam_width=m, max_iterations=iterations, aggregation=aggregation,
+        filter_duplicates=filter_duplicates, final_selection=final,  # type: ignore[arg-type]
+    )  # fmt: skip
+    output = graph.invoke({"problem": PROBLEM})
+    answer = output["answer"]
+    expected = reference_beam_search(world, n=n, m=m, iterations=iterations, aggregation=aggregation,
+                                     filter_duplicates=filter_duplicates, final=final)  # fmt: skip
+    # The same survivors, each writing the same number of continuations, every iteration.
+    assert expanded(policy) == expected["expanded"]
+    assert all(sum(r.n for r in call) == n for call in policy.calls)  # the whole budget, every iteration
+    assert pool(output) == expected["pool"]
+    assert answer == expected["answer"]
+
+
+@SETTINGS
+@given(world=worlds, width=widths, iterations=st.integers(1, 6), aggregation=aggregations,
+       final=st.sampled_from(["best", "weighted"]))  # fmt: skip
+def test_dvts_conforms(world: World, width: tuple[int, int], iterations: int, aggregation: str, final: str) -> None:
+    n, m = width
+    policy = WorldPolicy(world)
+    graph = create_dvts_graph(
+        policy, WorldPRM(world), n=n, beam_width=m, max_iterations=iterations, aggregation=aggregation,
+        final_selection=final,  # type: ignore[arg-type]
+    )  # fmt: skip
+    output = graph.invoke({"problem": PROBLEM})
+    answer = output["answer"]
+    expected = reference_dvts(world, n=n, m=m, iterations=iterations, aggregation=aggregation, final=final)
+    assert [sum(r.n for r in call) for call in policy.calls] == expected["sampled"]
+    assert pool(output) == expected["pool"]
+    assert answer == expected["answer"]
+
+
+SAMPLING: dict[str, tuple[Callable[..., Any], str, bool]] = {
+    "majority_vote": (create_majority_vote_graph, "majority", False),
+    "best_of_n": (create_best_of_n_graph, "best", True),
+    "weighted_best_of_n": (create_weighted_best_of_n_graph, "weighted", True),
+}
+
+
+@SETTINGS
+@given(world=worlds, n=st.integers(1, 16), aggregation=aggregations, strategy=st.sampled_from(sorted(SAMPLING)))
+def test_sampling_strategies_conform(world: World, n: int, aggregation: str, strategy: str) -> None:
+    factory, rule, scored = SAMPLING[strategy]
+    policy = WorldPolicy(world)
+    options = {"aggregation": aggregation} if scored else {}
+    graph = factory(policy, WorldPRM(world), n=n, **options) if scored else factory(policy, n=n)
+    answer = graph.invoke({"problem": PROBLEM})["answer"]
+    assert [sum(r.n for r in call) for call in policy.calls] == [n]
+    assert answer == reference_sampling(world, n=n, aggregation=aggregation, rule=rule)
