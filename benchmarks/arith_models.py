@@ -15,13 +15,13 @@ import time
 
 from _report import header, write
 
-from langchain_ttc.answers import extract_boxed
 from langchain_ttc.arith import check_steps, make_problems, split_steps
 from langchain_ttc.arith.checkpoints import arith_checkpoint
 from langchain_ttc.arith.problems import MAX_DIFFICULTY
+from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.types import GenerationRequest, ScoreRequest
 from langchain_ttc.engines.transformers_policy import TransformersPolicy
 from langchain_ttc.engines.transformers_prm import MathShepherdPRM
-from langchain_ttc.types import GenerationRequest, ScoreRequest
 
 SEED = 1_000_003
 

@@ -28,16 +28,16 @@ from typing import Any
 from _report import RESULTS, header, wilson, write
 
 from langchain_ttc import create_compute_optimal_graph, make_problems
-from langchain_ttc.answers import extract_boxed
+from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.types import Candidate, GenerationRequest
+from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
-from langchain_ttc.engines.registry import load_policy, load_prm
+from langchain_ttc.engines.loading import load_policy, load_prm
 from langchain_ttc.evaluation.datasets import load_problems
+from langchain_ttc.evaluation.fit import accuracy, fit_choices, held_out_accuracy
 from langchain_ttc.evaluation.run import grade
-from langchain_ttc.routing.fit import accuracy, fit_choices, held_out_accuracy
-from langchain_ttc.routing.table import load_table
-from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.strategies.registry import create_strategy_graph
-from langchain_ttc.types import Candidate, GenerationRequest
+from langchain_ttc.strategies.routing.table import load_table
 
 SEED = 7_000_000
 BUDGETS = (4, 16, 64)
@@ -137,7 +137,7 @@ def report(records: list[dict[str, Any]], table: Any, seconds: float) -> list[st
     lines += [
         f"- {len(records)} held-out problems ({len(records) // 8} per difficulty 1-8, none in the calibration set); "
         f"small policy + Arith PRM; temperature 0.8, max_tokens {MAX_TOKENS}; {seconds / 60:.0f} min",
-        f"- router: the shipped table (`langchain_ttc/routing/arith_table.json`, estimator `{table.estimator}`, "
+        f"- router: the shipped table (`langchain_ttc/strategies/routing/arith_table.json`, estimator `{table.estimator}`, "
         f"{table.pilots} pilots, {len(table.bins)} bins, calibrated on {table.calibration['problems']} problems)",
         "- accuracy with 95% Wilson intervals; tokens = mean generated tokens per problem",
         "",

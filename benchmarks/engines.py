@@ -25,11 +25,11 @@ from typing import Any
 from _report import header, wilson, write
 
 from langchain_ttc import create_weighted_best_of_n_graph, make_problems
-from langchain_ttc.answers import answers_equivalent
 from langchain_ttc.arith.checkpoints import arith_checkpoint
+from langchain_ttc.core.answers import answers_equivalent
 from langchain_ttc.engines.batching import MicroBatchingPolicy
+from langchain_ttc.engines.loading import load_policy, load_prm
 from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy
-from langchain_ttc.engines.registry import load_policy, load_prm
 from langchain_ttc.engines.vllm_policy import VLLMPolicy
 
 CPU_ENGINE: dict[str, Any] = {

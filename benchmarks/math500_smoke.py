@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _report import RESULTS, header, write
 
-from langchain_ttc.engines.registry import load_policy
+from langchain_ttc.engines.loading import load_policy
 from langchain_ttc.evaluation.datasets import load_problems
 from langchain_ttc.evaluation.run import EvalConfig, run_evaluation
 

@@ -18,10 +18,10 @@ from typing import Any
 from _report import header, write
 
 from langchain_ttc import create_beam_search_graph, make_problems
-from langchain_ttc.aggregation import aggregate
-from langchain_ttc.beams import Beam, prune, split_steps
-from langchain_ttc.engines.registry import load_policy, load_prm
-from langchain_ttc.types import GenerationRequest, ScoreRequest
+from langchain_ttc.core.aggregation import aggregate
+from langchain_ttc.core.search import Beam, prune, split_steps
+from langchain_ttc.core.types import GenerationRequest, ScoreRequest
+from langchain_ttc.engines.loading import load_policy, load_prm
 
 
 def plain_beam_search(

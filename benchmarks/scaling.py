@@ -17,12 +17,12 @@ import argparse
 from _report import RESULTS, header, wilson, write
 
 from langchain_ttc import make_problems
+from langchain_ttc.core.types import GenerationRequest
 from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
-from langchain_ttc.engines.registry import load_policy, load_prm
+from langchain_ttc.engines.loading import load_policy, load_prm
 from langchain_ttc.evaluation.datasets import EvalProblem
 from langchain_ttc.evaluation.report import accuracy_table, plot
 from langchain_ttc.evaluation.run import EvalConfig, grade, run_evaluation
-from langchain_ttc.types import GenerationRequest
 
 SEED = 4_000_037
 
@@ -68,7 +68,7 @@ def main() -> None:
             for p in problems
         ]
     )
-    from langchain_ttc.answers import extract_boxed
+    from langchain_ttc.core.answers import extract_boxed
 
     large_correct = {
         p.id: grade(extract_boxed(r.completions[0].text), p.answer) for p, r in zip(problems, greedy, strict=True)

@@ -27,16 +27,16 @@ from _report import RESULTS, header, wilson, write
 
 from langchain_ttc import make_problems
 from langchain_ttc.arith import check_steps
+from langchain_ttc.arith.checker import arith_checker_prm
+from langchain_ttc.core.types import Candidate
+from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
-from langchain_ttc.engines.function_prm import arith_checker_prm
-from langchain_ttc.engines.registry import load_policy, load_prm
+from langchain_ttc.engines.loading import load_policy, load_prm
 from langchain_ttc.engines.self_verification import SelfVerificationPRM
 from langchain_ttc.evaluation.run import grade
-from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.strategies.common import score_candidates
-from langchain_ttc.strategies.majority_vote import create_majority_vote_graph
-from langchain_ttc.strategies.self_refine import create_self_refine_graph
-from langchain_ttc.types import Candidate
+from langchain_ttc.strategies.refine.self_refine import create_self_refine_graph
+from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote_graph
 
 SEED = 8_000_000
 N = 16

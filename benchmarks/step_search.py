@@ -21,10 +21,10 @@ from typing import Any
 from _report import header, wilson, write
 
 from langchain_ttc import create_strategy_graph, make_problems
-from langchain_ttc.answers import answers_equivalent
+from langchain_ttc.arith.checker import arith_checker_prm
 from langchain_ttc.arith.checkpoints import arith_checkpoint
+from langchain_ttc.core.answers import answers_equivalent
 from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
-from langchain_ttc.engines.function_prm import arith_checker_prm
 from langchain_ttc.engines.transformers_policy import TransformersPolicy
 from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 

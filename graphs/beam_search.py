@@ -1,7 +1,7 @@
 """LangGraph Studio entry point: PRM-guided beam search on the shipped Arith policy and PRM."""
 
 from langchain_ttc import create_beam_search_graph
-from langchain_ttc.engines.registry import load_policy, load_prm
+from langchain_ttc.engines.loading import load_policy, load_prm
 
 graph = create_beam_search_graph(
     load_policy("arith:small"), load_prm("arith:prm"), n=8, beam_width=2, max_tokens=64, name="beam_search"

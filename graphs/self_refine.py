@@ -4,9 +4,9 @@ Two chains of up to two revisions; the critic is the policy's own self-verificat
 each step and flags the first one it does not reproduce).
 """
 
-from langchain_ttc.engines.registry import load_policy
+from langchain_ttc.engines.loading import load_policy
 from langchain_ttc.engines.self_verification import SelfVerificationPRM
-from langchain_ttc.strategies.self_refine import create_self_refine_graph
+from langchain_ttc.strategies.refine.self_refine import create_self_refine_graph
 
 policy = load_policy("arith:small")
 graph = create_self_refine_graph(

@@ -11,22 +11,10 @@ Example:
 
 """
 
-from langchain_ttc.aggregation import AGGREGATIONS, aggregate
-from langchain_ttc.answers import answers_equivalent, extract_boxed, group_equivalent
 from langchain_ttc.arith import ArithProblem, check_steps, make_problems
-from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.selection import Selection, best_of_n, majority_vote, weighted_best_of_n
-from langchain_ttc.strategies import (
-    create_beam_search_graph,
-    create_best_of_n_graph,
-    create_compute_optimal_graph,
-    create_dvts_graph,
-    create_majority_vote_graph,
-    create_self_refine_graph,
-    create_weighted_best_of_n_graph,
-)
-from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
-from langchain_ttc.types import (
+from langchain_ttc.core.aggregation import AGGREGATIONS, aggregate
+from langchain_ttc.core.answers import answers_equivalent, extract_boxed, group_equivalent
+from langchain_ttc.core.types import (
     AnswerGroup,
     Candidate,
     Completion,
@@ -37,6 +25,18 @@ from langchain_ttc.types import (
     TTCResult,
     Usage,
 )
+from langchain_ttc.core.voting import Selection, best_of_n, majority_vote, weighted_best_of_n
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.strategies import (
+    create_beam_search_graph,
+    create_best_of_n_graph,
+    create_compute_optimal_graph,
+    create_dvts_graph,
+    create_majority_vote_graph,
+    create_self_refine_graph,
+    create_weighted_best_of_n_graph,
+)
+from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
 
 __all__ = [
     "AGGREGATIONS",

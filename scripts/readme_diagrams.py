@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
-from langchain_ttc.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- diagrams:start -->", "<!-- diagrams:end -->"

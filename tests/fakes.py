@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.types import Completion, GenerationRequest, GenerationResult, ScoreRequest, StepScores
 
 
 class ScriptedPolicy(PolicyEngine):

@@ -3,8 +3,8 @@ import threading
 
 import pytest
 
-from langchain_ttc.answers import answers_equivalent, extract_boxed, group_equivalent
-from langchain_ttc.types import Candidate, Completion, GenerationRequest, TTCResult, Usage
+from langchain_ttc.core.answers import answers_equivalent, extract_boxed, group_equivalent
+from langchain_ttc.core.types import Candidate, Completion, GenerationRequest, TTCResult, Usage
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_request_needs_exactly_one_input() -> None:
 
 
 def test_boxed_without_braces_takes_the_word_after_it_not_a_later_brace() -> None:
-    from langchain_ttc.answers import extract_boxed
+    from langchain_ttc.core.answers import extract_boxed
 
     assert extract_boxed("so $\\boxed 5$. Then {x} and {y}") == "5"
     assert extract_boxed("\\boxed 12.") == "12"

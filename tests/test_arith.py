@@ -2,7 +2,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langchain_ttc.answers import extract_boxed
 from langchain_ttc.arith.problems import (
     MAX_DIFFICULTY,
     apply_operator,
@@ -12,6 +11,7 @@ from langchain_ttc.arith.problems import (
     split_steps,
     step_is_well_formed,
 )
+from langchain_ttc.core.answers import extract_boxed
 
 difficulties = st.integers(min_value=1, max_value=MAX_DIFFICULTY)
 seeds = st.integers(min_value=0, max_value=2**32)

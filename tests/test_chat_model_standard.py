@@ -7,7 +7,7 @@ from typing import Any
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_ttc import create_majority_vote_graph
-from langchain_ttc.chat_model import TTCChatModel
+from langchain_ttc.integrations.chat_model import TTCChatModel
 from tests.fakes import ScriptedPolicy
 
 

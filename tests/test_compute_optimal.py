@@ -12,12 +12,12 @@ import pytest
 
 from langchain_ttc import TTCResult
 from langchain_ttc.cli import main
-from langchain_ttc.routing.difficulty import agreement_difficulty, prm_score_difficulty
-from langchain_ttc.routing.fit import fit_choices, held_out_accuracy, quantile_thresholds
-from langchain_ttc.routing.table import default_table_path, load_table, save_table
-from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
-from langchain_ttc.types import Candidate
-from langchain_ttc.seeds import derive_seed
+from langchain_ttc.core.seeds import derive_seed
+from langchain_ttc.core.types import Candidate
+from langchain_ttc.evaluation.fit import fit_choices, held_out_accuracy, quantile_thresholds
+from langchain_ttc.strategies.routing.compute_optimal import create_compute_optimal_graph
+from langchain_ttc.strategies.routing.difficulty import agreement_difficulty, prm_score_difficulty
+from langchain_ttc.strategies.routing.table import default_table_path, load_table, save_table
 from tests.fakes import ScriptedPolicy, ScriptedPRM, assert_disjoint_streams
 
 SOLUTIONS = ["2+2=4.\n\nThe answer is \\boxed{4}.", "2+2=5.\n\nThe answer is \\boxed{5}."]
@@ -282,7 +282,7 @@ def test_cli_calibrates_a_table_that_the_router_then_uses(tmp_path: Path, capsys
     args = ["calibrate", "--from-records", str(output.with_suffix(".records.jsonl")), "--strategies", "majority_vote"]
     assert main([*args, "--pilots", "2", "--bins", "2", "--output", str(refit)]) == 0
     assert {c.strategy for choices in load_table(refit).budgets.values() for c in choices.values()} == {"majority_vote"}
-    from langchain_ttc.engines.registry import load_policy, load_prm
+    from langchain_ttc.engines.loading import load_policy, load_prm
 
     graph = create_compute_optimal_graph(load_policy("arith:small"), load_prm("arith:prm"), budget=8, table=output,
                                          max_tokens=128)  # fmt: skip
@@ -309,9 +309,9 @@ def test_a_table_choice_may_set_its_own_aggregation() -> None:
 
 
 def test_calibration_pilots_get_the_system_prompt() -> None:
+    from langchain_ttc.evaluation.calibrate import Calibration
     from langchain_ttc.evaluation.datasets import EvalProblem
-    from langchain_ttc.routing.calibrate import Calibration
-    from langchain_ttc.routing.table import StrategyChoice
+    from langchain_ttc.strategies.routing.table import StrategyChoice
 
     policy, prm = engines()
     calibration = Calibration(

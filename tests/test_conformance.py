@@ -34,10 +34,10 @@ from langchain_ttc import (
     create_majority_vote_graph,
     create_weighted_best_of_n_graph,
 )
-from langchain_ttc.aggregation import aggregate
-from langchain_ttc.answers import extract_boxed
+from langchain_ttc.core.aggregation import aggregate
+from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.types import Completion, GenerationRequest, GenerationResult, ScoreRequest, StepScores
 
 DELIM = "\n\n"
 PROBLEM = "What is the answer?"

@@ -24,7 +24,7 @@ import sqlite3, sys, time
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langchain_ttc import create_beam_search_graph
 from langchain_ttc.engines.base import PolicyEngine
-from langchain_ttc.engines.registry import load_policy, load_prm
+from langchain_ttc.engines.loading import load_policy, load_prm
 
 class SlowPolicy(PolicyEngine):  # a slow model server: the parent kills the search meanwhile
     def _generate(self, requests):

@@ -18,9 +18,9 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from langchain_ttc import TTCResult, create_strategy_graph, make_problems
-from langchain_ttc.chat_model import TTCChatModel
-from langchain_ttc.reasoner import create_reasoner
-from langchain_ttc.tools import create_ttc_tool
+from langchain_ttc.integrations.chat_model import TTCChatModel
+from langchain_ttc.integrations.reasoner import create_reasoner
+from langchain_ttc.integrations.tools import create_ttc_tool
 
 PROBLEM = make_problems(1, 2, seed=51)[0]
 STRATEGIES = [

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from langchain_ttc.core.types import Candidate
 from langchain_ttc.evaluation.datasets import gsm8k_answer, load_problems
 from langchain_ttc.evaluation.run import grade
 from langchain_ttc.evaluation.scaling import budgets, subsampled_answers
-from langchain_ttc.types import Candidate
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

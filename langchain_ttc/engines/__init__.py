@@ -4,7 +4,7 @@
 - policies: :mod:`.transformers_policy` (``TransformersPolicy``), :mod:`.vllm_policy` (``VLLMPolicy``),
   :mod:`.openai_policy` (``OpenAICompatiblePolicy``), :mod:`.chat_model_policy` (``ChatModelPolicy``);
 - PRMs: :mod:`.transformers_prm` (``MathShepherdPRM``, ``RLHFlowPRM``, ``QwenMathPRM``, ``load_prm``),
-  :mod:`.vllm_prm` (``VLLMPRM``), :mod:`.function_prm` (``FunctionPRM``, ``arith_checker_prm``);
+  :mod:`.vllm_prm` (``VLLMPRM``), :mod:`.function_prm` (``FunctionPRM``);
 - :mod:`.batching` (cross-problem micro-batching), :mod:`.registry` (engines by name, cached).
 """
 

@@ -1,8 +1,8 @@
 """Engine interfaces: the policy and the PRM as LangChain Runnables.
 
-In (policy): a list of :class:`~langchain_ttc.types.GenerationRequest`; out: one
-:class:`~langchain_ttc.types.GenerationResult` per request (``n`` completions each). In (PRM): a list
-of :class:`~langchain_ttc.types.ScoreRequest`; out: one :class:`~langchain_ttc.types.StepScores`
+In (policy): a list of :class:`~langchain_ttc.core.types.GenerationRequest`; out: one
+:class:`~langchain_ttc.core.types.GenerationResult` per request (``n`` completions each). In (PRM): a list
+of :class:`~langchain_ttc.core.types.ScoreRequest`; out: one :class:`~langchain_ttc.core.types.StepScores`
 per request. One ``invoke`` is one batched call: strategies send every sample of an iteration in a
 single call.
 
@@ -11,7 +11,7 @@ Backends implement ``_generate`` / ``_score``. ``invoke`` wraps them in a traced
 dicts in place of the pydantic requests.
 
 Example:
-    >>> from langchain_ttc.types import Completion
+    >>> from langchain_ttc.core.types import Completion
     >>> class Echo(PolicyEngine):
     ...     def _generate(self, requests):
     ...         return [GenerationResult(completions=[Completion(text=r.prompt or "", num_tokens=1,
@@ -30,7 +30,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 
-from langchain_ttc.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
+from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
 
 
 def _traced(config: RunnableConfig | None, name: str) -> RunnableConfig:

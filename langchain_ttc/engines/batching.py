@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")

@@ -1,6 +1,6 @@
 """Any LangChain chat model as a policy, for the whole-solution strategies.
 
-In: :class:`~langchain_ttc.types.GenerationRequest` objects with ``messages``. Out: ``n``
+In: :class:`~langchain_ttc.core.types.GenerationRequest` objects with ``messages``. Out: ``n``
 completions per request, from ``n`` parallel calls of the model (at most ``max_concurrency`` at a
 time), with the finish reason and token counts the model reports. A chat model cannot continue a
 partial assistant message, so step-level search refuses this policy at graph construction.
@@ -18,8 +18,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 
+from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
-from langchain_ttc.types import Completion, GenerationRequest, GenerationResult
 
 _LENGTH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
 

@@ -1,6 +1,6 @@
 """Rendering a generation request into the exact text a model continues (no torch, no vLLM).
 
-In: a tokenizer with a chat template and a :class:`~langchain_ttc.types.GenerationRequest`. Out: the
+In: a tokenizer with a chat template and a :class:`~langchain_ttc.core.types.GenerationRequest`. Out: the
 prompt text: the chat rendered with the template and a generation prompt, or, when the request has a
 ``partial`` assistant text, the chat with that text as the final assistant message, continued in
 place (``continue_final_message``) rather than answered in a new turn.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_ttc.types import GenerationRequest
+from langchain_ttc.core.types import GenerationRequest
 
 
 def render_prompt(tokenizer: Any, request: GenerationRequest) -> str:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from langchain_ttc.core.types import ScoreRequest, StepScores
 from langchain_ttc.engines.base import PRMEngine
-from langchain_ttc.types import ScoreRequest, StepScores
 
 StepScorer = Callable[[str, list[str]], Sequence[float]]
 
@@ -50,9 +50,3 @@ class FunctionPRM(PRMEngine):
             results.append(StepScores(scores=scores, num_tokens=0))
         return results
 
-
-def arith_checker_prm() -> FunctionPRM:
-    """The exact Arith checker as a PRM: 1.0 for a step that keeps the solution correct, else 0.0."""
-    from langchain_ttc.arith.problems import check_steps
-
-    return FunctionPRM(lambda problem, steps: [float(ok) for ok in check_steps(problem, steps)], name="arith_checker")

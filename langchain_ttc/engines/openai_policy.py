@@ -1,6 +1,6 @@
 """A policy engine on an OpenAI-compatible server (vLLM's), one URL or several replicas.
 
-In: :class:`~langchain_ttc.types.GenerationRequest` objects. Out: per request, ``n`` completions,
+In: :class:`~langchain_ttc.core.types.GenerationRequest` objects. Out: per request, ``n`` completions,
 with the same semantics as the in-process vLLM policy: stop strings kept in the text
 (``include_stop_str_in_output``), a ``partial`` assistant text continued in place, finish reasons
 that tell a stop string, end of sequence and ``max_tokens`` apart (vLLM's ``stop_reason``), and
@@ -39,11 +39,11 @@ from typing import Any
 
 import httpx
 
+from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.loading import resolve_model_reference
 from langchain_ttc.engines.vllm_policy import completion_from_vllm, fitted_max_tokens
-from langchain_ttc.types import Completion, GenerationRequest, GenerationResult
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 

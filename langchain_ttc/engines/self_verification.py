@@ -1,6 +1,6 @@
 """A self-verification PRM: the policy checks its own steps, no external reward model.
 
-In: :class:`~langchain_ttc.types.ScoreRequest` objects. Out: one score per step: the share of
+In: :class:`~langchain_ttc.core.types.ScoreRequest` objects. Out: one score per step: the share of
 ``samples`` re-derivations of that step by the policy itself (from the problem and the steps
 before it, stopping at the step delimiter) that agree with the step. Two steps agree when their
 whitespace-normalised texts are equal or they state the same numbers in the same order. All steps
@@ -13,7 +13,7 @@ differently and scores low; a step that follows from the policy's own systematic
 re-derived the same way and scores high. ``benchmarks/self_refine.py`` measures how far that gets.
 
 Example:
-    >>> from langchain_ttc.engines.registry import load_policy
+    >>> from langchain_ttc.engines.loading import load_policy
     >>> prm = SelfVerificationPRM(load_policy("arith:small"), samples=4, seed=0)
     >>> scores = prm.invoke([{"problem": "Keep only the last digit after each step. What is 2+3?",
     ...                       "steps": ["2+3=5. The answer is \\\\boxed{5}."]}])
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import re
 
+from langchain_ttc.core.seeds import derive_seed, seed_requests
+from langchain_ttc.core.types import GenerationRequest, Message, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.seeds import derive_seed, seed_requests
-from langchain_ttc.types import GenerationRequest, Message, ScoreRequest, StepScores
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 

@@ -1,6 +1,6 @@
 """A policy engine on Hugging Face transformers (CPU by default).
 
-In: :class:`~langchain_ttc.types.GenerationRequest` objects. Out: per request, ``n`` completions with
+In: :class:`~langchain_ttc.core.types.GenerationRequest` objects. Out: per request, ``n`` completions with
 their text, token count and finish reason. Requests that share sampling settings are batched
 together (each repeated ``n`` times, left padded) into as few ``generate`` calls as the batch size
 allows. Chats go through the tokenizer's chat template; a ``partial`` assistant text is continued in
@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.loading import resolve_model_reference
-from langchain_ttc.types import Completion, GenerationRequest, GenerationResult
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -1,6 +1,6 @@
 """Process reward models on Hugging Face transformers, one class per published protocol.
 
-In: :class:`~langchain_ttc.types.ScoreRequest` objects (a problem and its steps). Out: one score in
+In: :class:`~langchain_ttc.core.types.ScoreRequest` objects (a problem and its steps). Out: one score in
 [0, 1] per step. Protocols are chosen explicitly, never guessed from a model name:
 
 - :class:`MathShepherdPRM`: the step tag ``ки`` after each step; score = P("+") normalised over
@@ -40,11 +40,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from langchain_ttc.core.types import ScoreRequest, StepScores
 from langchain_ttc.engines.base import PRMEngine
 from langchain_ttc.engines.loading import resolve_model_reference
 from langchain_ttc.engines.math_shepherd_format import DEFAULT_BAD_TOKEN, DEFAULT_GOOD_TOKEN, DEFAULT_STEP_TAG
 from langchain_ttc.engines.prm_formats import GenerativeFormat, MathShepherdFormat, QwenMathFormat, RLHFlowFormat
-from langchain_ttc.types import ScoreRequest, StepScores
 
 
 def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

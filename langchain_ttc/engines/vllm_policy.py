@@ -1,6 +1,6 @@
 """A policy engine on vLLM, in-process (``vllm.LLM``): the engine users run on GPUs.
 
-In: :class:`~langchain_ttc.types.GenerationRequest` objects. Out: per request, ``n`` completions.
+In: :class:`~langchain_ttc.core.types.GenerationRequest` objects. Out: per request, ``n`` completions.
 All requests of a call go to vLLM in one ``generate`` (one ``SamplingParams`` per request), with
 prefix caching on so beams that share a prefix share its KV cache. Chats are rendered with the
 model's chat template; a ``partial`` assistant text is continued in place. Stop strings are kept in
@@ -9,7 +9,7 @@ the text. vLLM's finish reasons map to ours: ``length`` → ``"length"``; ``stop
 ``"eos"``.
 
 A request's seed is used as given: vLLM samples completion ``k`` with ``seed + k``. Strategies give
-every request of a call its own range of seeds (:func:`langchain_ttc.seeds.seed_requests`).
+every request of a call its own range of seeds (:func:`langchain_ttc.core.seeds.seed_requests`).
 
 Example:
     >>> model = "meta-llama/Llama-3.2-1B-Instruct"
@@ -23,13 +23,14 @@ import os
 import threading
 from typing import Any
 
+from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.loading import resolve_model_reference
-from langchain_ttc.types import Completion, GenerationRequest, GenerationResult
+
 
 def completion_from_vllm(text: str, num_tokens: int, finish_reason: str | None, stop_reason: Any) -> Completion:
-    """Map a vLLM completion (offline or server) to a :class:`~langchain_ttc.types.Completion`.
+    """Map a vLLM completion (offline or server) to a :class:`~langchain_ttc.core.types.Completion`.
 
     Example:
         >>> completion_from_vllm("1+1=2\\n\\n", 6, "stop", "\\n\\n").finish_reason

@@ -1,6 +1,6 @@
 """A PRM served by vLLM, in-process or through its OpenAI-compatible server: generative or reward model.
 
-In: :class:`~langchain_ttc.types.ScoreRequest` objects. Out: one score per step. The protocol
+In: :class:`~langchain_ttc.core.types.ScoreRequest` objects. Out: one score per step. The protocol
 (:mod:`.prm_formats`) decides how a solution is read and how vLLM scores it:
 
 - **Generative PRMs** (:class:`~.prm_formats.MathShepherdFormat`, :class:`~.prm_formats.RLHFlowFormat`):
@@ -36,10 +36,10 @@ from typing import Any
 
 import httpx
 
+from langchain_ttc.core.types import ScoreRequest, StepScores
 from langchain_ttc.engines.base import PRMEngine
 from langchain_ttc.engines.openai_policy import RETRYABLE_STATUS, ServerError, check_base_urls
 from langchain_ttc.engines.prm_formats import MathShepherdFormat, PRMFormat, QwenMathFormat
-from langchain_ttc.types import ScoreRequest, StepScores
 
 LogprobBackend = Callable[[list[list[int]], list[int]], list[tuple[float, float]]]
 """(prompts as token ids, [good id, bad id]) -> per prompt, the log-probabilities of good and bad as next token."""

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from langchain_ttc.answers import answers_equivalent
+from langchain_ttc.core.answers import answers_equivalent
+from langchain_ttc.core.types import Candidate, Usage
 from langchain_ttc.evaluation.datasets import EvalProblem
 from langchain_ttc.evaluation.scaling import SAMPLE_STRATEGIES, budgets, check_power_of_two, subsampled_answers
 from langchain_ttc.strategies.registry import STEP_LEVEL_STRATEGIES, check_strategy, create_strategy_graph
-from langchain_ttc.types import Candidate, Usage
 
 
 @dataclass(kw_only=True)
@@ -86,7 +86,7 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
         options = {**common, "aggregation": config.aggregation} if scored else common
         graphs[f"sampling@{config.n_max}"] = create_strategy_graph(name, policy, prm, n=config.n_max, **options)
     if "compute_optimal" in config.strategies:  # the shipped table's budgets up to n_max
-        from langchain_ttc.routing.table import load_table
+        from langchain_ttc.strategies.routing.table import load_table
 
         for n in sorted(load_table().budgets):
             if n <= config.n_max:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from langchain_ttc.selection import best_of_n, majority_vote, weighted_best_of_n
-from langchain_ttc.types import Candidate
+from langchain_ttc.core.types import Candidate
+from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
 
 RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
 SAMPLE_STRATEGIES = tuple(RULES)

@@ -1,11 +1,11 @@
 """Strategy graphs: one strategy per module, each a factory returning a compiled LangGraph graph."""
 
-from langchain_ttc.strategies.beam_search import create_beam_search_graph
-from langchain_ttc.strategies.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
-from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
-from langchain_ttc.strategies.dvts import create_dvts_graph
-from langchain_ttc.strategies.majority_vote import create_majority_vote_graph
-from langchain_ttc.strategies.self_refine import create_self_refine_graph
+from langchain_ttc.strategies.refine.self_refine import create_self_refine_graph
+from langchain_ttc.strategies.routing.compute_optimal import create_compute_optimal_graph
+from langchain_ttc.strategies.sampling.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
+from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote_graph
+from langchain_ttc.strategies.search.beam_search import create_beam_search_graph
+from langchain_ttc.strategies.search.dvts import create_dvts_graph
 
 __all__ = [
     "create_beam_search_graph",

@@ -3,7 +3,7 @@
 In: the graph input (``{"problem": str}`` or ``{"messages": [...]}``). Out: the conversation sent to
 the policy, candidates built from completions, PRM scores attached to candidates, usage, and the
 ``{"answer", "result"}`` output every strategy graph returns. Nodes call these helpers; the
-selection rules themselves live in :mod:`langchain_ttc.selection`.
+selection rules themselves live in :mod:`langchain_ttc.core.voting`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,11 @@ from langgraph.config import get_stream_writer
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from langchain_ttc.aggregation import aggregate
-from langchain_ttc.answers import extract_boxed
-from langchain_ttc.beams import split_steps
-from langchain_ttc.context import TTCContext, merged_options
-from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.engines.registry import policy_for_run
-from langchain_ttc.seeds import derive_seed
-from langchain_ttc.selection import Selection
-from langchain_ttc.types import (
+from langchain_ttc.core.aggregation import aggregate
+from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.search import split_steps
+from langchain_ttc.core.seeds import derive_seed
+from langchain_ttc.core.types import (
     Candidate,
     Completion,
     GenerationRequest,
@@ -36,6 +32,9 @@ from langchain_ttc.types import (
     TTCResult,
     Usage,
 )
+from langchain_ttc.core.voting import Selection
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.strategies.context import TTCContext, merged_options, policy_for_run
 
 DEFAULT_STEP_DELIMITER = "\n\n"
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
@@ -49,7 +48,7 @@ class StrategyInput(TypedDict, total=False):
     """Graph input: a problem string, or a chat whose last user message is the problem.
 
     ``pilots`` (optional) are whole solutions already sampled for this problem, as
-    :class:`~langchain_ttc.types.Candidate` data (the compute-optimal router passes the samples it
+    :class:`~langchain_ttc.core.types.Candidate` data (the compute-optimal router passes the samples it
     estimated difficulty from). They are reused, not resampled: the sample-then-select graphs
     count them toward ``n`` (and keep their PRM scores), the step-level searches add them to the
     pool their final selection picks from.
@@ -61,7 +60,7 @@ class StrategyInput(TypedDict, total=False):
 
 
 class StrategyOutput(TypedDict):
-    """Graph output: the chosen answer and the whole :class:`~langchain_ttc.types.TTCResult` as data."""
+    """Graph output: the chosen answer and the whole :class:`~langchain_ttc.core.types.TTCResult` as data."""
 
     answer: str | None
     result: dict[str, Any]
@@ -247,7 +246,7 @@ def make_generate_node(
     Pilots in the input count toward ``n``: only the rest is sampled (no call when they suffice).
 
     ``options`` holds ``n``, ``temperature``, ``top_p``, ``max_tokens`` and ``seed``; the run's
-    :class:`~langchain_ttc.context.TTCContext` may override them (checked before the call).
+    :class:`~langchain_ttc.strategies.context.TTCContext` may override them (checked before the call).
     """
 
     def generate(state: SelectionState, runtime: Runtime[TTCContext]) -> dict[str, Any]:

@@ -17,15 +17,15 @@ from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
-from langchain_ttc.strategies.beam_search import create_beam_search_graph
-from langchain_ttc.strategies.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
-from langchain_ttc.strategies.dvts import create_dvts_graph
-from langchain_ttc.strategies.majority_vote import create_majority_vote_graph
+from langchain_ttc.strategies.sampling.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
+from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote_graph
+from langchain_ttc.strategies.search.beam_search import create_beam_search_graph
+from langchain_ttc.strategies.search.dvts import create_dvts_graph
 
 
 def _compute_optimal(policy: Any, prm: Any = None, *, n: int, **options: Any) -> CompiledStateGraph:
     """The compute-optimal graph with ``n`` as its budget (imported late: it builds the others by name)."""
-    from langchain_ttc.strategies.compute_optimal import create_compute_optimal_graph
+    from langchain_ttc.strategies.routing.compute_optimal import create_compute_optimal_graph
 
     return create_compute_optimal_graph(policy, prm, budget=n, **options)
 
@@ -39,7 +39,7 @@ def _self_refine(
 ) -> CompiledStateGraph:
     """Self-refinement with N = chains × (max_revisions + 1) drafts and a critic chosen by name."""
     from langchain_ttc.engines.self_verification import SelfVerificationPRM
-    from langchain_ttc.strategies.self_refine import check_max_revisions, create_self_refine_graph
+    from langchain_ttc.strategies.refine.self_refine import check_max_revisions, create_self_refine_graph
 
     drafts_per_chain = check_max_revisions(max_revisions) + 1
     if critic not in CRITICS:

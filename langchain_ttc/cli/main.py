@@ -1,0 +1,352 @@
+"""The ``ttc`` command line.
+
+In: a problem and options. Out: the answer, a table of candidates with their scores, and usage (or
+the whole result as JSON with ``--json``). With no model flags it runs offline on the Arith
+checkpoints shipped inside the package.
+
+Example::
+
+    ttc solve "Keep only the last digit after each step. What is 3+4*2?" --strategy weighted_best_of_n --n 8
+    ttc solve "... What is 3+4*2-5+7*1-2*3+8?" --strategy beam_search --n 16 --beam-width 4
+    ttc solve "..." --policy meta-llama/Llama-3.2-1B-Instruct --prm peiyi9979/math-shepherd-mistral-7b-prm --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+from langchain_ttc.core.aggregation import AGGREGATIONS
+from langchain_ttc.core.types import TTCResult
+from langchain_ttc.engines.loading import BACKENDS, PRM_PROTOCOLS
+from langchain_ttc.engines.openai_policy import ServerError
+from langchain_ttc.strategies.registry import CRITICS, STEP_LEVEL_STRATEGIES, STRATEGIES, strategy_needs_prm
+from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
+from langchain_ttc.strategies.routing.table import ROUTABLE_STRATEGIES
+
+TRUST_HELP = "Run the PRM checkpoint's own modelling code (transformers; Qwen2.5-Math-PRM needs it)."
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ttc``."""
+    parser = argparse.ArgumentParser(prog="ttc", description="Test-time compute scaling for LangChain and LangGraph.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    solve = commands.add_parser("solve", help="Solve one problem with a test-time compute strategy.")
+    solve.add_argument("problem", help="The problem text.")
+    solve.add_argument(
+        "--strategy", default="weighted_best_of_n", choices=sorted(STRATEGIES), help="Default: %(default)s."
+    )
+    solve.add_argument(
+        "--n", type=_positive_int, default=8, help="Number of samples (the budget). Default: %(default)s."
+    )
+    solve.add_argument(
+        "--policy", help="Policy: a directory, a hub id, arith:small|large, smollm2, or a URL (--backend openai)."
+    )
+    solve.add_argument(
+        "--prm", help="PRM: a directory, a hub id, arith:prm, or a URL (--backend openai). Default: arith:prm."
+    )
+    solve.add_argument(
+        "--aggregation", default="last", choices=AGGREGATIONS, help="Step-score aggregation. Default: %(default)s."
+    )
+    solve.add_argument(
+        "--backend",
+        default="transformers",
+        choices=BACKENDS,
+        help="Engine: transformers, vllm (in-process), openai (a vLLM server; --policy/--prm are URLs).",
+    )
+    solve.add_argument(
+        "--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS, help="How the PRM reads steps."
+    )
+    solve.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
+    solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
+    solve.add_argument("--max-tokens", type=_positive_int, default=2048, help="Default: %(default)s.")
+    solve.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts: M. Default: %(default)s.")
+    solve.add_argument(
+        "--max-iterations", type=_positive_int, default=40, help="beam_search/dvts: most steps. Default: %(default)s."
+    )
+    solve.add_argument("--lookahead", type=int, default=0, help="beam_search/dvts: greedy rollout steps. Default: 0.")
+    solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
+    solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
+    solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
+    solve.add_argument(
+        "--max-revisions", type=int, default=2, help="self_refine: revisions per chain. Default: %(default)s."
+    )
+    solve.add_argument(
+        "--critic", default="self", choices=CRITICS, help="self_refine: who critiques. Default: %(default)s."
+    )
+    solve.add_argument(
+        "--table", default=None, help="compute_optimal: a strategy table (default: the shipped Arith table)."
+    )
+    solve.add_argument(
+        "--estimator", default=None, choices=sorted(ESTIMATORS), help="compute_optimal: default the table's."
+    )
+
+    evaluate = commands.add_parser("eval", help="Accuracy against budget on a dataset, for one or more strategies.")
+    evaluate.add_argument("--dataset", required=True, help="'arith', a .jsonl file (MATH-500, GSM8K), or a hub id.")
+    evaluate.add_argument(
+        "--strategy",
+        nargs="+",
+        default=["majority_vote", "best_of_n", "weighted_best_of_n"],
+        choices=sorted(STRATEGIES),
+    )
+    evaluate.add_argument("--n-max", type=_positive_int, default=16, help="Largest budget (a power of two).")
+    evaluate.add_argument("--policy", default="arith:small", help="Directory, hub id, arith:small|large, or smollm2.")
+    evaluate.add_argument("--prm", default="arith:prm", help="PRM: directory, hub id, arith:prm or URL.")
+    evaluate.add_argument("--backend", default="transformers", choices=BACKENDS, help="Engine for --policy and --prm.")
+    evaluate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
+    evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    evaluate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
+    evaluate.add_argument("--temperature", type=float, default=0.8)
+    evaluate.add_argument("--max-tokens", type=_positive_int, default=2048)
+    evaluate.add_argument("--beam-width", type=_positive_int, default=4)
+    evaluate.add_argument("--limit", type=_positive_int, default=None, help="Evaluate the first LIMIT problems.")
+    evaluate.add_argument("--count", type=_positive_int, default=100, help="arith: problems when no --limit.")
+    evaluate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 3 or 1-8.")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--system-prompt", default=None)
+    evaluate.add_argument("--concurrency", type=_positive_int, default=4, help="Problems in flight at once.")
+    evaluate.add_argument(
+        "--output", type=Path, default=None, help="JSONL results (default: ttc_eval/<dataset>.jsonl)."
+    )
+
+    calibrate = commands.add_parser(
+        "calibrate", help="Calibrate a compute-optimal strategy table: candidates per difficulty bin and budget."
+    )
+    calibrate.add_argument("--dataset", default="arith", help="'arith', a .jsonl file, or a hub id.")
+    calibrate.add_argument("--budgets", type=_positive_int, nargs="+", default=[4, 16, 64])
+    calibrate.add_argument("--strategies", nargs="+", default=list(ROUTABLE_STRATEGIES), choices=ROUTABLE_STRATEGIES)
+    calibrate.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts candidates.")
+    calibrate.add_argument("--max-revisions", type=int, default=3, help="self_refine candidates: revisions per chain.")
+    calibrate.add_argument("--critic", default="prm", choices=CRITICS, help="self_refine candidates: the critic.")
+    calibrate.add_argument(
+        "--from-records", type=Path, default=None, help="Refit from records a previous run wrote (no models run)."
+    )
+    calibrate.add_argument("--pilots", type=_positive_int, default=4, help="Pilot samples (count against budgets).")
+    calibrate.add_argument("--estimator", default="prm_score", choices=sorted(ESTIMATORS))
+    calibrate.add_argument("--bins", type=_positive_int, default=4, help="Difficulty bins (quantiles).")
+    calibrate.add_argument("--folds", type=_positive_int, default=2, help="Held-out folds for the accuracy estimate.")
+    calibrate.add_argument("--policy", default="arith:small")
+    calibrate.add_argument("--prm", default="arith:prm")
+    calibrate.add_argument("--backend", default="transformers", choices=BACKENDS)
+    calibrate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
+    calibrate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
+    calibrate.add_argument("--temperature", type=float, default=0.8)
+    calibrate.add_argument("--max-tokens", type=_positive_int, default=2048)
+    calibrate.add_argument("--limit", type=_positive_int, default=None)
+    calibrate.add_argument("--count", type=_positive_int, default=120, help="arith: problems when no --limit.")
+    calibrate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 1-8.")
+    calibrate.add_argument("--seed", type=int, default=9000, help="Dataset and sampling seed (disjoint from eval's).")
+    calibrate.add_argument("--concurrency", type=_positive_int, default=8)
+    calibrate.add_argument("--output", type=Path, required=True, help="The table to write (JSON).")
+    calibrate.add_argument("--records", type=Path, default=None, help="Per-problem records (default: next to it).")
+    calibrate.add_argument("--plot", type=Path, default=None, help="Accuracy per bin plot (default: next to it).")
+    return parser
+
+
+def _refine_line(event: dict[str, Any]) -> str:
+    where = f"chain {event['chain']}, revision {event['revision']}"
+    if event["type"] == "ttc.draft":
+        return f"draft ({where}): answer {event['answer']}, {event['tokens']} tokens"
+    flagged = "no error" if event["step"] is None else f"step {event['step'] + 1} flagged"
+    return f"critique ({where}): {flagged}"
+
+
+def _routing_line(routing: dict[str, Any]) -> str:
+    return (
+        f"routed: difficulty {routing['difficulty']:.3f} ({routing['estimator']}, {routing['pilots']} pilots) -> "
+        f"bin {routing['bin']!r} -> {routing['strategy']} {routing['options']} at budget {routing['budget']}"
+    )
+
+
+def _format_table(result: TTCResult) -> str:
+    lines = [f"answer: {result.answer}", "", "  #  answer      score   finish  tokens"]
+    if "routing" in result.metadata:
+        lines.insert(1, _routing_line(result.metadata["routing"]))
+    if "drafts" in result.metadata:
+        lines[2] = "  #  answer      score   finish  tokens  chain  revision"
+    for index, candidate in enumerate(result.candidates):
+        marker = "*" if index == result.chosen_index else " "
+        score = "" if candidate.score is None else f"{candidate.score:.3f}"
+        answer = (candidate.answer or "-")[:10]
+        line = f"{marker}{index:>2}  {answer:<10}  {score:>6}  {candidate.finish_reason:<6}  {candidate.num_tokens:>6}"
+        drafts = result.metadata.get("drafts", [])
+        if index < len(drafts):
+            line += f"  {drafts[index]['chain']:>5}  {drafts[index]['revision']:>8}"
+        lines.append(line)
+    u = result.usage
+    lines += [
+        "",
+        f"usage: {u.policy_calls} policy call(s), {u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
+        f"{u.prm_calls} PRM call(s), {u.prm_tokens} PRM tokens, {u.wall_time_s:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+def _progress(event: dict[str, Any]) -> None:
+    best = "-" if event["best_score"] is None else f"{event['best_score']:.3f}"
+    print(
+        f"\riteration {event['iteration'] + 1}: {event['active']} active, {event['finished']} finished, "
+        f"best score {best}, {event['tokens']} tokens",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def solve(args: argparse.Namespace) -> int:
+    """Run ``ttc solve``; return the exit code."""
+    if not args.problem.strip():
+        raise ValueError(f"problem={args.problem!r} is empty; pass the text of the problem.")
+    from transformers.utils import logging as hf_logging
+
+    from langchain_ttc.engines.loading import load_policy, load_prm, resolve_model_reference, resolve_reference
+    from langchain_ttc.strategies.registry import create_strategy_graph
+
+    hf_logging.disable_progress_bar()
+    routed = args.strategy == "compute_optimal"
+    if routed:  # a bad table or budget fails before any weights load
+        from langchain_ttc.strategies.routing.table import load_table
+
+        load_table(args.table).choices_at(args.n)
+    refine = args.strategy == "self_refine"
+    needs_prm = strategy_needs_prm(args.strategy) or (refine and args.critic == "prm")
+    policy_ref, prm_ref = args.policy or "arith:small", args.prm or "arith:prm"
+    if args.backend != "openai":  # check local paths before any weights load
+        resolve_model_reference(resolve_reference(policy_ref), parameter="--policy")
+        if needs_prm:
+            resolve_model_reference(resolve_reference(prm_ref), parameter="--prm")
+    policy = load_policy(policy_ref, args.backend)
+    prm = (
+        load_prm(prm_ref, args.backend, args.prm_protocol, trust_remote_code=args.trust_remote_code)
+        if needs_prm
+        else None
+    )
+    options: dict[str, Any] = {
+        "n": args.n,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "system_prompt": args.system_prompt,
+    }
+    if routed:
+        options |= {"table": args.table, "estimator": args.estimator}
+    elif refine:
+        options |= {"max_revisions": args.max_revisions, "critic": args.critic}
+    elif needs_prm:
+        options["aggregation"] = args.aggregation
+    if args.strategy in STEP_LEVEL_STRATEGIES:
+        options |= {"beam_width": args.beam_width, "max_iterations": args.max_iterations, "lookahead": args.lookahead}
+    graph = create_strategy_graph(args.strategy, policy, prm, **options)
+    output: dict[str, Any] = {}
+    for mode, chunk in graph.stream({"problem": args.problem}, stream_mode=["custom", "values"]):
+        event = cast(dict[str, Any], chunk)
+        if mode == "custom" and event.get("type") == "ttc.iteration":
+            _progress(event)
+        elif mode == "custom" and event.get("type") == "ttc.routed":
+            print(_routing_line(event), file=sys.stderr)
+        elif mode == "custom" and event.get("type") in ("ttc.draft", "ttc.critique"):
+            print(_refine_line(event), file=sys.stderr)
+        elif mode == "values":
+            output = event
+    if args.strategy in STEP_LEVEL_STRATEGIES or routed:
+        print(file=sys.stderr)
+    result = TTCResult.model_validate(output["result"])
+    print(result.model_dump_json(indent=2) if args.json else _format_table(result))
+    return 0
+
+
+def _difficulty(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"--difficulty={text!r} is not a number or a range; pass e.g. 3 or 1-8.") from None
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Run ``ttc eval``; return the exit code. Every input is checked before any model loads."""
+    from langchain_ttc.evaluation.datasets import load_problems
+    from langchain_ttc.evaluation.report import plot, summary_markdown
+    from langchain_ttc.evaluation.run import EvalConfig, run_evaluation
+
+    difficulty = _difficulty(args.difficulty)
+    config = EvalConfig(
+        dataset=args.dataset,
+        strategies=list(dict.fromkeys(args.strategy)),
+        n_max=args.n_max,
+        policy=args.policy,
+        prm=args.prm,
+        aggregation=args.aggregation,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        beam_width=args.beam_width,
+        seed=args.seed,
+        system_prompt=args.system_prompt,
+        dataset_options={"difficulty": list(difficulty), "count": args.count, "limit": args.limit},
+    )
+    config.check()
+    problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
+    output = args.output or Path("ttc_eval") / f"{Path(args.dataset).stem}.jsonl"
+
+    from transformers.utils import logging as hf_logging
+
+    from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
+    from langchain_ttc.engines.loading import load_policy, load_prm
+
+    hf_logging.disable_progress_bar()
+    policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
+    prm = (
+        MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol, trust_remote_code=args.trust_remote_code))
+        if config.needs_prm
+        else None
+    )
+    records = run_evaluation(config, problems, output, policy=policy, prm=prm, concurrency=args.concurrency)
+    title = f"{args.dataset}: {', '.join(config.strategies)} (policy {args.policy})"
+    summary = summary_markdown(records, title=title)
+    output.with_suffix(".md").write_text(summary)
+    plot(records, output.with_suffix(".png"), title=title)
+    print(summary)
+    print(f"results: {output}; summary: {output.with_suffix('.md')}; plot: {output.with_suffix('.png')}")
+    return 0
+
+
+def calibrate_table(args: argparse.Namespace) -> int:
+    """Run ``ttc calibrate`` (see :mod:`langchain_ttc.cli.calibrate`); return the exit code."""
+    from langchain_ttc.cli.calibrate import calibrate_command
+
+    return calibrate_command(args, parse_difficulty=_difficulty)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ttc`` command."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for results (--json)
+    args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    try:
+        commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve}
+        return commands[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"ttc {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ServerError as error:  # a model server died: say what was tried and what was kept
+        print(f"ttc {args.command}: error: {error}", *getattr(error, "__notes__", []), sep="\n", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Calibrating a strategy table (``ttc calibrate``): run the candidates, bin by difficulty, pick per bin.
+
+In: calibration problems (any dataset the evaluation harness reads), the engines, the budgets and
+the candidate strategies. Out: one record per problem (see :mod:`.fit`), a
+:class:`~langchain_ttc.strategies.routing.table.StrategyTable` fitted on all of them with the held-out
+accuracy of the routing in its ``calibration`` section, and a plot of accuracy per bin per strategy.
+
+Each problem is run the way the compute-optimal graph runs it: ``pilots`` samples seeded with the
+seed (the graph's own :func:`~langchain_ttc.strategies.routing.compute_optimal.draw_pilots`), their
+difficulty under every estimator, then each candidate at each budget with the pilots reused
+(strategies seeded with seed + 1). The three sample-then-select rules share one sample set per
+budget (the same samples each of their graphs would draw with the same seed).
+
+Example:
+    >>> calibration = Calibration(policy, prm, budgets=[4, 16], candidates=default_candidates())  # doctest: +SKIP
+    >>> records = calibration.run(problems, concurrency=8)  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from langchain_ttc.core.types import Candidate
+from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
+from langchain_ttc.evaluation.datasets import EvalProblem
+from langchain_ttc.evaluation.fit import accuracy, fit_choices, held_out_accuracy
+from langchain_ttc.evaluation.report import wilson
+from langchain_ttc.evaluation.run import grade
+from langchain_ttc.strategies.common import conversation_from_input, reaggregated
+from langchain_ttc.strategies.registry import create_strategy_graph
+from langchain_ttc.strategies.routing.compute_optimal import draw_pilots, strategy_n, strategy_seed
+from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
+from langchain_ttc.strategies.routing.table import (
+    ROUTABLE_STRATEGIES,
+    DifficultyBin,
+    StrategyChoice,
+    StrategyTable,
+)
+
+SAMPLE_RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
+
+
+def default_candidates(*, beam_width: int = 4, max_revisions: int = 3, critic: str = "prm") -> list[StrategyChoice]:
+    """Every routable strategy: searches with ``beam_width``, self-refinement with ``max_revisions`` and ``critic``."""
+    options: dict[str, dict[str, Any]] = {
+        "beam_search": {"beam_width": beam_width},
+        "dvts": {"beam_width": beam_width},
+        "self_refine": {"max_revisions": max_revisions, "critic": critic},
+    }
+    return [StrategyChoice.model_validate({"strategy": s, "options": options.get(s, {})}) for s in ROUTABLE_STRATEGIES]
+
+
+class Calibration:
+    """The graphs and settings of one calibration run (built once, shared by every problem).
+
+    Args:
+        policy: The policy engine.
+        prm: The PRM engine.
+        budgets: The budgets to calibrate.
+        candidates: The strategies to choose from (ties go to the earlier one).
+        pilots: Pilot samples per problem (they count against every budget).
+        aggregation: How step scores become one score.
+        seed: The run's seed (pilots and strategies draw from seeds derived from it, as the compute-optimal
+            graph's do).
+        options: Sampling options for every strategy (``temperature``, ``max_tokens``, ...).
+
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        prm: Any,
+        *,
+        budgets: Sequence[int],
+        candidates: Sequence[StrategyChoice],
+        pilots: int = 4,
+        aggregation: str = "last",
+        seed: int = 0,
+        **options: Any,
+    ) -> None:
+        if not budgets or min(budgets) < pilots:
+            raise ValueError(f"--budgets {list(budgets)} must be non-empty and each >= --pilots {pilots}.")
+        self.policy, self.prm = policy, prm
+        self.budgets = sorted(budgets)
+        self.candidates = list(candidates)
+        self.pilots, self.aggregation, self.seed = pilots, aggregation, seed
+        self.options = options
+        common = {**options, "aggregation": aggregation, "seed": strategy_seed(seed)}
+        self.graphs: dict[tuple[int, str], Any] = {}
+        for budget in self.budgets:
+            if any(c.strategy in SAMPLE_RULES for c in self.candidates) and budget > pilots:
+                self.graphs[budget, "samples"] = create_strategy_graph("best_of_n", policy, prm, n=budget, **common)
+            for choice in self.candidates:
+                if choice.strategy not in SAMPLE_RULES and choice.fits(budget, pilots):
+                    n = strategy_n(choice, budget=budget, pilots=pilots)
+                    self.graphs[budget, choice.label()] = create_strategy_graph(
+                        choice.strategy, policy, prm, n=n, **{**common, **choice.options}
+                    )
+
+    def run_problem(self, problem: EvalProblem) -> dict[str, Any]:
+        """Pilots, difficulty estimates, and every runnable candidate at every budget on one problem."""
+        settings = {
+            "temperature": self.options.get("temperature", 0.8),
+            "top_p": self.options.get("top_p", 1.0),
+            "max_tokens": self.options.get("max_tokens", 2048),
+            "seed": self.seed,
+        }
+        _, conversation = conversation_from_input(
+            {"problem": problem.problem}, system_prompt=self.options.get("system_prompt")
+        )
+        pilots, _ = draw_pilots(
+            self.policy, self.prm, problem.problem, conversation, count=self.pilots, settings=settings,
+            aggregation=self.aggregation, delimiter=self.options.get("step_delimiter", "\n\n"),
+        )  # fmt: skip
+        data = {"problem": problem.problem, "pilots": [c.model_dump() for c in pilots]}
+        correct: dict[str, dict[str, bool]] = {}
+        for budget in self.budgets:
+            samples = pilots
+            if (budget, "samples") in self.graphs:
+                result = self.graphs[budget, "samples"].invoke(data)["result"]
+                samples = [Candidate.model_validate(c) for c in result["candidates"]]
+            per: dict[str, bool] = {}
+            for choice in self.candidates:
+                if choice.strategy in SAMPLE_RULES:
+                    pool = reaggregated(samples, aggregation=choice.options.get("aggregation", self.aggregation))
+                    chosen = SAMPLE_RULES[choice.strategy](pool).chosen_index
+                    per[choice.label()] = grade(None if chosen is None else pool[chosen].answer, problem.answer)
+                elif (budget, choice.label()) in self.graphs:
+                    answer = self.graphs[budget, choice.label()].invoke(data)["answer"]
+                    per[choice.label()] = grade(answer, problem.answer)
+            correct[str(budget)] = per
+        difficulty = {name: function(pilots) for name, (function, _) in ESTIMATORS.items()}
+        return {"id": problem.id, "level": problem.level, "difficulty": difficulty, "correct": correct}
+
+    def run(
+        self, problems: Sequence[EvalProblem], *, concurrency: int = 1, report: Callable[[str], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run every problem (``concurrency`` at a time); records in the problems' order."""
+        report = report or (lambda line: print(line, end="", file=sys.stderr, flush=True))
+        started = time.time()
+        records: dict[str, dict[str, Any]] = {}
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            futures = [pool.submit(self.run_problem, p) for p in problems]
+            for future in as_completed(futures):
+                record = future.result()
+                records[record["id"]] = record
+                report(f"\r[{len(records)}/{len(problems)}] calibrating, {time.time() - started:.0f}s")
+        report("\n")
+        return [records[p.id] for p in problems]
+
+
+def fit_table(
+    records: Sequence[dict[str, Any]],
+    *,
+    candidates: Sequence[StrategyChoice],
+    estimator: str,
+    bin_count: int,
+    pilots: int,
+    aggregation: str,
+    folds: int,
+    provenance: dict[str, Any],
+) -> StrategyTable:
+    """The table fitted on all ``records``, with held-out and per-strategy accuracy in ``calibration``."""
+    by_label = {c.label(): c for c in candidates}
+    labels = list(by_label)
+    fitted = fit_choices(records, estimator=estimator, bin_count=bin_count, labels=labels)
+    held_out = held_out_accuracy(records, estimator=estimator, bin_count=bin_count, labels=labels, folds=folds)
+    budgets = sorted(fitted.choices)
+    fixed = {
+        str(b): {
+            label: round(accuracy(records, b, label), 4) for label in labels if label in records[0]["correct"][str(b)]
+        }
+        for b in budgets
+    }
+    bins = [DifficultyBin(name=name, upper=upper) for name, upper in zip(fitted.names, fitted.thresholds, strict=False)]
+    bins.append(DifficultyBin(name=fitted.names[-1]))
+    return StrategyTable(
+        estimator=estimator,
+        pilots=pilots,
+        aggregation=aggregation,
+        bins=bins,
+        budgets={b: {name: by_label[label] for name, label in fitted.choices[b].items()} for b in budgets},
+        calibration={
+            **provenance,
+            "problems": len(records),
+            "folds": folds,
+            "held_out_router_accuracy": {str(b): round(a, 4) for b, a in held_out.items()},
+            "fixed_strategy_accuracy": fixed,
+        },
+    )
+
+
+def plot_calibration(
+    records: Sequence[dict[str, Any]], table: StrategyTable, labels: Sequence[str], path: Path
+) -> Path:
+    """Accuracy per difficulty bin for each strategy, one panel per budget, with 95% Wilson intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [b.name for b in table.bins]
+    budgets = sorted(table.budgets)
+    figure, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 3.8), sharey=True, squeeze=False)
+    for axis, budget in zip(axes[0], budgets, strict=True):
+        for offset, label in enumerate(labels):
+            points = []
+            for index, name in enumerate(names):
+                members = [r for r in records if table.bin_of(r["difficulty"][table.estimator]) == name]
+                hits = [bool(r["correct"][str(budget)][label]) for r in members if label in r["correct"][str(budget)]]
+                if hits:
+                    low, high = wilson(sum(hits), len(hits))
+                    mean = sum(hits) / len(hits)
+                    points.append((index + (offset - len(labels) / 2) * 0.05, mean, mean - low, high - mean))
+            if points:
+                xs, ys, lows, highs = zip(*points, strict=True)
+                axis.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=2, label=label)
+        axis.set_xticks(range(len(names)), names)
+        axis.set_title(f"N = {budget}")
+        axis.set_xlabel(f"difficulty bin ({table.estimator})")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

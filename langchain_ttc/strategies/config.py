@@ -1,0 +1,116 @@
+"""Typed strategy settings: one pydantic config per strategy, validated once, stored in the graph state.
+
+In: the keyword options a factory takes (or a run's :class:`~langchain_ttc.strategies.context.TTCContext`
+on top of them). Out: a frozen, JSON-serialisable config. An invalid value raises a ``ValueError``
+that names the parameter, the value and the fix, at construction (and again for a run whose
+context overrides a setting).
+
+Each strategy module defines its config by extending these bases; the registry
+(:mod:`langchain_ttc.strategies.registry`) records it, so the CLI, the Studio context and the router
+table read a strategy's options from one place.
+
+Example:
+    >>> SearchConfig(n=16, beam_width=4).beam_width
+    4
+    >>> validated(SearchConfig, n=6, beam_width=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: beam_width=4 does not divide n=6; pass a beam_width that divides n, e.g. 1, 2, 3, 6.
+
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from langchain_ttc.core.aggregation import Aggregation
+
+Selection = Literal["best", "weighted"]
+"""How a search picks its answer among finished solutions: the best one by score, or the weighted vote."""
+
+C = TypeVar("C", bound="StrategyConfig")
+
+
+class StrategyConfig(BaseModel):
+    """Settings every strategy has: the budget and how the policy samples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(ge=1, description="The budget: solutions sampled (or beams written per iteration).")
+    temperature: float = Field(0.8, ge=0.0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass, in (0, 1].")
+    max_tokens: int = Field(2048, ge=1, description="Most tokens per solution (per step in the searches).")
+    seed: int | None = Field(None, description="Seed for reproducible sampling (each draw gets its own stream).")
+    system_prompt: str | None = Field(None, description="Optional system message put before the problem.")
+    step_delimiter: str = Field("\n\n", min_length=1, description="The text between steps, e.g. '\\n\\n'.")
+
+    def merged(self, overrides: dict[str, Any]) -> Self:
+        """This config with ``overrides`` (only the fields it has, ``None`` ignored), validated again."""
+        update = {k: v for k, v in overrides.items() if v is not None and k in type(self).model_fields}
+        if not update:
+            return self
+        return validated(type(self), **{**self.model_dump(), **update})
+
+
+class ScoredConfig(StrategyConfig):
+    """Settings of a strategy that scores solutions with a PRM."""
+
+    aggregation: Aggregation = Field("last", description="How step scores become one score: last, min, prod, mean.")
+
+
+class SearchConfig(ScoredConfig):
+    """Settings of a step-level search (beam search, DVTS)."""
+
+    beam_width: int = Field(4, ge=1, description="Continuations per beam (M); must divide n.")
+    max_iterations: int = Field(40, ge=1, description="Most steps per solution; the last one writes to the end.")
+    lookahead: int = Field(0, ge=0, description="Greedy steps rolled out past each candidate before scoring.")
+    selection: Selection = Field("weighted", description="Final pick: weighted vote over finished solutions, or best.")
+    record_tree: bool = Field(False, description="Keep the whole search tree in the result (metadata['tree']).")
+
+    @model_validator(mode="after")
+    def _width_divides_n(self) -> Self:
+        if self.n < self.beam_width:
+            raise ValueError(
+                f"n={self.n} is smaller than beam_width={self.beam_width}; pass n >= beam_width, "
+                f"e.g. n={self.beam_width * 4}."
+            )
+        if self.n % self.beam_width:
+            divisors = ", ".join(str(w) for w in range(1, self.n + 1) if self.n % w == 0)
+            raise ValueError(
+                f"beam_width={self.beam_width} does not divide n={self.n}; pass a beam_width that divides n, "
+                f"e.g. {divisors}."
+            )
+        return self
+
+
+def _fix(cls: type[BaseModel], field: str) -> str:
+    info = cls.model_fields.get(field)
+    return f" ({info.description})" if info is not None and info.description else ""
+
+
+def validated(cls: type[C], /, **values: Any) -> C:
+    """Build ``cls`` from keyword options; an invalid one raises a ``ValueError`` naming it, its value and the fix.
+
+    Raises:
+        ValueError: If an option is unknown, missing, or out of range.
+
+    """
+    try:
+        return cls(**values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = ".".join(str(part) for part in item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            if not field:  # a model validator: its message names the parameters itself
+                problems.append(message)
+            elif item["type"] == "extra_forbidden":
+                known = ", ".join(sorted(cls.model_fields))
+                problems.append(f"{field}={item['input']!r} is not an option of {cls.__name__}; pass one of {known}.")
+            elif item["type"] == "missing":
+                problems.append(f"{field} is required{_fix(cls, field)}.")
+            else:
+                problems.append(f"{field}={item['input']!r}: {message[0].lower()}{message[1:]}{_fix(cls, field)}.")
+        raise ValueError("; ".join(problems)) from None

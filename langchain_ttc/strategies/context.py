@@ -1,0 +1,106 @@
+"""The runtime context of every strategy graph: per-run settings that LangGraph Studio shows.
+
+In: ``graph.invoke(input, context={...})`` (or the context panel in LangGraph Studio). Out: the
+settings a run uses. A field left at ``None`` keeps the value the graph was built with, so the same
+compiled graph serves library users (options at construction) and Studio users (options per run).
+Models named here are loaded once per process and cached.
+
+Example:
+    >>> graph.invoke({"problem": "..."}, context={"n": 32, "temperature": 0.6})  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.engines.loading import load_policy, load_prm
+
+
+def _describe(text: str) -> dict[str, str]:
+    return {"description": text}
+
+
+@dataclass(kw_only=True)
+class TTCContext:
+    """Per-run settings of a strategy graph; ``None`` keeps the graph's own setting."""
+
+    policy_model: str | None = field(
+        default=None,
+        metadata=_describe(
+            "Policy model: a local directory, a Hugging Face hub id, or arith:small / arith:large (the "
+            "checkpoints shipped in the package). Empty: the graph's own policy."
+        ),
+    )
+    prm_model: str | None = field(
+        default=None,
+        metadata=_describe(
+            "Process reward model (Math-Shepherd format): a local directory, a hub id, or arith:prm. "
+            "Empty: the graph's own PRM."
+        ),
+    )
+    backend: str = field(
+        default="transformers", metadata=_describe("Engine that runs policy_model and prm_model: transformers.")
+    )
+    n: int | None = field(
+        default=None,
+        metadata=_describe("Budget: solutions sampled, beams per iteration, or the router's budget (a table budget)."),
+    )
+    beam_width: int | None = field(
+        default=None, metadata=_describe("Beam search / DVTS: continuations per beam (M); must divide n.")
+    )
+    max_iterations: int | None = field(default=None, metadata=_describe("Beam search / DVTS: most steps per solution."))
+    lookahead: int | None = field(
+        default=None, metadata=_describe("Beam search / DVTS: greedy steps rolled out before scoring.")
+    )
+    aggregation: str | None = field(
+        default=None, metadata=_describe("How step scores become one score: last, min, prod or mean.")
+    )
+    temperature: float | None = field(default=None, metadata=_describe("Sampling temperature (0: greedy)."))
+    top_p: float | None = field(default=None, metadata=_describe("Nucleus sampling mass, in (0, 1]."))
+    max_tokens: int | None = field(
+        default=None, metadata=_describe("Most tokens per solution (per step in the searches).")
+    )
+    seed: int | None = field(default=None, metadata=_describe("Seed for reproducible sampling."))
+
+
+OPTION_FIELDS = frozenset(f.name for f in fields(TTCContext)) - {"policy_model", "prm_model", "backend"}
+
+
+def context_of(runtime: Runtime[Any] | None) -> TTCContext | None:
+    """The run's :class:`TTCContext`, if it has one."""
+    context = getattr(runtime, "context", None)
+    return context if isinstance(context, TTCContext) else None
+
+
+def merged_options(options: dict[str, Any], runtime: Runtime[Any] | None) -> dict[str, Any]:
+    """The graph's options with the run's non-``None`` context settings on top.
+
+    Only options the graph has are taken from the context (a ``beam_width`` means nothing to
+    majority voting).
+    """
+    context = context_of(runtime)
+    if context is None:
+        return dict(options)
+    overrides = {name: getattr(context, name) for name in OPTION_FIELDS if name in options}
+    return {**options, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def policy_for_run(default: PolicyEngine, runtime: Runtime[Any] | None) -> PolicyEngine:
+    """The run's policy: the context's ``policy_model`` if set, else the graph's own policy."""
+    context = context_of(runtime)
+    if context is None or not context.policy_model:
+        return default
+    return load_policy(context.policy_model, context.backend)
+
+
+def prm_for_run(default: PRMEngine, runtime: Runtime[Any] | None) -> PRMEngine:
+    """The run's PRM: the context's ``prm_model`` if set, else the graph's own PRM."""
+    context = context_of(runtime)
+    if context is None or not context.prm_model:
+        return default
+    return load_prm(context.prm_model, context.backend)

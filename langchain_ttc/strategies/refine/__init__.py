@@ -1,0 +1,1 @@
+"""Sequential revisions: self-refinement (draft, critique, revise)."""

@@ -1,0 +1,369 @@
+"""Self-refinement (sequential revisions) as a LangGraph cycle: draft → critique → revise → critique → ...
+
+In: ``{"problem": str}`` or ``{"messages": [...]}`` (and optional ``pilots``: they become the first
+drafts). Out: ``{"answer", "result"}``; ``result.candidates`` holds every draft of every chain and
+``result.metadata["drafts"]`` says which chain and revision each is, with its critique.
+
+``chains`` chains run in parallel (one batched policy call per round for all of them), each up to
+``max_revisions`` revisions: parallel × sequential compute, N = chains × (max_revisions + 1). The
+critique comes from
+
+- the policy itself (``critic=None``): it answers the critique prompt (:mod:`langchain_ttc.core.prompts`)
+  and its reply is read for "Step K is wrong" or "No error";
+- a PRM (``critic=prm``, e.g. the policy's own :class:`~langchain_ttc.engines.self_verification.SelfVerificationPRM`):
+  the first step scored below ``critique_threshold`` is flagged;
+- a separate critic Runnable, such as a LangChain chat model (sent the critique prompt, batched);
+- any callable ``(problem, steps) -> str``.
+
+A revision restarts the solution at the flagged step (the steps before it kept, continued as a
+partial assistant message), or, when no step is named or the policy cannot continue a partial
+message, answers the revision prompt in a new turn. A chain stops at the revision budget, when a
+critique finds no error, or when a revision gives the same answer as the draft before it.
+
+The final answer: ``selection="last"`` (a vote among the chains' last drafts), ``"vote"`` (majority
+over every draft) or ``"verifier"`` (weighted best-of-N over every draft, scored by ``verifier``).
+
+Example:
+    >>> from langchain_ttc.engines.loading import load_policy
+    >>> from langchain_ttc.engines.self_verification import SelfVerificationPRM
+    >>> policy = load_policy("arith:small")
+    >>> graph = create_self_refine_graph(policy, SelfVerificationPRM(policy, seed=0), max_revisions=2, seed=0)
+    >>> out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3*4?"})
+    >>> len(out["result"]["candidates"]) == len(out["result"]["metadata"]["drafts"]) >= 1
+    True
+
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Literal
+
+from langchain_core.runnables import Runnable
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer
+
+from langchain_ttc.core.aggregation import check_aggregation
+from langchain_ttc.core.prompts import RefinePrompts, critique_messages, revision_messages
+from langchain_ttc.core.refine import (
+    Critique,
+    Draft,
+    critique_from_scores,
+    parse_critique,
+    revision_prefix,
+    stop_reason,
+)
+from langchain_ttc.core.seeds import derive_seed, seed_requests
+from langchain_ttc.core.types import Candidate, GenerationRequest, Message, Usage
+from langchain_ttc.core.voting import majority_vote, weighted_best_of_n
+from langchain_ttc.engines.base import PRMEngine
+from langchain_ttc.strategies.common import (
+    DEFAULT_STEP_DELIMITER,
+    StrategyGraph,
+    StrategyInput,
+    StrategyOutput,
+    candidate_from_completion,
+    check_policy,
+    check_positive,
+    check_sampling,
+    conversation_from_input,
+    elapsed_since,
+    emit,
+    policy_call_usage,
+    sample,
+    score_candidates,
+    selection_output,
+    usage_of,
+)
+from langchain_ttc.strategies.context import TTCContext, merged_options, policy_for_run
+
+FinalPick = Literal["last", "vote", "verifier"]
+Critic = PRMEngine | Runnable[Any, Any] | Callable[[str, list[str]], str] | None
+CRITIQUE_MAX_TOKENS = 256
+
+
+class RefineState(StrategyInput, total=False):
+    """State of a self-refinement run (plain data, checkpointable)."""
+
+    settings: dict[str, Any]
+    conversation: list[Message]
+    chains: list[list[dict[str, Any]]]
+    stopped: list[str | None]
+    extra: list[dict[str, Any]]
+    round: int
+    usage: dict[str, Any]
+    answer: str | None
+    result: dict[str, Any]
+
+
+def check_max_revisions(max_revisions: object) -> int:
+    """Return ``max_revisions`` if it is an integer >= 0, else raise a ``ValueError`` with the fix."""
+    if isinstance(max_revisions, bool) or not isinstance(max_revisions, int) or max_revisions < 0:
+        raise ValueError(f"max_revisions={max_revisions!r} must be an integer >= 0 (0: drafts only, no revision).")
+    return max_revisions
+
+
+def check_refine_options(
+    *, max_revisions: int, critic: object, verifier: object, selection: str, critique_threshold: float
+) -> None:
+    """Validate the self-refinement options at graph construction.
+
+    Raises:
+        ValueError: ``max_revisions`` < 0, an unknown ``selection``, ``"verifier"`` without a
+            verifier, or a threshold outside (0, 1).
+        TypeError: A ``verifier`` that is not a PRM engine, or a ``critic`` that is neither a PRM
+            engine nor a callable.
+
+    """
+    check_max_revisions(max_revisions)
+    if verifier is not None and not isinstance(verifier, PRMEngine):
+        raise TypeError(
+            f"verifier={type(verifier).__name__} is not a PRMEngine; pass a PRM (MathShepherdPRM, "
+            "SelfVerificationPRM, FunctionPRM, ...) or None."
+        )
+    if critic is not None and not isinstance(critic, (PRMEngine, Runnable)) and not callable(critic):
+        raise TypeError(
+            f"critic={type(critic).__name__} is neither a PRMEngine, a Runnable (e.g. a chat model) nor a callable "
+            "(problem, steps) -> str; pass None to let the policy critique its own drafts."
+        )
+    if selection not in ("last", "vote", "verifier"):
+        raise ValueError(f"selection={selection!r} is not known; pass 'last', 'vote' or 'verifier'.")
+    if selection == "verifier" and verifier is None:
+        raise ValueError("selection='verifier' needs verifier=; pass a PRM, or selection='last' or 'vote'.")
+    if not 0 < critique_threshold < 1:
+        raise ValueError(f"critique_threshold={critique_threshold!r} must be in (0, 1).")
+
+
+def create_self_refine_graph(
+    policy: Any,
+    critic: Critic = None,
+    *,
+    max_revisions: int = 2,
+    chains: int = 1,
+    verifier: Any = None,
+    selection: FinalPick | None = None,
+    critique_threshold: float = 0.5,
+    aggregation: str = "min",
+    prompts: RefinePrompts | None = None,
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_tokens: int = 2048,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    checkpointer: Checkpointer = None,
+    name: str = "self_refine",
+) -> StrategyGraph:
+    """Build the self-refinement graph: ``draft`` → (``critique`` → ``revise``)* → ``select``.
+
+    Args:
+        policy: The policy engine (writes drafts and revisions; the critic when ``critic`` is None).
+        critic: Who finds the first wrong step: None (the policy), a PRM engine, a Runnable (a chat
+            model), or a callable.
+        max_revisions: Revisions per chain (0: drafts only).
+        chains: Chains run in parallel (N = chains × (max_revisions + 1) drafts at most).
+        verifier: A PRM for ``selection="verifier"`` (the critic's scores are reused when it is the same PRM).
+        selection: ``"last"``, ``"vote"`` or ``"verifier"`` (default: ``"verifier"`` with a verifier, else ``"last"``).
+        critique_threshold: A PRM critic flags the first step scored below it.
+        aggregation: How a PRM's step scores become one score (``min`` by default: one bad step spoils a draft).
+        prompts: The critique and revision prompts (:class:`~langchain_ttc.core.prompts.RefinePrompts`).
+        temperature: Sampling temperature of drafts and revisions.
+        top_p: Nucleus sampling mass.
+        max_tokens: Most tokens per draft.
+        seed: Seed for reproducible sampling (each round uses its own).
+        system_prompt: Optional system message put before the problem.
+        step_delimiter: Splits drafts into steps.
+        checkpointer: Optional LangGraph checkpointer.
+        name: The compiled graph's name.
+
+    Raises:
+        ValueError: ``max_revisions`` < 0, ``chains`` < 1, or another option out of range.
+        TypeError: A policy, critic or verifier of the wrong type.
+
+    """
+    check_policy(policy)
+    check_positive(chains, "chains")
+    check_sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    check_aggregation(aggregation)
+    chosen_selection: str = selection or ("verifier" if verifier is not None else "last")
+    check_refine_options(
+        max_revisions=max_revisions, critic=critic, verifier=verifier, selection=chosen_selection,
+        critique_threshold=critique_threshold,
+    )  # fmt: skip
+    if not step_delimiter:
+        raise ValueError("step_delimiter='' is empty; pass the text between steps, for example '\\n\\n'.")
+    options = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
+
+    def draft(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+        started = time.perf_counter()
+        settings = merged_options(options, runtime)
+        check_sampling(temperature=settings["temperature"], top_p=settings["top_p"], max_tokens=settings["max_tokens"])
+        problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
+        # Pilots start the chains; their scores (from whoever scored them) are dropped: the critic judges.
+        pilots = [
+            Candidate.model_validate({**c, "step_scores": None, "score": None}) for c in state.get("pilots") or []
+        ]
+        firsts, usage = pilots[:chains], Usage()
+        if len(firsts) < chains:
+            request = GenerationRequest(
+                messages=conversation, n=chains - len(firsts), max_tokens=settings["max_tokens"],
+                temperature=settings["temperature"], top_p=settings["top_p"],
+                seed=derive_seed(settings["seed"], "drafts"),
+            )  # fmt: skip
+            sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
+            firsts += sampled
+        drafts = [Draft(chain=i, revision=0, candidate=c) for i, c in enumerate(firsts)]
+        for d in drafts:
+            emit({"type": "ttc.draft", "chain": d.chain, "revision": 0, "answer": d.candidate.answer,
+                  "tokens": d.candidate.num_tokens})  # fmt: skip
+        return {
+            "problem": problem,
+            "settings": settings,
+            "conversation": conversation,
+            "chains": [[d.model_dump()] for d in drafts],
+            "stopped": [stop_reason([d], max_revisions=max_revisions) for d in drafts],
+            "extra": [c.model_dump() for c in pilots[chains:]],
+            "round": 0,
+            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
+        }
+
+    def critique(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+        started = time.perf_counter()
+        chains_now = [[Draft.model_validate(d) for d in chain] for chain in state["chains"]]
+        active = [i for i, reason in enumerate(state["stopped"]) if reason is None]
+        lasts = [chains_now[i][-1] for i in active]
+        critiques, usage = _critiques(state, runtime, [d.candidate for d in lasts])
+        stopped = list(state["stopped"])
+        for i, last, found in zip(active, lasts, critiques, strict=True):
+            chains_now[i][-1] = last.model_copy(update={"critique": found[0], "candidate": found[1]})
+            stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions)
+            emit({"type": "ttc.critique", "chain": i, "revision": last.revision, "step": found[0].step,
+                  "text": found[0].text})  # fmt: skip
+        return {
+            "chains": [[d.model_dump() for d in chain] for chain in chains_now],
+            "stopped": stopped,
+            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
+        }
+
+    def _critiques(
+        state: RefineState, runtime: Runtime[TTCContext], drafts: list[Candidate]
+    ) -> tuple[list[tuple[Critique, Candidate]], Usage]:
+        problem = state["problem"]
+        if isinstance(critic, PRMEngine):
+            scored, usage = score_candidates(critic, problem, drafts, aggregation=aggregation)
+            return [
+                (critique_from_scores(c.steps, c.step_scores or [], threshold=critique_threshold), c) for c in scored
+            ], usage
+        if isinstance(critic, Runnable):  # e.g. a chat model: one batched call for every draft
+            replies = critic.batch([critique_messages(problem, c.steps, prompts) for c in drafts]) if drafts else []
+            return [
+                (parse_critique(str(getattr(reply, "content", reply)), num_steps=len(c.steps)), c)
+                for c, reply in zip(drafts, replies, strict=True)
+            ], Usage()
+        if critic is not None:
+            return [(parse_critique(critic(problem, c.steps), num_steps=len(c.steps)), c) for c in drafts], Usage()
+        requests = [
+            GenerationRequest(messages=critique_messages(problem, c.steps, prompts), temperature=0.0,
+                              max_tokens=CRITIQUE_MAX_TOKENS)
+            for c in drafts
+        ]  # fmt: skip
+        results = policy_for_run(policy, runtime).invoke(requests) if requests else []
+        return [
+            (parse_critique(r.completions[0].text, num_steps=len(c.steps)), c)
+            for c, r in zip(drafts, results, strict=True)
+        ], policy_call_usage(results)
+
+    def revise(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+        started = time.perf_counter()
+        settings = state["settings"]
+        engine = policy_for_run(policy, runtime)
+        chains_now = [[Draft.model_validate(d) for d in chain] for chain in state["chains"]]
+        active = [i for i, reason in enumerate(state["stopped"]) if reason is None]
+        requests, prefixes = [], []
+        for i in active:
+            last = chains_now[i][-1]
+            found = last.critique or Critique(step=None, text="Check every step.")
+            if found.step is not None and engine.supports_partial:
+                prefix = revision_prefix(last.candidate.steps, found.step, step_delimiter)
+                messages = state["conversation"]
+            else:
+                prefix = ""
+                messages = revision_messages(state["conversation"], last.candidate.text, found.text, prompts)
+            requests.append(
+                GenerationRequest(messages=messages, partial=prefix, max_tokens=settings["max_tokens"],
+                                  temperature=settings["temperature"], top_p=settings["top_p"])
+            )  # fmt: skip
+            prefixes.append(prefix)
+        seeds = derive_seed(settings["seed"], "revision", state["round"])
+        results = engine.invoke(seed_requests(requests, seeds)) if requests else []
+        stopped = list(state["stopped"])
+        for i, prefix, result in zip(active, prefixes, results, strict=True):
+            completion = result.completions[0]
+            candidate = candidate_from_completion(completion, prefix=prefix, delimiter=step_delimiter)
+            revised = Draft(chain=i, revision=chains_now[i][-1].revision + 1, candidate=candidate)
+            chains_now[i].append(revised)
+            stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions)
+            emit({"type": "ttc.draft", "chain": i, "revision": revised.revision, "answer": candidate.answer,
+                  "tokens": completion.num_tokens})  # fmt: skip
+        return {
+            "chains": [[d.model_dump() for d in chain] for chain in chains_now],
+            "stopped": stopped,
+            "round": state["round"] + 1,
+            "usage": (usage_of(state) + policy_call_usage(results) + elapsed_since(started)).model_dump(),
+        }
+
+    def select(state: RefineState) -> dict[str, Any]:
+        started = time.perf_counter()
+        drafts = [Draft.model_validate(d) for chain in state["chains"] for d in chain]
+        extra = [Candidate.model_validate(c) for c in state.get("extra") or []]
+        candidates = [d.candidate for d in drafts] + extra
+        usage = usage_of(state)
+        if chosen_selection == "verifier":  # the critic's scores are kept when it is the verifier
+            if verifier is not critic:
+                candidates = [c.model_copy(update={"step_scores": None, "score": None}) for c in candidates]
+            candidates, scoring = score_candidates(verifier, state["problem"], candidates, aggregation=aggregation)
+            usage = usage + scoring
+            rule = weighted_best_of_n(candidates)
+        elif chosen_selection == "vote":
+            rule = majority_vote(candidates)
+        else:  # a vote among the chains' last drafts
+            ends = list(itertools.accumulate(len(chain) for chain in state["chains"]))
+            votes = majority_vote([candidates[end - 1] for end in ends])
+            lasts = [end - 1 for end in ends]  # indices into candidates
+            groups = [g.model_copy(update={"indices": [lasts[i] for i in g.indices]}) for g in votes.groups]
+            chosen = None if votes.chosen_index is None else lasts[votes.chosen_index]
+            rule = replace(votes, chosen_index=chosen, groups=groups)
+        output = selection_output(name, candidates, rule, usage + elapsed_since(started))
+        output["result"]["metadata"] = {
+            "drafts": [
+                {"chain": d.chain, "revision": d.revision, "critique": d.critique.model_dump() if d.critique else None}
+                for d in drafts
+            ],
+            "stop_reasons": state["stopped"],
+            "selection": chosen_selection,
+        }
+        return output
+
+    def after_round(state: RefineState) -> str:
+        return "critique" if any(reason is None for reason in state["stopped"]) else "select"
+
+    def after_critique(state: RefineState) -> str:
+        return "revise" if any(reason is None for reason in state["stopped"]) else "select"
+
+    builder = StateGraph(
+        RefineState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
+    )
+    builder.add_node("draft", draft)
+    builder.add_node("critique", critique)
+    builder.add_node("revise", revise)
+    builder.add_node("select", select)
+    builder.add_edge(START, "draft")
+    builder.add_conditional_edges("draft", after_round, ["critique", "select"])
+    builder.add_conditional_edges("critique", after_critique, ["revise", "select"])
+    builder.add_conditional_edges("revise", after_round, ["critique", "select"])
+    builder.add_edge("select", END)
+    return builder.compile(checkpointer=checkpointer, name=name)

@@ -1,0 +1,320 @@
+"""Compute-optimal scaling as a LangGraph graph: estimate difficulty, then run the best strategy for the budget.
+
+In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}``. The graph
+samples ``pilots`` whole solutions (one policy call, one PRM call when the estimator or the routes
+need scores), estimates the problem's difficulty from them (``route``), looks its bin up in the
+strategy table at this budget, and hands the problem and the pilots to that strategy's subgraph
+(majority vote, best-of-N, weighted best-of-N, beam search or DVTS; each a node, visible in Studio).
+
+Budget accounting: the pilots count against the budget ``N`` and are reused, never wasted. A
+sample-then-select strategy samples ``N - pilots`` more and selects among all ``N``; a step-level
+search runs ``(N - pilots)`` beams rounded down to whole subtrees and its final selection also
+considers the pilots. So pilots + strategy samples <= ``N``. The pilots and the strategy sample
+from seeds derived apart (:mod:`langchain_ttc.core.seeds`), so the strategy's samples are new ones, not
+copies of the pilots, on every backend.
+
+The result's ``metadata["routing"]`` names the estimator, the difficulty, the bin, the strategy
+and its options; a ``ttc.routed`` stream event announces the decision before the strategy runs
+(stream with ``subgraphs=True`` to see the strategy's own events too), and ``ttc.selected`` ends
+the run as in every strategy graph. A run's context ``n`` picks another of the table's budgets.
+
+Example:
+    >>> from langchain_ttc.engines.loading import load_policy, load_prm
+    >>> graph = create_compute_optimal_graph(load_policy("arith:small"), load_prm("arith:prm"), budget=16)
+    >>> out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3?"})
+    >>> sorted(out["result"]["metadata"]["routing"])
+    ['bin', 'budget', 'difficulty', 'estimator', 'options', 'pilots', 'strategy']
+
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer
+
+from langchain_ttc.core.seeds import derive_seed
+from langchain_ttc.core.types import Candidate, GenerationRequest, Message, TTCResult, Usage
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.strategies.common import (
+    DEFAULT_STEP_DELIMITER,
+    StrategyGraph,
+    StrategyInput,
+    StrategyOutput,
+    check_policy,
+    check_prm,
+    check_sampling,
+    conversation_from_input,
+    elapsed_since,
+    emit,
+    sample,
+    score_candidates,
+    usage_of,
+)
+from langchain_ttc.strategies.context import TTCContext, context_of, merged_options, policy_for_run, prm_for_run
+from langchain_ttc.strategies.routing.difficulty import ESTIMATORS, DifficultyEstimator, check_estimator
+from langchain_ttc.strategies.routing.table import STEP_LEVEL, StrategyChoice, StrategyTable, load_table
+from langchain_ttc.strategies.search.stepwise import SearchGraph
+
+ROUTED_FIELDS = ("n", "beam_width", "max_iterations", "lookahead", "aggregation")
+"""Context settings the table fixes for a routed strategy (the context's ``n`` is the router's budget)."""
+
+
+class RouterState(StrategyInput, total=False):
+    """State of the compute-optimal graph (plain data, checkpointable)."""
+
+    usage: dict[str, Any]
+    routing: dict[str, Any]
+    route: str
+    answer: str | None
+    result: dict[str, Any]
+
+
+def route_nodes(table: StrategyTable) -> tuple[dict[str, tuple[StrategyChoice, int]], dict[tuple[int, str], str]]:
+    """The strategy nodes (name -> choice and its ``n``) and the routes ((budget, bin) -> node name).
+
+    A node per distinct choice and ``n`` over every budget, named ``<strategy>_n<n>`` (numbered
+    when options differ), so a run may pick any of the table's budgets.
+    """
+    nodes: dict[str, tuple[StrategyChoice, int]] = {}
+    routes: dict[tuple[int, str], str] = {}
+    for budget in sorted(table.budgets):
+        for bin_name, choice in table.budgets[budget].items():
+            target = (choice, strategy_n(choice, budget=budget, pilots=table.pilots))
+            node = next((name for name, existing in nodes.items() if existing == target), None)
+            if node is None:
+                node = base = f"{choice.strategy}_n{target[1]}"
+                count = 1
+                while node in nodes:
+                    count += 1
+                    node = f"{base}_{count}"
+                nodes[node] = target
+            routes[budget, bin_name] = node
+    return nodes, routes
+
+
+def strategy_seed(seed: int | None) -> int | None:
+    """The routed strategy's base seed: a stream of its own, apart from the pilots', so its samples are new."""
+    return derive_seed(seed, "routed strategy")
+
+
+def draw_pilots(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    problem: str,
+    conversation: list[Message],
+    *,
+    count: int,
+    settings: dict[str, Any],
+    aggregation: str,
+    delimiter: str,
+) -> tuple[list[Candidate], Usage]:
+    """The pilot samples (one policy call) and, with a PRM, their step scores (one PRM call).
+
+    ``settings`` holds ``temperature``, ``top_p``, ``max_tokens`` and ``seed``. The graph's
+    ``pilots`` node and calibration both call it, so a table is calibrated on the router's own pilots.
+    """
+    request = GenerationRequest(
+        messages=conversation,
+        n=count,
+        max_tokens=settings["max_tokens"],
+        temperature=settings["temperature"],
+        top_p=settings["top_p"],
+        seed=derive_seed(settings["seed"], "pilots"),
+    )
+    candidates, usage = sample(policy, request, delimiter=delimiter)
+    if prm is not None:
+        candidates, scoring = score_candidates(prm, problem, candidates, aggregation=aggregation)
+        usage = usage + scoring
+    return candidates, usage
+
+
+def strategy_n(choice: StrategyChoice, *, budget: int, pilots: int) -> int:
+    """The ``n`` a routed strategy runs with so that pilots + its samples <= ``budget``."""
+    return choice.beams(budget, pilots) if choice.strategy in STEP_LEVEL else budget
+
+
+def create_compute_optimal_graph(
+    policy: Any,
+    prm: Any = None,
+    *,
+    budget: int,
+    table: str | os.PathLike[str] | dict[str, Any] | StrategyTable | None = None,
+    estimator: str | DifficultyEstimator | None = None,
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_tokens: int = 2048,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    checkpointer: Checkpointer = None,
+    name: str = "compute_optimal",
+) -> StrategyGraph:
+    """Build the compute-optimal graph: ``pilots`` → ``route`` → one strategy subgraph → ``finish``.
+
+    Args:
+        policy: The policy engine.
+        prm: The PRM engine; needed when the estimator or a strategy at this budget scores steps.
+        budget: The compute budget ``N`` (whole-solution samples or beams, pilots included); it
+            must be one of the table's budgets.
+        table: A strategy table (path, mapping or :class:`~langchain_ttc.strategies.routing.table.StrategyTable`);
+            the shipped Arith table by default.
+        estimator: The table's estimator by default; a callable ``(pilots) -> difficulty`` replaces
+            it (the table's thresholds then apply to its values; pilots carry PRM scores when a PRM
+            is given).
+        temperature: Sampling temperature of the pilots and the strategies.
+        top_p: Nucleus sampling mass.
+        max_tokens: Most tokens per solution.
+        seed: Seed for reproducible sampling.
+        system_prompt: Optional system message put before the problem.
+        step_delimiter: Splits solutions into the steps the PRM scores.
+        checkpointer: Optional LangGraph checkpointer.
+        name: The compiled graph's name.
+
+    Raises:
+        ValueError: A budget not in the table or smaller than the pilot count, an invalid table,
+            an estimator other than the table's, or a missing PRM.
+        TypeError: If ``policy`` or ``prm`` is not an engine.
+
+    """
+    check_policy(policy)
+    check_sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    checked = load_table(table)
+    check_budget(budget, checked, parameter="budget")
+    estimate, estimator_name, needs_scores = _estimator(estimator, checked)
+    needs_prm = needs_scores or any(
+        c.strategy != "majority_vote" for choices in checked.budgets.values() for c in choices.values()
+    )
+    if needs_prm:
+        if prm is None:
+            raise ValueError(
+                f"the strategy table routes to strategies that score steps (or its estimator {estimator_name!r} "
+                "does); pass prm=."
+            )
+        check_prm(prm)
+    score_pilots = needs_prm or (prm is not None and callable(estimator))
+    nodes, routes = route_nodes(checked)
+    sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
+
+    def sample_pilots(state: RouterState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+        started = time.perf_counter()
+        run = merged_options({**sampling, "n": budget}, runtime)
+        check_budget(run["n"], checked, parameter="context n")
+        check_sampling(temperature=run["temperature"], top_p=run["top_p"], max_tokens=run["max_tokens"])
+        problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
+        candidates, usage = draw_pilots(
+            policy_for_run(policy, runtime), prm_for_run(prm, runtime) if score_pilots else None, problem,
+            conversation, count=checked.pilots, settings=run, aggregation=checked.aggregation, delimiter=step_delimiter,
+        )  # fmt: skip
+        emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
+        return {
+            "problem": problem,
+            "pilots": [c.model_dump() for c in candidates],
+            "routing": {"budget": run["n"]},
+            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
+        }
+
+    def route(state: RouterState) -> dict[str, Any]:
+        started = time.perf_counter()
+        run_budget = state["routing"]["budget"]
+        difficulty = float(estimate([Candidate.model_validate(c) for c in state["pilots"]]))
+        bin_name = checked.bin_of(difficulty)
+        choice = checked.budgets[run_budget][bin_name]
+        routing = {
+            "estimator": estimator_name,
+            "difficulty": difficulty,
+            "bin": bin_name,
+            "strategy": choice.strategy,
+            "options": {**choice.options, "n": strategy_n(choice, budget=run_budget, pilots=checked.pilots)},
+            "budget": run_budget,
+            "pilots": checked.pilots,
+        }
+        emit({"type": "ttc.routed", **routing})
+        node = routes[run_budget, bin_name]
+        return {"routing": routing, "route": node, "usage": (usage_of(state) + elapsed_since(started)).model_dump()}
+
+    def finish(state: RouterState) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = TTCResult.model_validate(state["result"])
+        usage = result.usage + usage_of(state) + elapsed_since(started)
+        metadata = {**result.metadata, "routing": state["routing"]}
+        result = result.model_copy(update={"strategy": name, "usage": usage, "metadata": metadata})
+        emit({"type": "ttc.selected", "answer": result.answer, "chosen_index": result.chosen_index})
+        return {"answer": result.answer, "result": result.model_dump()}
+
+    from langchain_ttc.strategies.registry import create_strategy_graph
+
+    builder = StateGraph(
+        RouterState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
+    )
+    builder.add_node("pilots", sample_pilots)
+    builder.add_node("route", route)
+    common = {"system_prompt": system_prompt, "step_delimiter": step_delimiter, **sampling}
+    common["seed"] = strategy_seed(seed)
+    for node, (choice, n) in nodes.items():
+        scored = {"aggregation": checked.aggregation} if choice.strategy != "majority_vote" else {}
+        options = {**common, **scored, **choice.options}  # the table's options win (aggregation included)
+        subgraph = create_strategy_graph(choice.strategy, policy, prm, n=n, name=node, **options)
+        builder.add_node(node, strategy_node(subgraph))
+        builder.add_edge(node, "finish")
+    builder.add_node("finish", finish)
+    builder.add_edge(START, "pilots")
+    builder.add_edge("pilots", "route")
+    builder.add_conditional_edges("route", lambda state: state["route"], list(nodes))
+    builder.add_edge("finish", END)
+    graph = builder.compile(checkpointer=checkpointer, name=name)
+    graph.__class__ = SearchGraph  # a routed search needs the searches' step budget
+    return graph
+
+
+def check_budget(budget: object, table: StrategyTable, *, parameter: str) -> int:
+    """Return ``budget`` if the table has it (an integer >= its pilots), else a ``ValueError`` with the fix."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < table.pilots:
+        raise ValueError(
+            f"{parameter}={budget!r} is smaller than the table's {table.pilots} pilot samples; pass a budget >= "
+            f"{table.pilots} (the table's budgets: {', '.join(map(str, sorted(table.budgets)))})."
+        )
+    table.choices_at(budget)
+    return budget
+
+
+def strategy_node(subgraph: StrategyGraph) -> Any:
+    """A node running a routed strategy's subgraph on the problem and the pilots.
+
+    The run's context reaches the subgraph without the settings the table fixed for it (``n``,
+    ``beam_width``, ``aggregation``, ...): a Studio "n" is the router's budget, not the subgraph's.
+    """
+
+    def run_strategy(state: RouterState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+        context = context_of(runtime)
+        if context is not None:
+            cleared: dict[str, Any] = dict.fromkeys(ROUTED_FIELDS)
+            context = replace(context, **cleared, seed=strategy_seed(context.seed))
+        output = subgraph.invoke({"problem": state["problem"], "pilots": state["pilots"]}, context=context)
+        return {"answer": output["answer"], "result": output["result"]}
+
+    return run_strategy
+
+
+def _estimator(
+    estimator: str | DifficultyEstimator | None, table: StrategyTable
+) -> tuple[DifficultyEstimator, str, bool]:
+    """(estimate function, its name, whether pilots need PRM scores) for the graph's estimator option."""
+    if estimator is None or isinstance(estimator, str):
+        estimator_name = check_estimator(estimator or table.estimator)
+        if estimator_name != table.estimator:
+            raise ValueError(
+                f"estimator={estimator_name!r} differs from the table's {table.estimator!r}: its thresholds "
+                "are on the table's scale. Pass the table's estimator, or calibrate a table for this one "
+                f"(ttc calibrate --estimator {estimator_name})."
+            )
+        function, needs_scores = ESTIMATORS[estimator_name]
+        return function, estimator_name, needs_scores
+    if not callable(estimator):
+        raise TypeError(f"estimator={estimator!r} is neither an estimator name nor a callable (pilots) -> float.")
+    return estimator, getattr(estimator, "__name__", "custom"), False

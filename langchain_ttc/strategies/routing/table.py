@@ -1,0 +1,201 @@
+"""The strategy table: (difficulty bin, budget N) -> (strategy, hyperparameters).
+
+In: a JSON file (or mapping). Out: a checked :class:`StrategyTable`. The file is versioned and
+human readable; it names the difficulty estimator, the pilot count, the bins' upper thresholds, a
+choice for every bin at every budget, and how and on what data it was calibrated. Every rule is
+checked on load, so a bad table fails where it is loaded, naming the file and the fix.
+
+A shipped table for the Arith world lives next to this module (:func:`default_table_path`);
+``ttc calibrate`` writes new ones.
+
+Example:
+    >>> table = load_table(default_table_path())
+    >>> table.bin_of(0.0) == table.bins[0].name
+    True
+
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from langchain_ttc.core.aggregation import AGGREGATIONS
+from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
+
+ROUTABLE_STRATEGIES = ("majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "self_refine")
+"""Strategies a table may route to, in the order ties are broken (simplest first)."""
+STEP_LEVEL = ("beam_search", "dvts")
+STRATEGY_OPTIONS = {
+    "majority_vote": set(),
+    "best_of_n": {"aggregation"},
+    "weighted_best_of_n": {"aggregation"},
+    "beam_search": {"beam_width", "lookahead", "max_iterations", "final_selection", "aggregation"},
+    "dvts": {"beam_width", "lookahead", "max_iterations", "final_selection", "aggregation"},
+    "self_refine": {"max_revisions", "critic", "selection", "aggregation"},
+}
+"""Hyperparameters a choice may set, per strategy."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrategyChoice(_Strict):
+    """What runs for one bin at one budget."""
+
+    strategy: Literal["majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "self_refine"]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> StrategyChoice:
+        unknown = set(self.options) - STRATEGY_OPTIONS[self.strategy]
+        if unknown:
+            raise ValueError(
+                f"options {sorted(unknown)} do not apply to {self.strategy!r}; allowed: "
+                f"{sorted(STRATEGY_OPTIONS[self.strategy])}"
+            )
+        return self
+
+    def beams(self, budget: int, pilots: int) -> int:
+        """The number of beams a step-level choice runs: what the pilots leave, in whole subtrees."""
+        width = int(self.options.get("beam_width", 4))
+        return (budget - pilots) // width * width
+
+    def chains(self, budget: int) -> int:
+        """The number of chains a self-refinement choice runs: ``budget // (max_revisions + 1)``."""
+        return budget // (int(self.options.get("max_revisions", 2)) + 1)
+
+    def fits(self, budget: int, pilots: int) -> bool:
+        """Whether it runs within ``budget`` with the pilots reused.
+
+        A search needs one subtree left; self-refinement a chain for every pilot (each pilot is a
+        chain's first draft).
+        """
+        if self.strategy in STEP_LEVEL:
+            return self.beams(budget, pilots) >= 1
+        if self.strategy == "self_refine":
+            return self.chains(budget) >= pilots
+        return True
+
+    def label(self) -> str:
+        """A short name such as ``beam_search`` or ``beam_search(beam_width=2)`` for reports."""
+        options = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.strategy}({options})" if options else self.strategy
+
+
+class DifficultyBin(_Strict):
+    """One difficulty bin: estimates below ``upper`` (and not in an earlier bin); the last has no bound."""
+
+    name: str
+    upper: float | None = None
+
+
+class StrategyTable(_Strict):
+    """A calibrated routing table (see the module docstring for the file's shape)."""
+
+    version: Literal[1] = 1
+    estimator: str
+    pilots: int = Field(ge=1)
+    aggregation: str = "last"
+    bins: list[DifficultyBin] = Field(min_length=1)
+    budgets: dict[int, dict[str, StrategyChoice]] = Field(min_length=1)
+    calibration: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StrategyTable:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator {self.estimator!r} is not known; use one of {', '.join(ESTIMATORS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation {self.aggregation!r} is not known; use one of {', '.join(AGGREGATIONS)}")
+        names = [b.name for b in self.bins]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bin names {names} repeat; give each bin its own name")
+        uppers = [b.upper for b in self.bins]
+        if uppers[-1] is not None or any(u is None for u in uppers[:-1]):
+            raise ValueError(f"bin thresholds {uppers}: every bin but the last needs an upper bound, the last none")
+        bounded = [u for u in uppers[:-1] if u is not None]
+        if bounded != sorted(set(bounded)):
+            raise ValueError(f"bin thresholds {bounded} must increase strictly")
+        for budget, choices in self.budgets.items():
+            if budget < self.pilots:
+                raise ValueError(f"budget {budget} is smaller than the {self.pilots} pilot samples; raise it")
+            missing = [n for n in names if n not in choices]
+            extra = [n for n in choices if n not in names]
+            if missing or extra:
+                raise ValueError(
+                    f"budget {budget}: bins {missing} have no choice and {extra} are not bins; give one choice "
+                    f"per bin ({', '.join(names)})"
+                )
+            for bin_name, choice in choices.items():
+                if not choice.fits(budget, self.pilots):
+                    raise ValueError(
+                        f"budget {budget}, bin {bin_name!r}: {choice.label()} does not fit after {self.pilots} "
+                        "pilots (a search needs beams left, self-refinement a chain per pilot); choose another "
+                        "strategy, a smaller beam_width or fewer max_revisions there"
+                    )
+        return self
+
+    def bin_of(self, difficulty: float) -> str:
+        """The name of the bin a difficulty estimate falls in."""
+        for bin_ in self.bins:
+            if bin_.upper is None or difficulty < bin_.upper:
+                return bin_.name
+        raise AssertionError("the last bin has no bound")  # pragma: no cover - checked on load
+
+    def choices_at(self, budget: int) -> dict[str, StrategyChoice]:
+        """The bin -> choice map at ``budget``.
+
+        Raises:
+            ValueError: If the table has no such budget.
+
+        """
+        if budget not in self.budgets:
+            raise ValueError(
+                f"budget={budget} is not in the strategy table (budgets {', '.join(map(str, sorted(self.budgets)))}); "
+                f"pass one of them, or calibrate a table for it (ttc calibrate --budgets ... {budget})."
+            )
+        return self.budgets[budget]
+
+
+def default_table_path() -> Path:
+    """The shipped Arith table (calibrated by ``ttc calibrate`` on problems disjoint from evaluation)."""
+    return Path(__file__).with_name("arith_table.json")
+
+
+def load_table(table: str | os.PathLike[str] | dict[str, Any] | StrategyTable | None = None) -> StrategyTable:
+    """Load and check a strategy table (the shipped Arith table when ``table`` is ``None``).
+
+    Raises:
+        FileNotFoundError: If the path does not exist.
+        ValueError: If the table breaks a rule; the message names the file, the rule and the fix.
+
+    """
+    if isinstance(table, StrategyTable):
+        return table
+    source = "the table"
+    if table is None or not isinstance(table, dict):
+        path = Path(table) if table is not None else default_table_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"table={str(path)!r} does not exist; pass a table written by ttc calibrate.")
+        source = str(path)
+        try:
+            table = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"table={source!r} is not JSON: {error}") from None
+    try:
+        return StrategyTable.model_validate(table)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'table'}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"table={source!r} is not a valid strategy table: {problems}") from None
+
+
+def save_table(table: StrategyTable, path: str | os.PathLike[str]) -> None:
+    """Write ``table`` as indented JSON (budgets in increasing order)."""
+    data = table.model_dump(mode="json")
+    data["budgets"] = {str(b): data["budgets"][str(b)] for b in sorted(table.budgets)}
+    Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")

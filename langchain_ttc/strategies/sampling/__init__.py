@@ -1,0 +1,1 @@
+"""Sample-then-select strategies: majority vote, best-of-N, weighted best-of-N."""

@@ -1,0 +1,1 @@
+"""Step-level search strategies: beam search and DVTS on one shared skeleton (:mod:`.stepwise`)."""

@@ -1,0 +1,128 @@
+"""Diverse verifier tree search (DVTS) as a resumable, streaming LangGraph graph.
+
+In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}`` where ``result``
+is a :class:`~langchain_ttc.core.types.TTCResult` as data (its ``metadata["iterations"]`` holds each
+iteration's usage).
+
+The budget ``n`` is split into ``n / beam_width`` independent subtrees. Each iteration every live
+subtree samples ``beam_width`` candidate next steps (all subtrees in one policy call), the PRM
+scores them (one call), and each subtree extends greedily with its best-scored candidate. A subtree
+ends when that candidate ends the solution (end of sequence, or a step with nothing but
+whitespace) or states its answer (a complete ``\boxed{}``, as the reference stops there), or when
+none of its candidates survives truncation. Every finished candidate of a subtree's final
+expansion (up to ``beam_width`` siblings) joins the final pool, as in the reference; unfinished and
+truncated siblings never do (the reference returned them too). The answer is the weighted
+best-of-N over that pool (``final_selection="weighted"``) or its best candidate (``"best"``).
+Diversity across subtrees is what beats beam search at large ``n``.
+
+Example:
+    >>> graph = create_dvts_graph(policy, prm, n=16, beam_width=4)  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.types import Checkpointer
+
+from langchain_ttc.core.search import Beam, answered, best_per_subtree
+from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER, StrategyGraph
+from langchain_ttc.strategies.search.stepwise import (
+    FinalSelection,
+    SearchState,
+    beams_of,
+    build_search_graph,
+    check_engines,
+    check_search_options,
+    close_iteration,
+    make_search_nodes,
+)
+
+
+def create_dvts_graph(
+    policy: Any,
+    prm: Any,
+    *,
+    n: int,
+    beam_width: int = 4,
+    max_iterations: int = 40,
+    lookahead: int = 0,
+    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    aggregation: str = "last",
+    final_selection: FinalSelection = "weighted",
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_tokens: int = 2048,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    checkpointer: Checkpointer = None,
+    name: str = "dvts",
+) -> StrategyGraph:
+    """Build the DVTS graph: ``start``, then ``generate`` → ``score`` → ``prune`` in a loop, ``select``.
+
+    Args:
+        policy: The policy engine; it must continue partial assistant messages.
+        prm: The PRM engine.
+        n: The budget: candidates written per iteration (``n / beam_width`` subtrees).
+        beam_width: Candidate steps each subtree samples per iteration (M).
+        max_iterations: Most steps per solution; the last iteration writes to the end.
+        lookahead: Greedy steps rolled out past each candidate before scoring (0: none).
+        step_delimiter: The stop string that ends a step.
+        aggregation: How step scores become one score, for the subtree choice and the final pick.
+        final_selection: ``"weighted"`` vote over the leaves (default) or the ``"best"`` leaf.
+        temperature: Sampling temperature of the steps.
+        top_p: Nucleus sampling mass.
+        max_tokens: Most tokens per step; a candidate cut off here is never chosen.
+        seed: Base seed; every iteration samples from its own seeds (:mod:`langchain_ttc.core.seeds`).
+        system_prompt: Optional system message put before the problem.
+        checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
+        name: The compiled graph's name.
+
+    Raises:
+        ValueError: If ``beam_width`` does not divide ``n``, ``n < beam_width``, ``max_iterations < 1``,
+            the step delimiter is empty, or another option is out of range.
+        TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
+
+    """
+    check_engines(policy, prm)
+    options: dict[str, Any] = {
+        "n": n,
+        "beam_width": beam_width,
+        "max_iterations": max_iterations,
+        "lookahead": lookahead,
+        "step_delimiter": step_delimiter,
+        "aggregation": aggregation,
+        "final_selection": final_selection,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "seed": seed,
+    }
+    check_search_options(options)
+    nodes = make_search_nodes(
+        policy,
+        prm,
+        options,
+        roots=lambda s: [Beam(subtree=i) for i in range(s["n"] // s["beam_width"])],
+        widths=lambda s, frontier: [s["beam_width"]] * len(frontier),
+        system_prompt=system_prompt,
+    )
+
+    def prune_node(state: SearchState) -> dict[str, Any]:
+        candidates = [answered(c) for c in beams_of(state, "candidates")]
+        best = best_per_subtree(candidates)
+        going_on = {b.subtree for b in best if b.active}
+        ended = [c for c in candidates if c.subtree not in going_on]
+        return close_iteration(
+            state,
+            frontier=[b for b in best if b.active],
+            finished=beams_of(state, "finished") + [c for c in ended if c.finished],
+            truncated=beams_of(state, "truncated") + [c for c in ended if c.finish_reason == "length"],
+        )
+
+    def route(state: SearchState) -> Literal["generate", "select"]:
+        done = not state["frontier"] or state["iteration"] >= state["settings"]["max_iterations"]
+        return "select" if done else "generate"
+
+    return build_search_graph(nodes, prune=prune_node, route=route, checkpointer=checkpointer, name=name)
