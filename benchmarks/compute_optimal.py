@@ -137,7 +137,8 @@ def report(records: list[dict[str, Any]], table: Any, seconds: float) -> list[st
     lines += [
         f"- {len(records)} held-out problems ({len(records) // 8} per difficulty 1-8, none in the calibration set); "
         f"small policy + Arith PRM; temperature 0.8, max_tokens {MAX_TOKENS}; {seconds / 60:.0f} min",
-        f"- router: the shipped table (`langchain_ttc/strategies/routing/arith_table.json`, estimator `{table.estimator}`, "
+        "- router: the shipped table (`langchain_ttc/strategies/routing/arith_table.json`, "
+        f"estimator `{table.estimator}`, "
         f"{table.pilots} pilots, {len(table.bins)} bins, calibrated on {table.calibration['problems']} problems)",
         "- accuracy with 95% Wilson intervals; tokens = mean generated tokens per problem",
         "",

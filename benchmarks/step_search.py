@@ -35,7 +35,7 @@ CONFIGS: list[tuple[str, int, dict[str, Any]]] = [
     ("best_of_n", 16, {}),
     ("weighted_best_of_n", 16, {}),
     ("beam_search", 16, {"beam_width": 4}),
-    ("beam_search", 16, {"beam_width": 4, "final_selection": "best"}),
+    ("beam_search", 16, {"beam_width": 4, "selection": "best"}),
     ("dvts", 16, {"beam_width": 4}),
     ("majority_vote", 64, {}),
     ("best_of_n", 64, {}),

@@ -81,16 +81,18 @@ class WorldPolicy(PolicyEngine):
         self.calls: list[list[GenerationRequest]] = []
 
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        # Draw in the reference's order: one sample for each request in turn (its list of beams
+        # repeated up to n). Samples are exchangeable for a real engine; numbering them this way
+        # makes two survivors with the same text get the same samples in both implementations.
         self.calls.append(requests)
-        results = []
-        for r in requests:
-            completions = []
-            for _ in range(r.n):
-                text, reason = self.world.step(r.partial, self.drawn[r.partial], to_the_end=not r.stop)
-                self.drawn[r.partial] += 1
-                completions.append(Completion(text=text, num_tokens=len(text), finish_reason=reason))  # type: ignore[arg-type]
-            results.append(GenerationResult(completions=completions, prompt_tokens=1))
-        return results
+        completions: list[list[Completion]] = [[] for _ in requests]
+        for k in range(max((r.n for r in requests), default=0)):
+            for r, out in zip(requests, completions, strict=True):
+                if k < r.n:
+                    text, reason = self.world.step(r.partial, self.drawn[r.partial], to_the_end=not r.stop)
+                    self.drawn[r.partial] += 1
+                    out.append(Completion(text=text, num_tokens=len(text), finish_reason=reason))  # type: ignore[arg-type]
+        return [GenerationResult(completions=c, prompt_tokens=1) for c in completions]
 
 
 class WorldPRM(PRMEngine):
@@ -196,8 +198,12 @@ def reference_dvts(world: World, *, n: int, m: int, iterations: int, aggregation
             break
         last = i == iterations - 1
         sampled_per_iteration.append(len(current) * m)
+        drawn: dict[int, list[tuple[str, str]]] = {t: [] for t in current}
+        for _ in range(m):  # one sample for each subtree in turn (samples are exchangeable)
+            for t in current:
+                drawn[t].append(sample(current[t], to_the_end=last))
         for t in list(current):
-            siblings = [sample(current[t], to_the_end=last) for _ in range(m)]
+            siblings = drawn[t]
             siblings = [(text, "eos" if r == "stop" and extract_boxed(text) is not None else r) for text, r in siblings]
             scores = [agg_score(world, text, aggregation) if r != "length" else None for text, r in siblings]
             ranked = [j for j in rank(scores) if siblings[j][1] != "length"]
@@ -262,7 +268,7 @@ def test_beam_search_conforms(world: World, width: tuple[int, int], iterations: 
     policy = WorldPolicy(world)
     graph = create_beam_search_graph(
         policy, WorldPRM(world), n=n, beam_width=m, max_iterations=iterations, aggregation=aggregation,
-        filter_duplicates=filter_duplicates, final_selection=final,  # type: ignore[arg-type]
+        filter_duplicates=filter_duplicates, selection=final,  # type: ignore[arg-type]
     )  # fmt: skip
     output = graph.invoke({"problem": PROBLEM})
     answer = output["answer"]
@@ -283,7 +289,7 @@ def test_dvts_conforms(world: World, width: tuple[int, int], iterations: int, ag
     policy = WorldPolicy(world)
     graph = create_dvts_graph(
         policy, WorldPRM(world), n=n, beam_width=m, max_iterations=iterations, aggregation=aggregation,
-        final_selection=final,  # type: ignore[arg-type]
+        selection=final,  # type: ignore[arg-type]
     )  # fmt: skip
     output = graph.invoke({"problem": PROBLEM})
     answer = output["answer"]

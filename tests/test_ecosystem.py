@@ -121,7 +121,7 @@ def test_runtime_context_overrides_options_and_models(arith_policy: Any, arith_p
     result = TTCResult.model_validate(out["result"])
     assert len(result.candidates) == 6
     assert all(c.score == min(c.step_scores) for c in result.candidates if c.step_scores)
-    with pytest.raises(ValueError, match="n=0 must be an integer >= 1"):
+    with pytest.raises(ValueError, match="n=0 is invalid: input should be greater than or equal to 1"):
         graph.invoke({"problem": PROBLEM.problem}, context={"n": 0})
     search = build("beam_search", arith_policy, arith_prm)
     with pytest.raises(ValueError, match="beam_width=3 does not divide n=4"):

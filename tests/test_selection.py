@@ -1,8 +1,13 @@
+import json
+
 import pytest
 
 from langchain_ttc.core.aggregation import aggregate, check_aggregation
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
+from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote_graph
+from tests.fakes import ScriptedPolicy
 
 
 def cand(answer: str | None, score: float | None = None, finish: str = "eos") -> Candidate:
@@ -77,3 +82,32 @@ def test_aggregation_errors_name_the_value() -> None:
         check_aggregation("median")
     with pytest.raises(ValueError, match=r"scores=\[\] is empty"):
         aggregate([], "last")
+
+
+
+def _json_key() -> AnswerKey:
+    """A key for answers that are JSON objects: equal after normalising (key order, spacing)."""
+
+    def extract(text: str) -> str | None:
+        try:
+            return json.dumps(json.loads(text), sort_keys=True)
+        except ValueError:
+            return None
+
+    return AnswerKey(name="json", extract=extract, equivalent=lambda a, b: json.loads(a) == json.loads(b))
+
+
+def test_voting_takes_an_answer_key_for_other_answer_kinds() -> None:
+    key = _json_key()
+    texts = ['{"tool": "add", "args": [1, 2]}', '{"args": [1, 2],  "tool": "add"}', '{"tool": "mul", "args": [1, 2]}']
+    candidates = [
+        Candidate(text=t, steps=[t], answer=key.extract(t), finish_reason="eos", score=s)
+        for t, s in zip(texts, [0.3, 0.3, 0.5], strict=True)
+    ]
+    assert majority_vote(candidates, key=key).chosen_index == 0  # two spellings of one call outvote the third
+    assert weighted_best_of_n(candidates, key=key).chosen_index == 0  # 0.6 > 0.5
+    # The same key through a strategy graph: answers read by the key, grouped by it.
+    policy = ScriptedPolicy(texts)
+    output = create_majority_vote_graph(policy, n=3, answer_key=key).invoke({"problem": "which tool?"})
+    assert json.loads(output["answer"]) == {"tool": "add", "args": [1, 2]}
+    assert [len(g["indices"]) for g in output["result"]["groups"]] == [2, 1]

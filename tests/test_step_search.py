@@ -51,7 +51,7 @@ def texts(beams: list[dict[str, Any]]) -> list[str]:
 
 def test_beam_search_hand_worked_survivors_and_best_finished_beam() -> None:
     policy, prm = StepTreePolicy(TREE), last_step_prm(SCORES)
-    graph = create_beam_search_graph(policy, prm, n=4, beam_width=2, max_iterations=3, final_selection="best")
+    graph = create_beam_search_graph(policy, prm, n=4, beam_width=2, max_iterations=3, selection="best")
     result, prunes, events = run(graph)
     assert [texts(p["frontier"]) for p in prunes] == [
         ["A\n\n", "C\n\n"],
@@ -79,7 +79,7 @@ def test_beam_search_hand_worked_survivors_and_best_finished_beam() -> None:
     assert events[0]["tokens"] < events[1]["tokens"] < events[2]["tokens"]
 
 
-def test_beam_search_weighted_final_selection() -> None:
+def test_beam_search_weighted_selection() -> None:
     graph = create_beam_search_graph(
         StepTreePolicy(TREE), last_step_prm(SCORES), n=4, beam_width=2, max_iterations=3
     )  # weighted is the default (the papers' setting)
@@ -92,8 +92,13 @@ def test_aggregation_is_used_for_pruning_and_the_final_pick() -> None:
     # With "min", C1's path scores min(.7, .8) = .7 and C2's min(.7, .6) = .6, A1's min(.9, .3) = .3:
     # the same survivors, but X's final score is min(.7, .8, .95) = .7 and Z's min(.7, .6, .5) = .5.
     graph = create_beam_search_graph(
-        StepTreePolicy(TREE), last_step_prm(SCORES), n=4, beam_width=2, max_iterations=3, aggregation="min",
-        final_selection="best",
+        StepTreePolicy(TREE),
+        last_step_prm(SCORES),
+        n=4,
+        beam_width=2,
+        max_iterations=3,
+        aggregation="min",
+        selection="best",
     )
     result, prunes, _ = run(graph)
     assert [b["score"] for b in prunes[1]["frontier"]] == [0.7, 0.6]
@@ -205,9 +210,7 @@ def test_dvts_every_finished_sibling_of_the_last_expansion_votes() -> None:
 def test_dvts_a_subtree_ends_once_its_step_states_the_answer() -> None:
     tree = {"": [("\\boxed{3}\n\n", S), ("b\n\n", S)], "b\n\n": [("\\boxed{4}", E)]}
     policy = StepTreePolicy(tree)
-    result, prunes, _ = run(
-        create_dvts_graph(policy, last_step_prm({"\\boxed{3}": 0.9, "b": 0.1}), n=2, beam_width=2)
-    )
+    result, prunes, _ = run(create_dvts_graph(policy, last_step_prm({"\\boxed{3}": 0.9, "b": 0.1}), n=2, beam_width=2))
     assert len(policy.calls) == 1 and prunes[0]["frontier"] == []  # the reference stops at a boxed answer
     assert result.answer == "3" and [c.answer for c in result.candidates if c.finished] == ["3"]
 
@@ -221,11 +224,26 @@ def test_dvts_a_subtree_ends_once_its_step_states_the_answer() -> None:
             r"beam_width=4 does not divide n=6; pass a beam_width that divides n, e.g. 1, 2, 3, 6",
         ),
         ({"n": 2, "beam_width": 4}, r"n=2 is smaller than beam_width=4"),
-        ({"n": 4, "beam_width": 2, "max_iterations": 0}, r"max_iterations=0 must be an integer >= 1"),
-        ({"n": 4, "beam_width": 2, "step_delimiter": ""}, r"step_delimiter='' is empty"),
-        ({"n": 4, "beam_width": 2, "lookahead": -1}, r"lookahead=-1 must be an integer >= 0"),
-        ({"n": 4, "beam_width": 2, "aggregation": "sum"}, r"aggregation='sum' is not supported"),
-        ({"n": 4, "beam_width": 2, "final_selection": "vote"}, r"final_selection='vote' is not supported"),
+        (
+            {"n": 4, "beam_width": 2, "max_iterations": 0},
+            r"max_iterations=0 is invalid: input should be greater than or equal to 1",
+        ),
+        (
+            {"n": 4, "beam_width": 2, "step_delimiter": ""},
+            r"step_delimiter='' is invalid: string should have at least 1 character",
+        ),
+        (
+            {"n": 4, "beam_width": 2, "lookahead": -1},
+            r"lookahead=-1 is invalid: input should be greater than or equal to 0",
+        ),
+        (
+            {"n": 4, "beam_width": 2, "aggregation": "sum"},
+            r"aggregation='sum' is invalid: input should be 'last', 'min', 'prod' or 'mean'",
+        ),
+        (
+            {"n": 4, "beam_width": 2, "selection": "vote"},
+            r"selection='vote' is invalid: input should be 'best' or 'weighted'",
+        ),
     ],
 )
 def test_bad_search_options_fail_at_construction(factory: Any, kwargs: dict[str, Any], match: str) -> None:

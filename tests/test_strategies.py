@@ -117,12 +117,27 @@ def test_no_finished_candidate_gives_no_answer() -> None:
 @pytest.mark.parametrize(
     ("factory", "kwargs", "error", "match"),
     [
-        (create_majority_vote_graph, {"n": 0}, ValueError, r"n=0 must be an integer >= 1"),
-        (create_majority_vote_graph, {"n": 2.5}, ValueError, r"n=2.5 must be an integer >= 1"),
+        (
+            create_majority_vote_graph,
+            {"n": 0},
+            ValueError,
+            r"n=0 is invalid: input should be greater than or equal to 1",
+        ),
+        (create_majority_vote_graph, {"n": 2.5}, ValueError, r"n=2.5 is invalid: input should be a valid integer"),
         (create_best_of_n_graph, {"n": 4, "aggregation": "median"}, ValueError, r"aggregation='median'"),
-        (create_best_of_n_graph, {"n": 4, "temperature": -1.0}, ValueError, r"temperature=-1.0 must be >= 0"),
+        (
+            create_best_of_n_graph,
+            {"n": 4, "temperature": -1.0},
+            ValueError,
+            r"temperature=-1.0 is invalid: input should be greater than or equal to 0",
+        ),
         (create_best_of_n_graph, {"n": 4, "max_tokens": 0}, ValueError, r"max_tokens=0"),
-        (create_best_of_n_graph, {"n": 4, "step_delimiter": ""}, ValueError, r"step_delimiter='' is empty"),
+        (
+            create_best_of_n_graph,
+            {"n": 4, "step_delimiter": ""},
+            ValueError,
+            r"step_delimiter='' is invalid: string should have at least 1 character",
+        ),
     ],
 )
 def test_bad_options_fail_at_construction(factory: Any, kwargs: dict[str, Any], error: type, match: str) -> None:

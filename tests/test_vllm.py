@@ -119,7 +119,9 @@ def test_vllm_prm_equals_transformers_prm(vllm_prm_engine: Any, arith_prm: Any) 
         assert served.scores == pytest.approx(reference.scores, abs=1e-3)
 
 
-def test_server_hosted_prm_equals_transformers_on_the_same_checkpoint(server_url: str, trimming_policy_dir: Path) -> None:
+def test_server_hosted_prm_equals_transformers_on_the_same_checkpoint(
+    server_url: str, trimming_policy_dir: Path
+) -> None:
     # The server hosts the small policy; read as a Math-Shepherd PRM both ways, the scores must agree.
     reference = MathShepherdPRM.from_pretrained(trimming_policy_dir)
     hosted = VLLMPRM.from_server(server_url, model=str(trimming_policy_dir), tokenizer=reference.tokenizer)

@@ -11,7 +11,7 @@ from langchain_ttc.arith.problems import (
     make_problems,
     split_steps,
 )
-from langchain_ttc.engines.loading import register_model_alias
+from langchain_ttc.engines.references import register_model_alias
 
 register_model_alias("arith:", arith_checkpoint)
 

@@ -23,9 +23,10 @@ from langchain_ttc.core.aggregation import AGGREGATIONS
 from langchain_ttc.core.types import TTCResult
 from langchain_ttc.engines.loading import BACKENDS, PRM_PROTOCOLS
 from langchain_ttc.engines.openai_policy import ServerError
-from langchain_ttc.strategies.registry import CRITICS, STEP_LEVEL_STRATEGIES, STRATEGIES, strategy_needs_prm
+from langchain_ttc.strategies.config import validated
+from langchain_ttc.strategies.registry import STRATEGIES, option_fields, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
-from langchain_ttc.strategies.routing.table import ROUTABLE_STRATEGIES
+from langchain_ttc.strategies.routing.table import routable_strategies
 
 TRUST_HELP = "Run the PRM checkpoint's own modelling code (transformers; Qwen2.5-Math-PRM needs it)."
 
@@ -38,6 +39,33 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+SOLVE_FLAGS = ("n", "temperature", "top_p", "max_tokens", "seed", "system_prompt")
+"""Strategy options ``ttc solve`` sets with flags of its own (the rest come from the registry's configs)."""
+
+
+def _field_choices(name: str) -> list[str]:
+    """The values a Literal-typed strategy option takes (from the configs in the registry)."""
+    return [str(c) for c in option_fields()[name][1] or ()]
+
+
+def add_strategy_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...]) -> list[str]:
+    """One flag per option of any registered strategy (``--beam-width``, ``--critic``, ...); returns their names.
+
+    Each flag defaults to ``None``: the chosen strategy's own default applies unless it is given.
+    """
+    names = []
+    for name, (kind, choices, help_text) in option_fields().items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, choices=choices, default=None, help=help_text)
+        names.append(name)
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,9 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--prm", help="PRM: a directory, a hub id, arith:prm, or a URL (--backend openai). Default: arith:prm."
     )
     solve.add_argument(
-        "--aggregation", default="last", choices=AGGREGATIONS, help="Step-score aggregation. Default: %(default)s."
-    )
-    solve.add_argument(
         "--backend",
         default="transformers",
         choices=BACKENDS,
@@ -74,26 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
     solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
     solve.add_argument("--max-tokens", type=_positive_int, default=2048, help="Default: %(default)s.")
-    solve.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts: M. Default: %(default)s.")
-    solve.add_argument(
-        "--max-iterations", type=_positive_int, default=40, help="beam_search/dvts: most steps. Default: %(default)s."
-    )
-    solve.add_argument("--lookahead", type=int, default=0, help="beam_search/dvts: greedy rollout steps. Default: 0.")
     solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
     solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
     solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
-    solve.add_argument(
-        "--max-revisions", type=int, default=2, help="self_refine: revisions per chain. Default: %(default)s."
-    )
-    solve.add_argument(
-        "--critic", default="self", choices=CRITICS, help="self_refine: who critiques. Default: %(default)s."
-    )
-    solve.add_argument(
-        "--table", default=None, help="compute_optimal: a strategy table (default: the shipped Arith table)."
-    )
-    solve.add_argument(
-        "--estimator", default=None, choices=sorted(ESTIMATORS), help="compute_optimal: default the table's."
-    )
+    solve.set_defaults(strategy_options=add_strategy_options(solve, skip=SOLVE_FLAGS))
 
     evaluate = commands.add_parser("eval", help="Accuracy against budget on a dataset, for one or more strategies.")
     evaluate.add_argument("--dataset", required=True, help="'arith', a .jsonl file (MATH-500, GSM8K), or a hub id.")
@@ -128,10 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--dataset", default="arith", help="'arith', a .jsonl file, or a hub id.")
     calibrate.add_argument("--budgets", type=_positive_int, nargs="+", default=[4, 16, 64])
-    calibrate.add_argument("--strategies", nargs="+", default=list(ROUTABLE_STRATEGIES), choices=ROUTABLE_STRATEGIES)
-    calibrate.add_argument("--beam-width", type=_positive_int, default=4, help="beam_search/dvts candidates.")
-    calibrate.add_argument("--max-revisions", type=int, default=3, help="self_refine candidates: revisions per chain.")
-    calibrate.add_argument("--critic", default="prm", choices=CRITICS, help="self_refine candidates: the critic.")
+    calibrate.add_argument("--strategies", nargs="+", default=routable_strategies(), choices=routable_strategies())
+    calibrate.add_argument("--beam-width", type=_positive_int, default=4, help="Step-level search candidates: M.")
+    calibrate.add_argument("--max-revisions", type=int, default=3, help="Self-refinement candidates: revisions.")
+    calibrate.add_argument(
+        "--critic", default="prm", choices=_field_choices("critic"), help="Self-refinement candidates: the critic."
+    )
     calibrate.add_argument(
         "--from-records", type=Path, default=None, help="Refit from records a previous run wrote (no models run)."
     )
@@ -213,17 +224,26 @@ def solve(args: argparse.Namespace) -> int:
         raise ValueError(f"problem={args.problem!r} is empty; pass the text of the problem.")
     from transformers.utils import logging as hf_logging
 
-    from langchain_ttc.engines.loading import load_policy, load_prm, resolve_model_reference, resolve_reference
+    from langchain_ttc.engines.loading import load_policy, load_prm
+    from langchain_ttc.engines.references import resolve_model_reference, resolve_reference
     from langchain_ttc.strategies.registry import create_strategy_graph
 
     hf_logging.disable_progress_bar()
-    routed = args.strategy == "compute_optimal"
-    if routed:  # a bad table or budget fails before any weights load
+    spec = strategy_spec(args.strategy)
+    given = {name: getattr(args, name) for name in (*SOLVE_FLAGS, *args.strategy_options)}
+    options = {k: v for k, v in given.items() if k in spec.options() and v is not None}
+    unused = sorted(k for k, v in given.items() if v is not None and k not in spec.options() and k not in SOLVE_FLAGS)
+    if unused:
+        raise ValueError(
+            f"--strategy {args.strategy} has no option {', '.join('--' + k.replace('_', '-') for k in unused)}; "
+            f"its options: {', '.join(spec.options())}."
+        )
+    config = validated(spec.config, **options)  # bad options fail before any weights load
+    if "table" in options or spec.family == "routing":
         from langchain_ttc.strategies.routing.table import load_table
 
-        load_table(args.table).choices_at(args.n)
-    refine = args.strategy == "self_refine"
-    needs_prm = strategy_needs_prm(args.strategy) or (refine and args.critic == "prm")
+        load_table(options.get("table")).choices_at(args.n)
+    needs_prm = spec.uses_prm(config)
     policy_ref, prm_ref = args.policy or "arith:small", args.prm or "arith:prm"
     if args.backend != "openai":  # check local paths before any weights load
         resolve_model_reference(resolve_reference(policy_ref), parameter="--policy")
@@ -235,35 +255,21 @@ def solve(args: argparse.Namespace) -> int:
         if needs_prm
         else None
     )
-    options: dict[str, Any] = {
-        "n": args.n,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "max_tokens": args.max_tokens,
-        "seed": args.seed,
-        "system_prompt": args.system_prompt,
-    }
-    if routed:
-        options |= {"table": args.table, "estimator": args.estimator}
-    elif refine:
-        options |= {"max_revisions": args.max_revisions, "critic": args.critic}
-    elif needs_prm:
-        options["aggregation"] = args.aggregation
-    if args.strategy in STEP_LEVEL_STRATEGIES:
-        options |= {"beam_width": args.beam_width, "max_iterations": args.max_iterations, "lookahead": args.lookahead}
     graph = create_strategy_graph(args.strategy, policy, prm, **options)
     output: dict[str, Any] = {}
+    progressed = False
     for mode, chunk in graph.stream({"problem": args.problem}, stream_mode=["custom", "values"]):
         event = cast(dict[str, Any], chunk)
         if mode == "custom" and event.get("type") == "ttc.iteration":
             _progress(event)
+            progressed = True
         elif mode == "custom" and event.get("type") == "ttc.routed":
             print(_routing_line(event), file=sys.stderr)
         elif mode == "custom" and event.get("type") in ("ttc.draft", "ttc.critique"):
             print(_refine_line(event), file=sys.stderr)
         elif mode == "values":
             output = event
-    if args.strategy in STEP_LEVEL_STRATEGIES or routed:
+    if progressed:
         print(file=sys.stderr)
     result = TTCResult.model_validate(output["result"])
     print(result.model_dump_json(indent=2) if args.json else _format_table(result))

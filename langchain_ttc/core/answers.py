@@ -2,7 +2,8 @@
 
 In: solution texts and answers as strings. Out: the extracted answer (or ``None``), whether two
 answers are mathematically equivalent (by ``math-verify``, with a fast exact-string path), and
-groups of equivalent answers for voting.
+groups of equivalent answers for voting. An :class:`AnswerKey` bundles extraction and equivalence;
+the math key is the default and other answer kinds plug in.
 
 ``math-verify`` uses ``signal.alarm`` for its default timeouts, which raises outside the main thread
 (LangGraph runs sync nodes in threads), so it is always called with its timeouts disabled.
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 _BOXED = ("\\boxed", "\\fbox")
 _MAX_VERIFY_CHARS = 500
@@ -88,8 +90,31 @@ def answers_equivalent(first: str, second: str) -> bool:
     return bool(verify(list(gold), list(predicted), timeout_seconds=None))
 
 
-def group_equivalent(answers: Sequence[str | None]) -> list[list[int]]:
-    """Group indices of equivalent answers; ``None`` answers get no group.
+@dataclass(frozen=True)
+class AnswerKey:
+    """What counts as a solution's answer and when two answers are the same: voting's only view of answers.
+
+    The math key reads ``\\boxed{}`` and compares with math-verify; other answer kinds (tool calls,
+    program outputs) plug in with their own pair of functions, without touching selection code.
+
+    Example:
+        >>> exact = AnswerKey(name="exact", extract=lambda text: text.strip() or None, equivalent=str.__eq__)
+        >>> group_equivalent(["a", "b", "a"], key=exact)
+        [[0, 2], [1]]
+
+    """
+
+    name: str
+    extract: Callable[[str], str | None]
+    equivalent: Callable[[str, str], bool]
+
+
+MATH_ANSWERS = AnswerKey(name="math", extract=extract_boxed, equivalent=answers_equivalent)
+"""The default key: the last ``\\boxed{}`` of a solution, compared by mathematical equivalence."""
+
+
+def group_equivalent(answers: Sequence[str | None], *, key: AnswerKey = MATH_ANSWERS) -> list[list[int]]:
+    """Group indices of equivalent answers (by ``key``); ``None`` answers get no group.
 
     Groups are in order of first appearance; each group lists its indices in increasing order.
 
@@ -104,7 +129,7 @@ def group_equivalent(answers: Sequence[str | None]) -> list[list[int]]:
         if answer is None:
             continue
         for group, representative in zip(groups, representatives, strict=True):
-            if answers_equivalent(representative, answer):
+            if key.equivalent(representative, answer):
                 group.append(index)
                 break
         else:

@@ -5,8 +5,8 @@ finish, which survive pruning, and how survivors expand. No models, no LangGraph
 
 A :class:`Beam` is a partial assistant text written one step at a time. After each step it is
 
-- *finished* when the policy ended it (end of sequence): a complete solution;
-- *truncated* when it ran out of tokens: never finished, never chosen (the reference counted it);
+- *complete* when the policy ended it (end of sequence): a complete solution;
+- *truncated* when it ran out of tokens: never complete, never chosen (the reference counted it);
 - *active* otherwise (it stopped at the step delimiter) and goes on to the next iteration.
 
 A step that writes nothing but whitespace (the delimiter alone) makes no progress: it ends its beam
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey, extract_boxed
 from langchain_ttc.core.types import Candidate, Completion, FinishReason
 
 
@@ -35,7 +35,10 @@ class Beam(BaseModel):
     """One partial solution in a search.
 
     Attributes:
+        id: The beam's id in its search (its node in the search tree).
+        parent: The id of the beam it continues (``None`` for a root).
         text: The assistant text so far (step delimiters kept, so continuing it is exact).
+        step: The text its last step added.
         finish_reason: How its last step ended (``"stop"`` while active).
         num_tokens: Tokens generated for it so far (its ancestors' included).
         lookahead: Text rolled out past ``text`` at temperature 0 for scoring (never kept).
@@ -48,7 +51,10 @@ class Beam(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    id: int = 0
+    parent: int | None = None
     text: str = ""
+    step: str = ""
     finish_reason: FinishReason = "stop"
     num_tokens: int = 0
     lookahead: str = ""
@@ -58,21 +64,26 @@ class Beam(BaseModel):
     iteration: int = 0
 
     @property
-    def finished(self) -> bool:
-        """Whether the policy ended this solution (not truncated, not still active)."""
+    def complete(self) -> bool:
+        """Whether the policy ended this solution: a complete solution (not truncated, not still active)."""
         return self.finish_reason == "eos"
+
+    @property
+    def truncated(self) -> bool:
+        """Whether it ran out of ``max_tokens``: never complete, never chosen."""
+        return self.finish_reason == "length"
 
     @property
     def active(self) -> bool:
         """Whether the search goes on from this beam."""
         return self.finish_reason == "stop"
 
-    def to_candidate(self, delimiter: str) -> Candidate:
-        """The beam as a result candidate."""
+    def to_candidate(self, delimiter: str, key: AnswerKey = MATH_ANSWERS) -> Candidate:
+        """The beam as a result candidate (its answer as ``key`` reads it)."""
         return Candidate(
             text=self.text,
             steps=split_steps(self.text, delimiter),
-            answer=extract_boxed(self.text),
+            answer=key.extract(self.text),
             finish_reason=self.finish_reason,
             num_tokens=self.num_tokens,
             step_scores=self.step_scores or None,
@@ -90,7 +101,9 @@ def extend(parent: Beam, completion: Completion, *, iteration: int) -> Beam:
     if reason == "stop" and not completion.text.strip():
         reason = "eos"
     return Beam(
+        parent=parent.id,
         text=parent.text + completion.text,
+        step=completion.text,
         finish_reason=reason,
         num_tokens=parent.num_tokens + completion.num_tokens,
         subtree=parent.subtree,
@@ -174,7 +187,7 @@ def best_per_subtree(candidates: Sequence[Beam]) -> list[Beam]:
     """
     best: dict[int, tuple[int, Beam]] = {}
     for index, beam in enumerate(candidates):
-        if beam.finish_reason == "length":
+        if beam.truncated:
             continue
         current = best.get(beam.subtree)
         if current is None or _rank_key((index, beam)) < _rank_key(current):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from langchain_ttc.core.answers import group_equivalent
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey, group_equivalent
 from langchain_ttc.core.types import AnswerGroup, Candidate
 
 
@@ -44,10 +44,10 @@ def _eligible(candidate: Candidate, *, needs_score: bool) -> bool:
 
 
 def _grouped(
-    candidates: Sequence[Candidate], weight: Callable[[Candidate], float], *, needs_score: bool
+    candidates: Sequence[Candidate], weight: Callable[[Candidate], float], *, needs_score: bool, key: AnswerKey
 ) -> list[AnswerGroup]:
     eligible = [i for i, c in enumerate(candidates) if _eligible(c, needs_score=needs_score)]
-    groups = group_equivalent([candidates[i].answer for i in eligible])
+    groups = group_equivalent([candidates[i].answer for i in eligible], key=key)
     result = []
     for group in groups:
         indices = [eligible[j] for j in group]
@@ -65,9 +65,9 @@ def _heaviest(groups: list[AnswerGroup]) -> AnswerGroup | None:
     return best
 
 
-def majority_vote(candidates: Sequence[Candidate]) -> Selection:
-    """The most frequent equivalent answer; ties go to the answer seen first."""
-    groups = _grouped(candidates, lambda _: 1.0, needs_score=False)
+def majority_vote(candidates: Sequence[Candidate], *, key: AnswerKey = MATH_ANSWERS) -> Selection:
+    """The most frequent equivalent answer (equivalent by ``key``); ties go to the answer seen first."""
+    groups = _grouped(candidates, lambda _: 1.0, needs_score=False, key=key)
     best = _heaviest(groups)
     return Selection(chosen_index=None if best is None else best.indices[0], groups=groups)
 
@@ -83,9 +83,9 @@ def best_of_n(candidates: Sequence[Candidate]) -> Selection:
     return Selection(chosen_index=chosen)
 
 
-def weighted_best_of_n(candidates: Sequence[Candidate]) -> Selection:
-    """The answer with the largest summed score; returns its best-scored candidate."""
-    groups = _grouped(candidates, lambda c: c.score or 0.0, needs_score=True)
+def weighted_best_of_n(candidates: Sequence[Candidate], *, key: AnswerKey = MATH_ANSWERS) -> Selection:
+    """The answer (equivalent by ``key``) with the largest summed score; returns its best-scored candidate."""
+    groups = _grouped(candidates, lambda c: c.score or 0.0, needs_score=True, key=key)
     best = _heaviest(groups)
     if best is None:
         return Selection(chosen_index=None, groups=groups)

@@ -49,4 +49,3 @@ class FunctionPRM(PRMEngine):
                 )
             results.append(StepScores(scores=scores, num_tokens=0))
         return results
-

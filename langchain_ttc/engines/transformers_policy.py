@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.chat_template import prompt_token_ids
-from langchain_ttc.engines.loading import resolve_model_reference
+from langchain_ttc.engines.references import resolve_model_reference
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

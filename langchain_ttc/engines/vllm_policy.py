@@ -26,7 +26,7 @@ from typing import Any
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.chat_template import prompt_token_ids
-from langchain_ttc.engines.loading import resolve_model_reference
+from langchain_ttc.engines.references import resolve_model_reference
 
 
 def completion_from_vllm(text: str, num_tokens: int, finish_reason: str | None, stop_reason: Any) -> Completion:

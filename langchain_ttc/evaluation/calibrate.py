@@ -27,33 +27,30 @@ from pathlib import Path
 from typing import Any
 
 from langchain_ttc.core.types import Candidate
-from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.evaluation.datasets import EvalProblem
 from langchain_ttc.evaluation.fit import accuracy, fit_choices, held_out_accuracy
 from langchain_ttc.evaluation.report import wilson
 from langchain_ttc.evaluation.run import grade
 from langchain_ttc.strategies.common import conversation_from_input, reaggregated
-from langchain_ttc.strategies.registry import create_strategy_graph
+from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.registry import applicable, create_strategy_graph, sampler_for, strategy_spec
 from langchain_ttc.strategies.routing.compute_optimal import draw_pilots, strategy_n, strategy_seed
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
 from langchain_ttc.strategies.routing.table import (
-    ROUTABLE_STRATEGIES,
     DifficultyBin,
     StrategyChoice,
     StrategyTable,
+    choice_options,
+    routable_strategies,
 )
 
-SAMPLE_RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
 
-
-def default_candidates(*, beam_width: int = 4, max_revisions: int = 3, critic: str = "prm") -> list[StrategyChoice]:
-    """Every routable strategy: searches with ``beam_width``, self-refinement with ``max_revisions`` and ``critic``."""
-    options: dict[str, dict[str, Any]] = {
-        "beam_search": {"beam_width": beam_width},
-        "dvts": {"beam_width": beam_width},
-        "self_refine": {"max_revisions": max_revisions, "critic": critic},
-    }
-    return [StrategyChoice.model_validate({"strategy": s, "options": options.get(s, {})}) for s in ROUTABLE_STRATEGIES]
+def default_candidates(**options: Any) -> list[StrategyChoice]:
+    """Every routable strategy, each with the ``options`` its config has (e.g. ``beam_width=4``, ``critic="prm"``)."""
+    return [
+        StrategyChoice(strategy=s, options={k: v for k, v in options.items() if k in choice_options(s)})
+        for s in routable_strategies()
+    ]
 
 
 class Calibration:
@@ -93,30 +90,26 @@ class Calibration:
         self.options = options
         common = {**options, "aggregation": aggregation, "seed": strategy_seed(seed)}
         self.graphs: dict[tuple[int, str], Any] = {}
+        sampler = sampler_for([c.strategy for c in self.candidates])
         for budget in self.budgets:
-            if any(c.strategy in SAMPLE_RULES for c in self.candidates) and budget > pilots:
-                self.graphs[budget, "samples"] = create_strategy_graph("best_of_n", policy, prm, n=budget, **common)
+            if sampler is not None and budget > pilots:
+                self.graphs[budget, "samples"] = create_strategy_graph(
+                    sampler, policy, prm, n=budget, **applicable(sampler, common)
+                )
             for choice in self.candidates:
-                if choice.strategy not in SAMPLE_RULES and choice.fits(budget, pilots):
+                if strategy_spec(choice.strategy).vote is None and choice.fits(budget, pilots):
                     n = strategy_n(choice, budget=budget, pilots=pilots)
-                    self.graphs[budget, choice.label()] = create_strategy_graph(
-                        choice.strategy, policy, prm, n=n, **{**common, **choice.options}
-                    )
+                    options = applicable(choice.strategy, {**common, **choice.options})
+                    self.graphs[budget, choice.label()] = create_strategy_graph(choice.strategy, policy, prm, n=n,
+                                                                                **options)  # fmt: skip
 
     def run_problem(self, problem: EvalProblem) -> dict[str, Any]:
         """Pilots, difficulty estimates, and every runnable candidate at every budget on one problem."""
-        settings = {
-            "temperature": self.options.get("temperature", 0.8),
-            "top_p": self.options.get("top_p", 1.0),
-            "max_tokens": self.options.get("max_tokens", 2048),
-            "seed": self.seed,
-        }
-        _, conversation = conversation_from_input(
-            {"problem": problem.problem}, system_prompt=self.options.get("system_prompt")
-        )
+        config = validated(StrategyConfig, n=self.pilots, seed=self.seed, **applicable_to_all(self.options))
+        _, conversation = conversation_from_input({"problem": problem.problem}, system_prompt=config.system_prompt)
         pilots, _ = draw_pilots(
-            self.policy, self.prm, problem.problem, conversation, count=self.pilots, settings=settings,
-            aggregation=self.aggregation, delimiter=self.options.get("step_delimiter", "\n\n"),
+            self.policy, self.prm, problem.problem, conversation, count=self.pilots, config=config,
+            aggregation=self.aggregation,
         )  # fmt: skip
         data = {"problem": problem.problem, "pilots": [c.model_dump() for c in pilots]}
         correct: dict[str, dict[str, bool]] = {}
@@ -127,9 +120,10 @@ class Calibration:
                 samples = [Candidate.model_validate(c) for c in result["candidates"]]
             per: dict[str, bool] = {}
             for choice in self.candidates:
-                if choice.strategy in SAMPLE_RULES:
+                vote = strategy_spec(choice.strategy).vote
+                if vote is not None:
                     pool = reaggregated(samples, aggregation=choice.options.get("aggregation", self.aggregation))
-                    chosen = SAMPLE_RULES[choice.strategy](pool).chosen_index
+                    chosen = vote(pool).chosen_index
                     per[choice.label()] = grade(None if chosen is None else pool[chosen].answer, problem.answer)
                 elif (budget, choice.label()) in self.graphs:
                     answer = self.graphs[budget, choice.label()].invoke(data)["answer"]
@@ -230,3 +224,8 @@ def plot_calibration(
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def applicable_to_all(options: dict[str, Any]) -> dict[str, Any]:
+    """The settings every strategy has (sampling, system prompt, step delimiter) among ``options``."""
+    return {k: v for k, v in options.items() if k in StrategyConfig.model_fields and k not in ("n", "seed")}

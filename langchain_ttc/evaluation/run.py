@@ -26,8 +26,8 @@ from typing import Any, TextIO
 from langchain_ttc.core.answers import answers_equivalent
 from langchain_ttc.core.types import Candidate, Usage
 from langchain_ttc.evaluation.datasets import EvalProblem
-from langchain_ttc.evaluation.scaling import SAMPLE_STRATEGIES, budgets, check_power_of_two, subsampled_answers
-from langchain_ttc.strategies.registry import STEP_LEVEL_STRATEGIES, check_strategy, create_strategy_graph
+from langchain_ttc.evaluation.scaling import budgets, check_power_of_two, sample_strategies, subsampled_answers
+from langchain_ttc.strategies.registry import applicable, create_strategy_graph, sampler_for, strategy_spec
 
 
 @dataclass(kw_only=True)
@@ -57,13 +57,13 @@ class EvalConfig:
         if not self.strategies:
             raise ValueError("--strategy is empty; pass one or more strategies.")
         for strategy in self.strategies:
-            check_strategy(strategy)
+            strategy_spec(strategy)
         check_power_of_two(self.n_max)
 
     @property
     def needs_prm(self) -> bool:
         """Whether any strategy scores with a PRM."""
-        return any(s != "majority_vote" for s in self.strategies)
+        return any(strategy_spec(s).needs_prm for s in self.strategies)
 
 
 def grade(predicted: str | None, gold: str) -> bool:
@@ -72,35 +72,32 @@ def grade(predicted: str | None, gold: str) -> bool:
 
 
 def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
+    """The graphs of an evaluation: one sample run at ``n_max``, and each other strategy at each budget.
+
+    The sample run serves every sample-then-select strategy; every other strategy runs at each
+    budget 1, 2, 4, ..., ``n_max`` it accepts (beam width, chain length, a router's table budgets).
+    """
     common: dict[str, Any] = {
         "seed": config.seed,
         "temperature": config.temperature,
         "max_tokens": config.max_tokens,
         "system_prompt": config.system_prompt,
+        "aggregation": config.aggregation,
+        "beam_width": config.beam_width,
     }
     graphs: dict[str, Any] = {}
-    sample_strategies = [s for s in config.strategies if s in SAMPLE_STRATEGIES]
-    if sample_strategies:
-        scored = config.needs_prm and any(s != "majority_vote" for s in sample_strategies)
-        name = "best_of_n" if scored else "majority_vote"
-        options = {**common, "aggregation": config.aggregation} if scored else common
-        graphs[f"sampling@{config.n_max}"] = create_strategy_graph(name, policy, prm, n=config.n_max, **options)
-    if "compute_optimal" in config.strategies:  # the shipped table's budgets up to n_max
-        from langchain_ttc.strategies.routing.table import load_table
-
-        for n in sorted(load_table().budgets):
-            if n <= config.n_max:
-                graphs[f"compute_optimal@{n}"] = create_strategy_graph("compute_optimal", policy, prm, n=n, **common)
-    if "self_refine" in config.strategies:  # N // 3 chains of up to 2 revisions; the policy verifies itself
+    sampler = sampler_for(config.strategies)
+    if sampler is not None:  # the same samples serve every selection rule
+        graphs[f"sampling@{config.n_max}"] = create_strategy_graph(
+            sampler, policy, prm, n=config.n_max, **applicable(sampler, common)
+        )
+    for strategy in (s for s in config.strategies if strategy_spec(s).vote is None):
         for n in budgets(config.n_max):
-            if n >= 3:
-                graphs[f"self_refine@{n}"] = create_strategy_graph("self_refine", policy, prm, n=n, **common)
-    for strategy in (s for s in config.strategies if s in STEP_LEVEL_STRATEGIES):
-        for n in budgets(config.n_max):
-            if n >= config.beam_width and n % config.beam_width == 0:
-                graphs[f"{strategy}@{n}"] = create_strategy_graph(
-                    strategy, policy, prm, n=n, beam_width=config.beam_width, aggregation=config.aggregation, **common
-                )
+            try:
+                graph = create_strategy_graph(strategy, policy, prm, n=n, **applicable(strategy, common))
+            except ValueError:
+                continue  # a budget this strategy does not run at (beam width, chain length, table budgets)
+            graphs[f"{strategy}@{n}"] = graph
     return graphs
 
 
@@ -108,13 +105,13 @@ def evaluate_problem(problem: EvalProblem, config: EvalConfig, graphs: dict[str,
     """Run every graph on one problem; return its JSONL record."""
     predictions: dict[str, str | None] = {}
     usage: dict[str, dict[str, Any]] = {}
-    sample_strategies = [s for s in config.strategies if s in SAMPLE_STRATEGIES]
+    sampled = [s for s in config.strategies if s in sample_strategies()]
     for run, graph in graphs.items():
         result = graph.invoke({"problem": problem.problem})["result"]
         usage[run] = result["usage"]
         if run.startswith("sampling@"):
             candidates = [Candidate.model_validate(c) for c in result["candidates"]]
-            predictions |= subsampled_answers(candidates, sample_strategies, config.n_max)
+            predictions |= subsampled_answers(candidates, sampled, config.n_max)
         else:
             predictions[run] = result["answer"]
     return {

@@ -2,7 +2,8 @@
 
 In: the candidates of one sample-based run at ``n_max`` (scored by a PRM, or not). Out: for every
 ``n`` in 1, 2, 4, ..., ``n_max`` and each selection rule, the answer it picks from the first ``n``
-candidates (the reference implementation's trick: one run gives the whole curve). Pure functions.
+candidates (the reference implementation's trick: one run gives the whole curve). Pure functions
+of the candidates; the rules are the registry's (:attr:`~langchain_ttc.strategies.spec.StrategySpec.vote`).
 
 Example:
     >>> budgets(16)
@@ -15,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langchain_ttc.core.types import Candidate
-from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
+from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
 
-RULES = {"majority_vote": majority_vote, "best_of_n": best_of_n, "weighted_best_of_n": weighted_best_of_n}
-SAMPLE_STRATEGIES = tuple(RULES)
+
+def sample_strategies() -> list[str]:
+    """The sample-then-select strategies (those with a selection rule: one sample set serves them all)."""
+    return [name for name, spec in STRATEGIES.items() if spec.vote is not None]
 
 
 def check_power_of_two(n_max: int, parameter: str = "--n-max") -> int:
@@ -43,6 +46,8 @@ def subsampled_answers(candidates: Sequence[Candidate], strategies: Sequence[str
     for n in budgets(n_max):
         first = list(candidates[:n])
         for strategy in strategies:
-            chosen = RULES[strategy](first).chosen_index
+            vote = strategy_spec(strategy).vote
+            assert vote is not None, f"{strategy} is not a sample-then-select strategy"
+            chosen = vote(first).chosen_index
             answers[f"{strategy}@{n}"] = None if chosen is None else first[chosen].answer
     return answers

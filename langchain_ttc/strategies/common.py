@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import DEFAULT_RECURSION_LIMIT
 from langgraph.config import get_stream_writer
+from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer
 
 from langchain_ttc.core.aggregation import aggregate
-from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
 from langchain_ttc.core.search import split_steps
 from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.types import (
@@ -34,9 +38,10 @@ from langchain_ttc.core.types import (
 )
 from langchain_ttc.core.voting import Selection
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.context import TTCContext, merged_options, policy_for_run
+from langchain_ttc.strategies.config import StrategyConfig
+from langchain_ttc.strategies.context import TTCContext, context_options, policy_for_run
 
-DEFAULT_STEP_DELIMITER = "\n\n"
+C = TypeVar("C", bound=StrategyConfig)
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -69,6 +74,7 @@ class StrategyOutput(TypedDict):
 class SelectionState(StrategyInput, total=False):
     """State of the sample-then-select graphs (plain data, checkpointable)."""
 
+    config: dict[str, Any]
     conversation: list[Message]
     candidates: list[dict[str, Any]]
     usage: dict[str, Any]
@@ -86,20 +92,58 @@ def emit(event: dict[str, Any]) -> None:
     dispatch_custom_event(event["type"], event)
 
 
-def check_positive(value: int, parameter: str) -> int:
-    """Return ``value`` if it is an integer >= 1, else raise a ``ValueError`` naming ``parameter``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{parameter}={value!r} must be an integer >= 1; pass for example {parameter}=4.")
-    return value
+def run_config(config: C, runtime: Runtime[Any] | None) -> C:
+    """The graph's config with the run's context settings on top, validated again.
+
+    Raises:
+        ValueError: If the context sets an invalid value (named, with the fix).
+
+    """
+    return config.merged(context_options(runtime))
 
 
-def check_sampling(*, temperature: float, top_p: float, max_tokens: int) -> None:
-    """Validate sampling settings at graph construction."""
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature!r} must be >= 0 (0 is greedy).")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p!r} must be in (0, 1].")
-    check_positive(max_tokens, "max_tokens")
+def config_of(state: Mapping[str, Any], cls: type[C]) -> C:
+    """The config a run validated and stored in its state (plain data, so checkpoints hold it).
+
+    Read as ``cls`` or one of its bases (a shared node reads the fields it knows; no validation again).
+    """
+    return cls.model_construct(**state["config"])
+
+
+LOOP_STEP_BUDGET = 10_000
+"""The recursion limit a looping graph runs under when the caller sets none (or LangChain's default 25)."""
+
+
+class LoopingGraph(CompiledStateGraph[Any, Any, Any, Any]):
+    """A compiled graph with a loop: its runs get a step budget that fits the loop.
+
+    Each loop iteration takes a few LangGraph steps, so ``max_iterations=40`` needs about 123: more
+    than LangChain's default ``recursion_limit`` of 25 that ``invoke``, ``batch`` and LCEL chains fill
+    in. A run whose limit is missing or that default gets :data:`LOOP_STEP_BUDGET` (the loop bounds
+    itself by its own ``max_iterations`` or ``max_revisions``); an explicit other limit is kept.
+    Built by :func:`compile_loop`.
+    """
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Stream a run (see ``CompiledStateGraph.stream``) under the loop's step budget."""
+        return super().stream(input, _budgeted(config), *args, **kwargs)
+
+    def astream(self, input: Any, config: RunnableConfig | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Stream a run asynchronously (see ``CompiledStateGraph.astream``) under the loop's step budget."""
+        return super().astream(input, _budgeted(config), *args, **kwargs)
+
+
+def _budgeted(config: RunnableConfig | None) -> RunnableConfig:
+    budgeted: RunnableConfig = {**(config or {})}
+    if budgeted.get("recursion_limit") in (None, DEFAULT_RECURSION_LIMIT):
+        budgeted["recursion_limit"] = LOOP_STEP_BUDGET
+    return budgeted
+
+
+def compile_loop(builder: StateGraph[Any, Any, Any, Any], *, checkpointer: Checkpointer, name: str) -> LoopingGraph:
+    """Compile a graph that loops into a :class:`LoopingGraph` (constructed as LangGraph's ``copy`` does)."""
+    graph = builder.compile(checkpointer=checkpointer, name=name)
+    return LoopingGraph(**{k: v for k, v in graph.__dict__.items() if k != "__orig_class__"})
 
 
 def check_policy(policy: object) -> PolicyEngine:
@@ -155,13 +199,15 @@ def conversation_from_input(state: StrategyInput, *, system_prompt: str | None) 
     return problem, conversation
 
 
-def candidate_from_completion(completion: Completion, *, prefix: str = "", delimiter: str) -> Candidate:
-    """Build a candidate (steps and extracted answer) from a completion of ``prefix``."""
+def candidate_from_completion(
+    completion: Completion, *, prefix: str = "", delimiter: str, key: AnswerKey = MATH_ANSWERS
+) -> Candidate:
+    """Build a candidate (steps, and its answer as ``key`` reads it) from a completion of ``prefix``."""
     text = prefix + completion.text
     return Candidate(
         text=text,
         steps=split_steps(text, delimiter),
-        answer=extract_boxed(text),
+        answer=key.extract(text),
         finish_reason=completion.finish_reason,
         num_tokens=completion.num_tokens,
     )
@@ -176,10 +222,12 @@ def policy_call_usage(results: Sequence[GenerationResult]) -> Usage:
     )
 
 
-def sample(policy: PolicyEngine, request: GenerationRequest, *, delimiter: str) -> tuple[list[Candidate], Usage]:
+def sample(
+    policy: PolicyEngine, request: GenerationRequest, *, delimiter: str, key: AnswerKey = MATH_ANSWERS
+) -> tuple[list[Candidate], Usage]:
     """One batched policy call for ``request.n`` whole solutions."""
     results = policy.invoke([request])
-    candidates = [candidate_from_completion(c, delimiter=delimiter) for c in results[0].completions]
+    candidates = [candidate_from_completion(c, delimiter=delimiter, key=key) for c in results[0].completions]
     return candidates, policy_call_usage(results)
 
 
@@ -232,45 +280,39 @@ def selection_output(strategy: str, candidates: list[Candidate], selection: Sele
     return {"answer": result.answer, "result": result.model_dump()}
 
 
-def check_sampling_options(options: Mapping[str, Any]) -> None:
-    """Validate ``n`` and the sampling settings of an options mapping."""
-    check_positive(options["n"], "n")
-    check_sampling(temperature=options["temperature"], top_p=options["top_p"], max_tokens=options["max_tokens"])
+def sampling_request(config: StrategyConfig, conversation: list[Message], **update: Any) -> GenerationRequest:
+    """A request with the config's sampling settings (``update`` sets ``n``, ``partial``, ``stop``, ``seed``, ...)."""
+    request = GenerationRequest(
+        messages=conversation, max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p
+    )
+    return request.model_copy(update=update)
 
 
-def make_generate_node(
-    policy: PolicyEngine, options: dict[str, Any], *, system_prompt: str | None, step_delimiter: str
-) -> Any:
+def make_generate_node(policy: PolicyEngine, config: StrategyConfig, *, key: AnswerKey = MATH_ANSWERS) -> Any:
     """The ``generate`` node of the sample-then-select graphs: one policy call for ``n`` solutions.
 
     Pilots in the input count toward ``n``: only the rest is sampled (no call when they suffice).
-
-    ``options`` holds ``n``, ``temperature``, ``top_p``, ``max_tokens`` and ``seed``; the run's
-    :class:`~langchain_ttc.strategies.context.TTCContext` may override them (checked before the call).
+    The run's :class:`~langchain_ttc.strategies.context.TTCContext` may override the config (checked
+    before the call); the run's config is stored in the state for the nodes after it.
     """
 
     def generate(state: SelectionState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        run = merged_options(options, runtime)
-        check_sampling_options(run)
-        problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
+        run = run_config(config, runtime)
+        problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
         candidates = [Candidate.model_validate(c) for c in state.get("pilots") or []]
         usage = Usage()
-        if run["n"] > len(candidates):
-            request = GenerationRequest(
-                messages=conversation,
-                n=run["n"] - len(candidates),
-                max_tokens=run["max_tokens"],
-                temperature=run["temperature"],
-                top_p=run["top_p"],
-                seed=derive_seed(run["seed"], "samples"),
+        if run.n > len(candidates):
+            request = sampling_request(
+                run, conversation, n=run.n - len(candidates), seed=derive_seed(run.seed, "samples")
             )
-            sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
+            sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=run.step_delimiter, key=key)
             candidates += sampled
         emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
         total = usage_of(state) + usage + elapsed_since(started)
         return {
             "problem": problem,
+            "config": run.model_dump(),
             "conversation": conversation,
             "candidates": [c.model_dump() for c in candidates],
             "usage": total.model_dump(),

@@ -16,6 +16,10 @@ Example:
     Traceback (most recent call last):
     ...
     ValueError: beam_width=4 does not divide n=6; pass a beam_width that divides n, e.g. 1, 2, 3, 6.
+    >>> validated(SearchConfig, n=8, lookahead=-1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: lookahead=-1 is invalid: input should be greater than or equal to 0 (Greedy steps rolled out...).
 
 """
 
@@ -47,7 +51,7 @@ class StrategyConfig(BaseModel):
     step_delimiter: str = Field("\n\n", min_length=1, description="The text between steps, e.g. '\\n\\n'.")
 
     def merged(self, overrides: dict[str, Any]) -> Self:
-        """This config with ``overrides`` (only the fields it has, ``None`` ignored), validated again."""
+        """The config with ``overrides`` (only the fields it has, ``None`` ignored), validated again."""
         update = {k: v for k, v in overrides.items() if v is not None and k in type(self).model_fields}
         if not update:
             return self
@@ -112,5 +116,7 @@ def validated(cls: type[C], /, **values: Any) -> C:
             elif item["type"] == "missing":
                 problems.append(f"{field} is required{_fix(cls, field)}.")
             else:
-                problems.append(f"{field}={item['input']!r}: {message[0].lower()}{message[1:]}{_fix(cls, field)}.")
+                problems.append(
+                    f"{field}={item['input']!r} is invalid: {message[0].lower()}{message[1:]}{_fix(cls, field)}."
+                )
         raise ValueError("; ".join(problems)) from None

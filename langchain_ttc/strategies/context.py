@@ -77,17 +77,15 @@ def context_of(runtime: Runtime[Any] | None) -> TTCContext | None:
     return context if isinstance(context, TTCContext) else None
 
 
-def merged_options(options: dict[str, Any], runtime: Runtime[Any] | None) -> dict[str, Any]:
-    """The graph's options with the run's non-``None`` context settings on top.
+def context_options(runtime: Runtime[Any] | None) -> dict[str, Any]:
+    """The strategy options the run's context sets (``None``: the graph's own value).
 
-    Only options the graph has are taken from the context (a ``beam_width`` means nothing to
-    majority voting).
+    A strategy takes only those its config has (a ``beam_width`` means nothing to majority voting).
     """
     context = context_of(runtime)
     if context is None:
-        return dict(options)
-    overrides = {name: getattr(context, name) for name in OPTION_FIELDS if name in options}
-    return {**options, **{k: v for k, v in overrides.items() if v is not None}}
+        return {}
+    return {name: getattr(context, name) for name in OPTION_FIELDS if getattr(context, name) is not None}
 
 
 def policy_for_run(default: PolicyEngine, runtime: Runtime[Any] | None) -> PolicyEngine:

@@ -1,104 +1,124 @@
-"""Strategy names and one factory that builds any strategy graph by name (used by the CLI).
+"""The one strategy registry: every strategy's name, config, builder and traits, read by everything else.
 
-In: a strategy name, the engines and the strategy's options. Out: its compiled graph.
+In: a strategy name and its options. Out: its spec, and its compiled graph. The CLI's options, the
+Studio context, the router table's schema, ``ttc eval`` and ``ttc calibrate`` all read
+:data:`STRATEGIES`; no other module lists strategy names. Each strategy module defines its own
+:class:`StrategySpec` next to its factory; adding a strategy is its module plus one entry in
+:data:`STRATEGIES` (the router, which builds the others by name, adds itself: it sits above this module).
 
 Example:
     >>> sorted(STRATEGIES)
     ['beam_search', 'best_of_n', 'compute_optimal', 'dvts', 'majority_vote', 'self_refine', 'weighted_best_of_n']
-    >>> strategy_needs_prm("majority_vote")
+    >>> strategy_spec("majority_vote").needs_prm
     False
 
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
 
-from langchain_ttc.strategies.sampling.best_of_n import create_best_of_n_graph, create_weighted_best_of_n_graph
-from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote_graph
-from langchain_ttc.strategies.search.beam_search import create_beam_search_graph
-from langchain_ttc.strategies.search.dvts import create_dvts_graph
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.strategies.common import StrategyGraph
+from langchain_ttc.strategies.config import validated
+from langchain_ttc.strategies.refine.self_refine import SELF_REFINE
+from langchain_ttc.strategies.sampling.best_of_n import BEST_OF_N, WEIGHTED_BEST_OF_N
+from langchain_ttc.strategies.sampling.majority_vote import MAJORITY_VOTE
+from langchain_ttc.strategies.search.beam_search import BEAM_SEARCH
+from langchain_ttc.strategies.search.dvts import DVTS
+from langchain_ttc.strategies.spec import StrategySpec
 
-
-def _compute_optimal(policy: Any, prm: Any = None, *, n: int, **options: Any) -> CompiledStateGraph:
-    """The compute-optimal graph with ``n`` as its budget (imported late: it builds the others by name)."""
-    from langchain_ttc.strategies.routing.compute_optimal import create_compute_optimal_graph
-
-    return create_compute_optimal_graph(policy, prm, budget=n, **options)
-
-
-CRITICS = ("self", "prm", "policy")
-"""Self-refinement critics by name: the policy's self-verification, the PRM, or the policy's own written critique."""
-
-
-def _self_refine(
-    policy: Any, prm: Any = None, *, n: int, max_revisions: int = 2, critic: str = "self", **options: Any
-) -> CompiledStateGraph:
-    """Self-refinement with N = chains × (max_revisions + 1) drafts and a critic chosen by name."""
-    from langchain_ttc.engines.self_verification import SelfVerificationPRM
-    from langchain_ttc.strategies.refine.self_refine import check_max_revisions, create_self_refine_graph
-
-    drafts_per_chain = check_max_revisions(max_revisions) + 1
-    if critic not in CRITICS:
-        raise ValueError(f"critic={critic!r} is not known; pass one of {', '.join(CRITICS)}.")
-    if critic == "prm" and prm is None:
-        raise ValueError("critic='prm' needs a PRM; pass prm=, or critic='self'.")
-    if n < drafts_per_chain:
-        raise ValueError(f"n={n} is below one chain of {drafts_per_chain} drafts; pass n >= {drafts_per_chain}.")
-    chosen = (
-        SelfVerificationPRM(
-            policy, seed=options.get("seed"), step_delimiter=options.get("step_delimiter", "\n\n"),
-            system_prompt=options.get("system_prompt"),
-        )
-        if critic == "self"
-        else prm if critic == "prm" else None
-    )  # fmt: skip
-    return create_self_refine_graph(
-        policy, chosen, max_revisions=max_revisions, chains=n // drafts_per_chain, **options
-    )
-
-
-STRATEGIES: dict[str, tuple[Callable[..., CompiledStateGraph], bool]] = {
-    "majority_vote": (create_majority_vote_graph, False),
-    "best_of_n": (create_best_of_n_graph, True),
-    "weighted_best_of_n": (create_weighted_best_of_n_graph, True),
-    "beam_search": (create_beam_search_graph, True),
-    "dvts": (create_dvts_graph, True),
-    "compute_optimal": (_compute_optimal, True),
-    "self_refine": (_self_refine, False),
+STRATEGIES: dict[str, StrategySpec] = {
+    spec.name: spec for spec in (MAJORITY_VOTE, BEST_OF_N, WEIGHTED_BEST_OF_N, BEAM_SEARCH, DVTS, SELF_REFINE)
 }
-"""Name -> (factory, whether it needs a PRM; the compute-optimal router's shipped table does)."""
-STEP_LEVEL_STRATEGIES = ("beam_search", "dvts")
-"""Strategies that search step by step (they take ``beam_width``, ``max_iterations``, ``lookahead``)."""
+"""Every strategy by name (the compute-optimal router adds itself when its module loads)."""
 
 
-def check_strategy(strategy: str) -> str:
-    """Return ``strategy`` if known, else raise a ``ValueError`` listing the choices."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is not known; pass one of {', '.join(sorted(STRATEGIES))}.")
-    return strategy
+def register(spec: StrategySpec) -> StrategySpec:
+    """Add a strategy to the registry (the router registers itself; the others are listed below)."""
+    STRATEGIES[spec.name] = spec
+    return spec
 
 
-def strategy_needs_prm(strategy: str) -> bool:
-    """Whether the strategy scores solutions with a PRM."""
-    return STRATEGIES[check_strategy(strategy)][1]
-
-
-def create_strategy_graph(strategy: str, policy: Any, prm: Any = None, **options: Any) -> CompiledStateGraph:
-    """Build the graph of the named strategy.
+def strategy_spec(strategy: str) -> StrategySpec:
+    """The spec of ``strategy``.
 
     Raises:
-        ValueError: If the strategy is unknown, or needs a PRM and ``prm`` is ``None``.
+        ValueError: If the strategy is unknown (the message lists the known ones).
 
     """
-    factory, needs_prm = STRATEGIES[check_strategy(strategy)]
-    if strategy == "self_refine":
-        return factory(policy, prm, **options)
-    if not needs_prm:
-        return factory(policy, **options)
-    if prm is None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is not known; pass one of {', '.join(sorted(STRATEGIES))}.")
+    return STRATEGIES[strategy]
+
+
+def applicable(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that ``strategy``'s config has (shared settings passed to many strategies)."""
+    fields = strategy_spec(strategy).config.model_fields
+    return {k: v for k, v in options.items() if k in fields}
+
+
+def sampler_for(strategies: list[str]) -> str | None:
+    """The sample-then-select strategy whose one run serves the selection rules of all of ``strategies``.
+
+    Its samples are scored when any of them needs scores; ``None`` when none samples then selects.
+    """
+    sampling = [s for s in strategies if strategy_spec(s).vote is not None]
+    return next((s for s in sampling if strategy_spec(s).needs_prm), sampling[0] if sampling else None)
+
+
+def option_fields() -> dict[str, tuple[type, tuple[Any, ...] | None, str]]:
+    """Every option of any registered strategy: ``name -> (value type, choices or None, help)``.
+
+    The CLI builds its flags from it. Choices of an option two strategies type differently are
+    merged (each config still checks its own); the help names the strategies that take it.
+    """
+    found: dict[str, tuple[type, tuple[Any, ...] | None, str]] = {}
+    users: dict[str, list[str]] = {}
+    for spec in STRATEGIES.values():
+        for name, info in spec.config.model_fields.items():
+            users.setdefault(name, []).append(spec.name)
+            kind, choices = _scalar(info.annotation)
+            earlier = found[name][1] if name in found else None
+            if earlier is not None and choices is not None:
+                choices = tuple(dict.fromkeys((*earlier, *choices)))
+            if name not in found or choices is not None:
+                found[name] = (kind, choices, found[name][2] if name in found else info.description or "")
+    return {
+        name: (kind, choices, f"{text} ({', '.join(users[name])})") for name, (kind, choices, text) in found.items()
+    }
+
+
+def _scalar(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
+    """The value type of an option's annotation (``X | None`` unwrapped) and its Literal choices, if any."""
+    union = get_origin(annotation) in (Union, UnionType)
+    (inner,) = [a for a in get_args(annotation) if a is not type(None)] if union else [annotation]
+    if get_origin(inner) is Literal:
+        choices = get_args(inner)
+        return type(choices[0]), choices
+    return inner, None
+
+
+def create_strategy_graph(
+    strategy: str,
+    policy: PolicyEngine,
+    prm: PRMEngine | None = None,
+    *,
+    checkpointer: Checkpointer = None,
+    name: str | None = None,
+    **options: Any,
+) -> StrategyGraph:
+    """Build the graph of the named strategy from its options (validated by its config).
+
+    Raises:
+        ValueError: If the strategy is unknown, an option is invalid, or it needs a PRM and ``prm`` is ``None``.
+
+    """
+    spec = strategy_spec(strategy)
+    config = validated(spec.config, **options)
+    if spec.needs_prm and prm is None:
         raise ValueError(f"strategy={strategy!r} scores solutions with a PRM; pass prm=.")
-    return factory(policy, prm, **options)
+    return spec.build(policy, prm, config, checkpointer=checkpointer, name=name or strategy)

@@ -40,14 +40,14 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
+from pydantic import Field, model_validator
 
-from langchain_ttc.core.aggregation import check_aggregation
 from langchain_ttc.core.prompts import RefinePrompts, critique_messages, revision_messages
 from langchain_ttc.core.refine import (
     Critique,
@@ -60,28 +60,33 @@ from langchain_ttc.core.refine import (
 from langchain_ttc.core.seeds import derive_seed, seed_requests
 from langchain_ttc.core.types import Candidate, GenerationRequest, Message, Usage
 from langchain_ttc.core.voting import majority_vote, weighted_best_of_n
-from langchain_ttc.engines.base import PRMEngine
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.engines.self_verification import SelfVerificationPRM
 from langchain_ttc.strategies.common import (
-    DEFAULT_STEP_DELIMITER,
     StrategyGraph,
     StrategyInput,
     StrategyOutput,
     candidate_from_completion,
     check_policy,
-    check_positive,
-    check_sampling,
+    compile_loop,
+    config_of,
     conversation_from_input,
     elapsed_since,
     emit,
     policy_call_usage,
+    run_config,
     sample,
+    sampling_request,
     score_candidates,
     selection_output,
     usage_of,
 )
-from langchain_ttc.strategies.context import TTCContext, merged_options, policy_for_run
+from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
+from langchain_ttc.strategies.context import TTCContext, policy_for_run
+from langchain_ttc.strategies.spec import StrategySpec
 
 FinalPick = Literal["last", "vote", "verifier"]
+CriticName = Literal["self", "prm", "policy", "custom"]
 Critic = PRMEngine | Runnable[Any, Any] | Callable[[str, list[str]], str] | None
 CRITIQUE_MAX_TOKENS = 256
 
@@ -89,7 +94,7 @@ CRITIQUE_MAX_TOKENS = 256
 class RefineState(StrategyInput, total=False):
     """State of a self-refinement run (plain data, checkpointable)."""
 
-    settings: dict[str, Any]
+    config: dict[str, Any]
     conversation: list[Message]
     chains: list[list[dict[str, Any]]]
     stopped: list[str | None]
@@ -100,26 +105,41 @@ class RefineState(StrategyInput, total=False):
     result: dict[str, Any]
 
 
-def check_max_revisions(max_revisions: object) -> int:
-    """Return ``max_revisions`` if it is an integer >= 0, else raise a ``ValueError`` with the fix."""
-    if isinstance(max_revisions, bool) or not isinstance(max_revisions, int) or max_revisions < 0:
-        raise ValueError(f"max_revisions={max_revisions!r} must be an integer >= 0 (0: drafts only, no revision).")
-    return max_revisions
+class SelfRefineConfig(ScoredConfig):
+    """Self-refinement: ``n`` drafts in ``n // (max_revisions + 1)`` chains of up to ``max_revisions`` revisions."""
+
+    n: int = Field(ge=1, description="The budget: drafts at most (chains x (max_revisions + 1)).")
+    aggregation: Aggregation = Field(
+        "min", description="How a PRM's step scores become one (min: one bad step spoils it)."
+    )
+    max_revisions: int = Field(2, ge=0, description="Revisions per chain (0: drafts only).")
+    critic: CriticName = Field("self", description="Who critiques: self (self-verification), prm, policy, custom.")
+    selection: FinalPick | None = Field(None, description="Final pick: last, vote or verifier (default: last).")
+    critique_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="A PRM critic flags the first step below it.")
+
+    @model_validator(mode="after")
+    def _one_chain(self) -> Self:
+        if self.n < self.max_revisions + 1:
+            raise ValueError(
+                f"n={self.n} is below one chain of {self.max_revisions + 1} drafts; pass n >= {self.max_revisions + 1}."
+            )
+        return self
+
+    @property
+    def chains(self) -> int:
+        """Chains run in parallel: ``n // (max_revisions + 1)``."""
+        return self.n // (self.max_revisions + 1)
 
 
-def check_refine_options(
-    *, max_revisions: int, critic: object, verifier: object, selection: str, critique_threshold: float
-) -> None:
-    """Validate the self-refinement options at graph construction.
+def check_collaborators(*, critic: object, verifier: object, selection: str) -> None:
+    """Check the critic and the verifier against the final pick.
 
     Raises:
-        ValueError: ``max_revisions`` < 0, an unknown ``selection``, ``"verifier"`` without a
-            verifier, or a threshold outside (0, 1).
+        ValueError: ``"verifier"`` selection without a verifier.
         TypeError: A ``verifier`` that is not a PRM engine, or a ``critic`` that is neither a PRM
-            engine nor a callable.
+            engine, a Runnable nor a callable.
 
     """
-    check_max_revisions(max_revisions)
     if verifier is not None and not isinstance(verifier, PRMEngine):
         raise TypeError(
             f"verifier={type(verifier).__name__} is not a PRMEngine; pass a PRM (MathShepherdPRM, "
@@ -130,31 +150,27 @@ def check_refine_options(
             f"critic={type(critic).__name__} is neither a PRMEngine, a Runnable (e.g. a chat model) nor a callable "
             "(problem, steps) -> str; pass None to let the policy critique its own drafts."
         )
-    if selection not in ("last", "vote", "verifier"):
-        raise ValueError(f"selection={selection!r} is not known; pass 'last', 'vote' or 'verifier'.")
     if selection == "verifier" and verifier is None:
         raise ValueError("selection='verifier' needs verifier=; pass a PRM, or selection='last' or 'vote'.")
-    if not 0 < critique_threshold < 1:
-        raise ValueError(f"critique_threshold={critique_threshold!r} must be in (0, 1).")
 
 
 def create_self_refine_graph(
-    policy: Any,
+    policy: PolicyEngine,
     critic: Critic = None,
     *,
     max_revisions: int = 2,
     chains: int = 1,
-    verifier: Any = None,
+    verifier: PRMEngine | None = None,
     selection: FinalPick | None = None,
     critique_threshold: float = 0.5,
-    aggregation: str = "min",
+    aggregation: Aggregation = "min",
     prompts: RefinePrompts | None = None,
     temperature: float = 0.8,
     top_p: float = 1.0,
     max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
-    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    step_delimiter: str = "\n\n",
     checkpointer: Checkpointer = None,
     name: str = "self_refine",
 ) -> StrategyGraph:
@@ -185,35 +201,50 @@ def create_self_refine_graph(
         TypeError: A policy, critic or verifier of the wrong type.
 
     """
-    check_policy(policy)
-    check_positive(chains, "chains")
-    check_sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    check_aggregation(aggregation)
-    chosen_selection: str = selection or ("verifier" if verifier is not None else "last")
-    check_refine_options(
-        max_revisions=max_revisions, critic=critic, verifier=verifier, selection=chosen_selection,
-        critique_threshold=critique_threshold,
+    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
+        raise ValueError(f"chains={chains!r} must be an integer >= 1; pass for example chains=4.")
+    if isinstance(max_revisions, bool) or not isinstance(max_revisions, int) or max_revisions < 0:
+        raise ValueError(f"max_revisions={max_revisions!r} must be an integer >= 0 (0: drafts only, no revision).")
+    config = validated(
+        SelfRefineConfig, n=chains * (max_revisions + 1), max_revisions=max_revisions,
+        critic="policy" if critic is None else "custom", selection=selection, critique_threshold=critique_threshold,
+        aggregation=aggregation, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+        system_prompt=system_prompt, step_delimiter=step_delimiter,
     )  # fmt: skip
-    if not step_delimiter:
-        raise ValueError("step_delimiter='' is empty; pass the text between steps, for example '\\n\\n'.")
-    options = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
+    return build_self_refine_graph(
+        policy, config, critic=critic, verifier=verifier, prompts=prompts, checkpointer=checkpointer, name=name
+    )
+
+
+def build_self_refine_graph(
+    policy: PolicyEngine,
+    config: SelfRefineConfig,
+    *,
+    critic: Critic = None,
+    verifier: PRMEngine | None = None,
+    prompts: RefinePrompts | None = None,
+    checkpointer: Checkpointer = None,
+    name: str = "self_refine",
+) -> StrategyGraph:
+    """The self-refinement graph for a validated config, with its critic and verifier."""
+    check_policy(policy)
+    chosen_selection: str = config.selection or ("verifier" if verifier is not None else "last")
+    check_collaborators(critic=critic, verifier=verifier, selection=chosen_selection)
+    prompts = prompts or RefinePrompts()
+    max_revisions, aggregation, step_delimiter = config.max_revisions, config.aggregation, config.step_delimiter
 
     def draft(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        settings = merged_options(options, runtime)
-        check_sampling(temperature=settings["temperature"], top_p=settings["top_p"], max_tokens=settings["max_tokens"])
-        problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
+        run = run_config(config, runtime)
+        chains = run.chains
+        problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
         # Pilots start the chains; their scores (from whoever scored them) are dropped: the critic judges.
         pilots = [
             Candidate.model_validate({**c, "step_scores": None, "score": None}) for c in state.get("pilots") or []
         ]
         firsts, usage = pilots[:chains], Usage()
         if len(firsts) < chains:
-            request = GenerationRequest(
-                messages=conversation, n=chains - len(firsts), max_tokens=settings["max_tokens"],
-                temperature=settings["temperature"], top_p=settings["top_p"],
-                seed=derive_seed(settings["seed"], "drafts"),
-            )  # fmt: skip
+            request = sampling_request(run, conversation, n=chains - len(firsts), seed=derive_seed(run.seed, "drafts"))
             sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
             firsts += sampled
         drafts = [Draft(chain=i, revision=0, candidate=c) for i, c in enumerate(firsts)]
@@ -222,7 +253,7 @@ def create_self_refine_graph(
                   "tokens": d.candidate.num_tokens})  # fmt: skip
         return {
             "problem": problem,
-            "settings": settings,
+            "config": run.model_dump(),
             "conversation": conversation,
             "chains": [[d.model_dump()] for d in drafts],
             "stopped": [stop_reason([d], max_revisions=max_revisions) for d in drafts],
@@ -256,7 +287,8 @@ def create_self_refine_graph(
         if isinstance(critic, PRMEngine):
             scored, usage = score_candidates(critic, problem, drafts, aggregation=aggregation)
             return [
-                (critique_from_scores(c.steps, c.step_scores or [], threshold=critique_threshold), c) for c in scored
+                (critique_from_scores(c.steps, c.step_scores or [], threshold=config.critique_threshold), c)
+                for c in scored
             ], usage
         if isinstance(critic, Runnable):  # e.g. a chat model: one batched call for every draft
             replies = critic.batch([critique_messages(problem, c.steps, prompts) for c in drafts]) if drafts else []
@@ -279,7 +311,7 @@ def create_self_refine_graph(
 
     def revise(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        settings = state["settings"]
+        run = config_of(state, SelfRefineConfig)
         engine = policy_for_run(policy, runtime)
         chains_now = [[Draft.model_validate(d) for d in chain] for chain in state["chains"]]
         active = [i for i, reason in enumerate(state["stopped"]) if reason is None]
@@ -293,12 +325,9 @@ def create_self_refine_graph(
             else:
                 prefix = ""
                 messages = revision_messages(state["conversation"], last.candidate.text, found.text, prompts)
-            requests.append(
-                GenerationRequest(messages=messages, partial=prefix, max_tokens=settings["max_tokens"],
-                                  temperature=settings["temperature"], top_p=settings["top_p"])
-            )  # fmt: skip
+            requests.append(sampling_request(run, messages, partial=prefix))
             prefixes.append(prefix)
-        seeds = derive_seed(settings["seed"], "revision", state["round"])
+        seeds = derive_seed(run.seed, "revision", state["round"])
         results = engine.invoke(seed_requests(requests, seeds)) if requests else []
         stopped = list(state["stopped"])
         for i, prefix, result in zip(active, prefixes, results, strict=True):
@@ -325,6 +354,7 @@ def create_self_refine_graph(
         if chosen_selection == "verifier":  # the critic's scores are kept when it is the verifier
             if verifier is not critic:
                 candidates = [c.model_copy(update={"step_scores": None, "score": None}) for c in candidates]
+            assert verifier is not None  # checked at construction
             candidates, scoring = score_candidates(verifier, state["problem"], candidates, aggregation=aggregation)
             usage = usage + scoring
             rule = weighted_best_of_n(candidates)
@@ -366,4 +396,50 @@ def create_self_refine_graph(
     builder.add_conditional_edges("critique", after_critique, ["revise", "select"])
     builder.add_conditional_edges("revise", after_round, ["critique", "select"])
     builder.add_edge("select", END)
-    return builder.compile(checkpointer=checkpointer, name=name)
+    return compile_loop(builder, checkpointer=checkpointer, name=name)
+
+
+def _registry_critic(policy: PolicyEngine, prm: PRMEngine | None, config: SelfRefineConfig) -> Critic:
+    """The critic a registry config names: the policy's self-verification, the PRM, or the policy's own words."""
+    if config.critic == "self":
+        return SelfVerificationPRM(
+            policy, seed=config.seed, step_delimiter=config.step_delimiter, system_prompt=config.system_prompt
+        )
+    if config.critic == "prm":
+        if prm is None:
+            raise ValueError("critic='prm' needs a PRM; pass prm=, or critic='self'.")
+        return prm
+    if config.critic == "custom":
+        raise ValueError("critic='custom' needs the critic itself: call create_self_refine_graph(policy, critic, ...).")
+    return None
+
+
+def build_registered_self_refine_graph(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    config: SelfRefineConfig,
+    *,
+    checkpointer: Checkpointer = None,
+    name: str = "self_refine",
+) -> StrategyGraph:
+    """Self-refinement as the registry builds it: the critic named by ``config.critic``."""
+    return build_self_refine_graph(
+        policy, config, critic=_registry_critic(policy, prm, config), checkpointer=checkpointer, name=name
+    )
+
+
+def refined_n(options: dict[str, Any], budget: int, pilots: int) -> int:
+    """A routed self-refinement runs the whole budget if every pilot can start a chain (0: it does not fit)."""
+    return budget if budget // (int(options.get("max_revisions", 2)) + 1) >= pilots else 0
+
+
+SELF_REFINE = StrategySpec(
+    name="self_refine",
+    description="Self-refinement: parallel chains of draft, critique (self-verification, PRM or policy), revise.",
+    config=SelfRefineConfig,
+    build=build_registered_self_refine_graph,
+    needs_prm=False,
+    family="refine",
+    routed_n=refined_n,
+    prm_option=lambda config: config.critic == "prm",
+)

@@ -37,29 +37,42 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
+from pydantic import Field
 
 from langchain_ttc.core.seeds import derive_seed
-from langchain_ttc.core.types import Candidate, GenerationRequest, Message, TTCResult, Usage
+from langchain_ttc.core.types import Candidate, Message, TTCResult, Usage
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
-    DEFAULT_STEP_DELIMITER,
     StrategyGraph,
     StrategyInput,
     StrategyOutput,
     check_policy,
     check_prm,
-    check_sampling,
+    compile_loop,
     conversation_from_input,
     elapsed_since,
     emit,
+    run_config,
     sample,
+    sampling_request,
     score_candidates,
     usage_of,
 )
-from langchain_ttc.strategies.context import TTCContext, context_of, merged_options, policy_for_run, prm_for_run
+from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.context import TTCContext, context_of, policy_for_run, prm_for_run
+from langchain_ttc.strategies.registry import create_strategy_graph, register, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS, DifficultyEstimator, check_estimator
-from langchain_ttc.strategies.routing.table import STEP_LEVEL, StrategyChoice, StrategyTable, load_table
-from langchain_ttc.strategies.search.stepwise import SearchGraph
+from langchain_ttc.strategies.routing.table import StrategyChoice, StrategyTable, load_table
+from langchain_ttc.strategies.spec import StrategySpec
+
+
+class ComputeOptimalConfig(StrategyConfig):
+    """The router: ``n`` is the budget (pilots included); the table and estimator by path and name."""
+
+    n: int = Field(ge=1, description="The budget N (pilots included); one of the table's budgets.")
+    table: str | None = Field(None, description="A strategy table file (default: the shipped Arith table).")
+    estimator: str | None = Field(None, description="The difficulty estimator (default: the table's).")
+
 
 ROUTED_FIELDS = ("n", "beam_width", "max_iterations", "lookahead", "aggregation")
 """Context settings the table fixes for a routed strategy (the context's ``n`` is the router's budget)."""
@@ -110,24 +123,16 @@ def draw_pilots(
     conversation: list[Message],
     *,
     count: int,
-    settings: dict[str, Any],
+    config: StrategyConfig,
     aggregation: str,
-    delimiter: str,
 ) -> tuple[list[Candidate], Usage]:
     """The pilot samples (one policy call) and, with a PRM, their step scores (one PRM call).
 
-    ``settings`` holds ``temperature``, ``top_p``, ``max_tokens`` and ``seed``. The graph's
-    ``pilots`` node and calibration both call it, so a table is calibrated on the router's own pilots.
+    The graph's ``pilots`` node and calibration both call it, so a table is calibrated on the
+    router's own pilots.
     """
-    request = GenerationRequest(
-        messages=conversation,
-        n=count,
-        max_tokens=settings["max_tokens"],
-        temperature=settings["temperature"],
-        top_p=settings["top_p"],
-        seed=derive_seed(settings["seed"], "pilots"),
-    )
-    candidates, usage = sample(policy, request, delimiter=delimiter)
+    request = sampling_request(config, conversation, n=count, seed=derive_seed(config.seed, "pilots"))
+    candidates, usage = sample(policy, request, delimiter=config.step_delimiter)
     if prm is not None:
         candidates, scoring = score_candidates(prm, problem, candidates, aggregation=aggregation)
         usage = usage + scoring
@@ -136,12 +141,12 @@ def draw_pilots(
 
 def strategy_n(choice: StrategyChoice, *, budget: int, pilots: int) -> int:
     """The ``n`` a routed strategy runs with so that pilots + its samples <= ``budget``."""
-    return choice.beams(budget, pilots) if choice.strategy in STEP_LEVEL else budget
+    return choice.n(budget, pilots)
 
 
 def create_compute_optimal_graph(
-    policy: Any,
-    prm: Any = None,
+    policy: PolicyEngine,
+    prm: PRMEngine | None = None,
     *,
     budget: int,
     table: str | os.PathLike[str] | dict[str, Any] | StrategyTable | None = None,
@@ -151,7 +156,7 @@ def create_compute_optimal_graph(
     max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
-    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    step_delimiter: str = "\n\n",
     checkpointer: Checkpointer = None,
     name: str = "compute_optimal",
 ) -> StrategyGraph:
@@ -182,13 +187,35 @@ def create_compute_optimal_graph(
         TypeError: If ``policy`` or ``prm`` is not an engine.
 
     """
+    config = validated(
+        ComputeOptimalConfig, n=budget, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+        system_prompt=system_prompt, step_delimiter=step_delimiter,
+        table=os.fspath(table) if isinstance(table, (str, os.PathLike)) else None,
+        estimator=estimator if isinstance(estimator, str) else None,
+    )  # fmt: skip
+    return build_compute_optimal_graph(
+        policy, prm, config, table=table, estimator=estimator, checkpointer=checkpointer, name=name
+    )
+
+
+def build_compute_optimal_graph(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    config: ComputeOptimalConfig,
+    *,
+    table: str | os.PathLike[str] | dict[str, Any] | StrategyTable | None = None,
+    estimator: str | DifficultyEstimator | None = None,
+    checkpointer: Checkpointer = None,
+    name: str = "compute_optimal",
+) -> StrategyGraph:
+    """The router for a validated config; ``table`` and ``estimator`` objects override the config's names."""
     check_policy(policy)
-    check_sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    checked = load_table(table)
-    check_budget(budget, checked, parameter="budget")
+    checked = load_table(table if table is not None else config.table)
+    check_budget(config.n, checked, parameter="budget")
+    estimator = estimator if estimator is not None else config.estimator
     estimate, estimator_name, needs_scores = _estimator(estimator, checked)
     needs_prm = needs_scores or any(
-        c.strategy != "majority_vote" for choices in checked.budgets.values() for c in choices.values()
+        strategy_spec(c.strategy).needs_prm for choices in checked.budgets.values() for c in choices.values()
     )
     if needs_prm:
         if prm is None:
@@ -196,26 +223,25 @@ def create_compute_optimal_graph(
                 f"the strategy table routes to strategies that score steps (or its estimator {estimator_name!r} "
                 "does); pass prm=."
             )
-        check_prm(prm)
+        prm = check_prm(prm)
     score_pilots = needs_prm or (prm is not None and callable(estimator))
     nodes, routes = route_nodes(checked)
-    sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
 
     def sample_pilots(state: RouterState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        run = merged_options({**sampling, "n": budget}, runtime)
-        check_budget(run["n"], checked, parameter="context n")
-        check_sampling(temperature=run["temperature"], top_p=run["top_p"], max_tokens=run["max_tokens"])
-        problem, conversation = conversation_from_input(state, system_prompt=system_prompt)
+        run = run_config(config, runtime)
+        check_budget(run.n, checked, parameter="context n")
+        problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
+        scorer = prm_for_run(prm, runtime) if score_pilots and prm is not None else None
         candidates, usage = draw_pilots(
-            policy_for_run(policy, runtime), prm_for_run(prm, runtime) if score_pilots else None, problem,
-            conversation, count=checked.pilots, settings=run, aggregation=checked.aggregation, delimiter=step_delimiter,
+            policy_for_run(policy, runtime), scorer, problem, conversation, count=checked.pilots, config=run,
+            aggregation=checked.aggregation,
         )  # fmt: skip
         emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
         return {
             "problem": problem,
             "pilots": [c.model_dump() for c in candidates],
-            "routing": {"budget": run["n"]},
+            "routing": {"budget": run.n},
             "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
         }
 
@@ -247,17 +273,16 @@ def create_compute_optimal_graph(
         emit({"type": "ttc.selected", "answer": result.answer, "chosen_index": result.chosen_index})
         return {"answer": result.answer, "result": result.model_dump()}
 
-    from langchain_ttc.strategies.registry import create_strategy_graph
-
     builder = StateGraph(
         RouterState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
     )
     builder.add_node("pilots", sample_pilots)
     builder.add_node("route", route)
-    common = {"system_prompt": system_prompt, "step_delimiter": step_delimiter, **sampling}
-    common["seed"] = strategy_seed(seed)
+    common = {name: getattr(config, name) for name in StrategyConfig.model_fields if name != "n"}
+    common["seed"] = strategy_seed(config.seed)
     for node, (choice, n) in nodes.items():
-        scored = {"aggregation": checked.aggregation} if choice.strategy != "majority_vote" else {}
+        spec = strategy_spec(choice.strategy)
+        scored = {"aggregation": checked.aggregation} if "aggregation" in spec.config.model_fields else {}
         options = {**common, **scored, **choice.options}  # the table's options win (aggregation included)
         subgraph = create_strategy_graph(choice.strategy, policy, prm, n=n, name=node, **options)
         builder.add_node(node, strategy_node(subgraph))
@@ -267,9 +292,7 @@ def create_compute_optimal_graph(
     builder.add_edge("pilots", "route")
     builder.add_conditional_edges("route", lambda state: state["route"], list(nodes))
     builder.add_edge("finish", END)
-    graph = builder.compile(checkpointer=checkpointer, name=name)
-    graph.__class__ = SearchGraph  # a routed search needs the searches' step budget
-    return graph
+    return compile_loop(builder, checkpointer=checkpointer, name=name)  # a routed search loops
 
 
 def check_budget(budget: object, table: StrategyTable, *, parameter: str) -> int:
@@ -318,3 +341,26 @@ def _estimator(
     if not callable(estimator):
         raise TypeError(f"estimator={estimator!r} is neither an estimator name nor a callable (pilots) -> float.")
     return estimator, getattr(estimator, "__name__", "custom"), False
+
+
+def _build_registered(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    config: ComputeOptimalConfig,
+    *,
+    checkpointer: Checkpointer = None,
+    name: str = "compute_optimal",
+) -> StrategyGraph:
+    return build_compute_optimal_graph(policy, prm, config, checkpointer=checkpointer, name=name)
+
+
+COMPUTE_OPTIMAL = register(
+    StrategySpec(
+        name="compute_optimal",
+        description="Estimate difficulty from pilots, run the strategy the calibrated table names for it.",
+        config=ComputeOptimalConfig,
+        build=_build_registered,
+        needs_prm=True,
+        family="routing",
+    )
+)

@@ -25,20 +25,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langchain_ttc.core.aggregation import AGGREGATIONS
+from langchain_ttc.strategies.config import StrategyConfig
+from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
 
-ROUTABLE_STRATEGIES = ("majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "self_refine")
-"""Strategies a table may route to, in the order ties are broken (simplest first)."""
-STEP_LEVEL = ("beam_search", "dvts")
-STRATEGY_OPTIONS = {
-    "majority_vote": set(),
-    "best_of_n": {"aggregation"},
-    "weighted_best_of_n": {"aggregation"},
-    "beam_search": {"beam_width", "lookahead", "max_iterations", "final_selection", "aggregation"},
-    "dvts": {"beam_width", "lookahead", "max_iterations", "final_selection", "aggregation"},
-    "self_refine": {"max_revisions", "critic", "selection", "aggregation"},
-}
-"""Hyperparameters a choice may set, per strategy."""
+SHARED_OPTIONS = frozenset(StrategyConfig.model_fields)
+"""Settings the router passes to every routed strategy itself (a choice sets the others)."""
+
+
+def routable_strategies() -> list[str]:
+    """Strategies a table may route to, in the registry's order (ties are broken toward the first)."""
+    return [name for name, spec in STRATEGIES.items() if spec.routed_n is not None]
+
+
+def choice_options(strategy: str) -> list[str]:
+    """The hyperparameters a table choice of ``strategy`` may set: its config's own fields."""
+    return sorted(set(strategy_spec(strategy).options()) - SHARED_OPTIONS)
 
 
 class _Strict(BaseModel):
@@ -48,27 +50,26 @@ class _Strict(BaseModel):
 class StrategyChoice(_Strict):
     """What runs for one bin at one budget."""
 
-    strategy: Literal["majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "self_refine"]
+    strategy: str
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _known_options(self) -> StrategyChoice:
-        unknown = set(self.options) - STRATEGY_OPTIONS[self.strategy]
+    def _known(self) -> StrategyChoice:
+        routable = routable_strategies()
+        if self.strategy not in routable:
+            raise ValueError(f"strategy {self.strategy!r} cannot be routed to; use one of {', '.join(routable)}")
+        unknown = set(self.options) - set(choice_options(self.strategy))
         if unknown:
             raise ValueError(
-                f"options {sorted(unknown)} do not apply to {self.strategy!r}; allowed: "
-                f"{sorted(STRATEGY_OPTIONS[self.strategy])}"
+                f"options {sorted(unknown)} do not apply to {self.strategy!r}; allowed: {choice_options(self.strategy)}"
             )
         return self
 
-    def beams(self, budget: int, pilots: int) -> int:
-        """The number of beams a step-level choice runs: what the pilots leave, in whole subtrees."""
-        width = int(self.options.get("beam_width", 4))
-        return (budget - pilots) // width * width
-
-    def chains(self, budget: int) -> int:
-        """The number of chains a self-refinement choice runs: ``budget // (max_revisions + 1)``."""
-        return budget // (int(self.options.get("max_revisions", 2)) + 1)
+    def n(self, budget: int, pilots: int) -> int:
+        """The ``n`` it runs with at ``budget`` with the pilots reused (0: it does not fit)."""
+        routed_n = strategy_spec(self.strategy).routed_n
+        assert routed_n is not None  # checked on load
+        return routed_n(self.options, budget, pilots)
 
     def fits(self, budget: int, pilots: int) -> bool:
         """Whether it runs within ``budget`` with the pilots reused.
@@ -76,11 +77,7 @@ class StrategyChoice(_Strict):
         A search needs one subtree left; self-refinement a chain for every pilot (each pilot is a
         chain's first draft).
         """
-        if self.strategy in STEP_LEVEL:
-            return self.beams(budget, pilots) >= 1
-        if self.strategy == "self_refine":
-            return self.chains(budget) >= pilots
-        return True
+        return self.n(budget, pilots) >= 1
 
     def label(self) -> str:
         """A short name such as ``beam_search`` or ``beam_search(beam_width=2)`` for reports."""

@@ -24,24 +24,25 @@ Example:
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
-from langchain_ttc.core.aggregation import check_aggregation
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
-    DEFAULT_STEP_DELIMITER,
     SelectionState,
     StrategyGraph,
     StrategyInput,
     StrategyOutput,
     check_policy,
     check_prm,
-    check_sampling_options,
+    config_of,
     elapsed_since,
     emit,
     make_generate_node,
@@ -49,22 +50,29 @@ from langchain_ttc.strategies.common import (
     selection_output,
     usage_of,
 )
-from langchain_ttc.strategies.context import TTCContext, merged_options, prm_for_run
+from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
+from langchain_ttc.strategies.context import TTCContext, prm_for_run
+from langchain_ttc.strategies.spec import StrategySpec, sampling_n
+
+
+class BestOfNConfig(ScoredConfig):
+    """Best-of-N and weighted best-of-N: ``n`` samples, scored by a PRM with ``aggregation``."""
 
 
 def create_best_of_n_graph(
-    policy: Any,
-    prm: Any,
+    policy: PolicyEngine,
+    prm: PRMEngine,
     *,
     n: int,
-    aggregation: str = "last",
+    aggregation: Aggregation = "last",
     weighted: bool = False,
     temperature: float = 0.8,
     top_p: float = 1.0,
     max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
-    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    step_delimiter: str = "\n\n",
+    answer_key: AnswerKey = MATH_ANSWERS,
     checkpointer: Checkpointer = None,
     name: str | None = None,
 ) -> StrategyGraph:
@@ -82,6 +90,7 @@ def create_best_of_n_graph(
         seed: Seed for reproducible sampling.
         system_prompt: Optional system message put before the problem.
         step_delimiter: Splits solutions into the steps the PRM scores.
+        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name (default ``"best_of_n"`` or ``"weighted_best_of_n"``).
 
@@ -90,30 +99,66 @@ def create_best_of_n_graph(
         TypeError: If ``policy`` or ``prm`` is not an engine.
 
     """
+    config = validated(
+        BestOfNConfig, n=n, aggregation=aggregation, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+        seed=seed, system_prompt=system_prompt, step_delimiter=step_delimiter,
+    )  # fmt: skip
+    return build_best_of_n_graph(
+        policy, prm, config, weighted=weighted, answer_key=answer_key, checkpointer=checkpointer, name=name
+    )
+
+
+def create_weighted_best_of_n_graph(
+    policy: PolicyEngine,
+    prm: PRMEngine,
+    *,
+    n: int,
+    aggregation: Aggregation = "last",
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_tokens: int = 2048,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    step_delimiter: str = "\n\n",
+    answer_key: AnswerKey = MATH_ANSWERS,
+    checkpointer: Checkpointer = None,
+    name: str = "weighted_best_of_n",
+) -> StrategyGraph:
+    """Build the weighted best-of-N graph; the options of :func:`create_best_of_n_graph`.
+
+    Example:
+        >>> graph = create_weighted_best_of_n_graph(policy, prm, n=16, aggregation="min")  # doctest: +SKIP
+
+    """
+    return create_best_of_n_graph(
+        policy, prm, n=n, aggregation=aggregation, weighted=True, temperature=temperature, top_p=top_p,
+        max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, step_delimiter=step_delimiter,
+        answer_key=answer_key, checkpointer=checkpointer, name=name,
+    )  # fmt: skip
+
+
+def build_best_of_n_graph(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    config: ScoredConfig,
+    *,
+    weighted: bool = False,
+    answer_key: AnswerKey = MATH_ANSWERS,
+    checkpointer: Checkpointer = None,
+    name: str | None = None,
+) -> StrategyGraph:
+    """The (weighted) best-of-N graph for a validated config (the registry's builder)."""
     check_policy(policy)
-    check_prm(prm)
-    options = {
-        "n": n,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "aggregation": aggregation,
-    }
-    check_sampling_options(options)
-    check_aggregation(aggregation)
-    if not step_delimiter:
-        raise ValueError("step_delimiter='' is empty; pass the text between steps, for example '\\n\\n'.")
+    prm = check_prm(prm)
     strategy = name or ("weighted_best_of_n" if weighted else "best_of_n")
-    rule = weighted_best_of_n if weighted else best_of_n
+    rule = partial(weighted_best_of_n, key=answer_key) if weighted else best_of_n
 
     def score(state: SelectionState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        run_aggregation = check_aggregation(merged_options(options, runtime)["aggregation"])
+        run = config_of(state, BestOfNConfig)
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
-        scored, usage = score_candidates(
-            prm_for_run(prm, runtime), state["problem"], candidates, aggregation=run_aggregation
-        )
+        scored, usage = score_candidates(prm_for_run(prm, runtime), state["problem"], candidates,
+                                         aggregation=run.aggregation)  # fmt: skip
         best = max((c.score for c in scored if c.score is not None), default=None)
         emit({"type": "ttc.scored", "candidates": len(scored), "best_score": best})
         total = usage_of(state) + usage + elapsed_since(started)
@@ -127,9 +172,7 @@ def create_best_of_n_graph(
     builder = StateGraph(
         SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
     )
-    builder.add_node(
-        "generate", make_generate_node(policy, options, system_prompt=system_prompt, step_delimiter=step_delimiter)
-    )
+    builder.add_node("generate", make_generate_node(policy, config, key=answer_key))
     builder.add_node("score", score)
     builder.add_node("select", select)
     builder.add_edge(START, "generate")
@@ -139,11 +182,23 @@ def create_best_of_n_graph(
     return builder.compile(checkpointer=checkpointer, name=strategy)
 
 
-def create_weighted_best_of_n_graph(policy: Any, prm: Any, *, n: int, **options: Any) -> StrategyGraph:
-    """Build the weighted best-of-N graph; the same options as :func:`create_best_of_n_graph`.
-
-    Example:
-        >>> graph = create_weighted_best_of_n_graph(policy, prm, n=16, aggregation="min")  # doctest: +SKIP
-
-    """
-    return create_best_of_n_graph(policy, prm, n=n, weighted=True, **options)
+BEST_OF_N = StrategySpec(
+    name="best_of_n",
+    description="N samples scored by the PRM, the one with the highest aggregated score.",
+    config=BestOfNConfig,
+    build=build_best_of_n_graph,
+    needs_prm=True,
+    family="sampling",
+    vote=best_of_n,
+    routed_n=sampling_n,
+)
+WEIGHTED_BEST_OF_N = StrategySpec(
+    name="weighted_best_of_n",
+    description="N samples scored by the PRM, the answer with the largest summed score.",
+    config=BestOfNConfig,
+    build=partial(build_best_of_n_graph, weighted=True),
+    needs_prm=True,
+    family="sampling",
+    vote=weighted_best_of_n,
+    routed_n=sampling_n,
+)

@@ -23,26 +23,32 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer
 
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import majority_vote
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
-    DEFAULT_STEP_DELIMITER,
     SelectionState,
     StrategyGraph,
     StrategyInput,
     StrategyOutput,
     check_policy,
-    check_sampling_options,
     elapsed_since,
     make_generate_node,
     selection_output,
     usage_of,
 )
+from langchain_ttc.strategies.config import StrategyConfig, validated
 from langchain_ttc.strategies.context import TTCContext
+from langchain_ttc.strategies.spec import StrategySpec, sampling_n
+
+
+class MajorityVoteConfig(StrategyConfig):
+    """Majority voting: ``n`` samples, the most frequent answer (the base sampling settings only)."""
 
 
 def create_majority_vote_graph(
-    policy: Any,
+    policy: PolicyEngine,
     *,
     n: int,
     temperature: float = 0.8,
@@ -50,7 +56,8 @@ def create_majority_vote_graph(
     max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
-    step_delimiter: str = DEFAULT_STEP_DELIMITER,
+    step_delimiter: str = "\n\n",
+    answer_key: AnswerKey = MATH_ANSWERS,
     checkpointer: Checkpointer = None,
     name: str = "majority_vote",
 ) -> StrategyGraph:
@@ -65,6 +72,7 @@ def create_majority_vote_graph(
         seed: Seed for reproducible sampling.
         system_prompt: Optional system message put before the problem.
         step_delimiter: Splits solutions into steps (for the result's ``steps``).
+        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -73,23 +81,50 @@ def create_majority_vote_graph(
         TypeError: If ``policy`` is not a policy engine.
 
     """
+    config = validated(
+        MajorityVoteConfig, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+        system_prompt=system_prompt, step_delimiter=step_delimiter,
+    )  # fmt: skip
+    return build_majority_vote_graph(
+        policy, None, config, answer_key=answer_key, checkpointer=checkpointer, name=name
+    )
+
+
+def build_majority_vote_graph(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    config: StrategyConfig,
+    *,
+    answer_key: AnswerKey = MATH_ANSWERS,
+    checkpointer: Checkpointer = None,
+    name: str = "majority_vote",
+) -> StrategyGraph:
+    """The majority-vote graph for a validated config (the registry's builder; ``prm`` is not used)."""
     check_policy(policy)
-    options = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
-    check_sampling_options(options)
 
     def select(state: SelectionState) -> dict[str, Any]:
         started = time.perf_counter()
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
-        return selection_output(name, candidates, majority_vote(candidates), usage_of(state) + elapsed_since(started))
+        return selection_output(name, candidates, majority_vote(candidates, key=answer_key), usage_of(state) + elapsed_since(started))
 
     builder = StateGraph(
         SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
     )
-    builder.add_node(
-        "generate", make_generate_node(policy, options, system_prompt=system_prompt, step_delimiter=step_delimiter)
-    )
+    builder.add_node("generate", make_generate_node(policy, config, key=answer_key))
     builder.add_node("select", select)
     builder.add_edge(START, "generate")
     builder.add_edge("generate", "select")
     builder.add_edge("select", END)
     return builder.compile(checkpointer=checkpointer, name=name)
+
+
+MAJORITY_VOTE = StrategySpec(
+    name="majority_vote",
+    description="N samples, the most frequent answer (self-consistency); no PRM.",
+    config=MajorityVoteConfig,
+    build=build_majority_vote_graph,
+    needs_prm=False,
+    family="sampling",
+    vote=majority_vote,
+    routed_n=sampling_n,
+)

@@ -20,7 +20,7 @@ Each iteration (``generate`` → ``score`` → ``prune``, looped by a conditiona
 The last iteration writes to the end of the solution. The search stops when no beam is active or
 ``max_iterations`` is reached (or, with ``stop_when_n_finished=True``, once ``n`` beams have
 finished). The answer is the weighted vote over the ``n`` best-scored finished beams
-(``final_selection="weighted"``, the papers' setting) or the best finished beam by aggregated score
+(``selection="weighted"``, the papers' setting) or the best finished beam by aggregated score
 (``"best"``). Each iteration emits a ``ttc.iteration`` custom stream event.
 
 Example:
@@ -35,39 +35,53 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langgraph.types import Checkpointer
+from pydantic import Field
 
 from langchain_ttc.core.search import Beam, prune, repeat_counts
-from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER, StrategyGraph
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.strategies.common import StrategyGraph, config_of
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, validated
 from langchain_ttc.strategies.search.stepwise import (
-    FinalSelection,
     SearchState,
     beams_of,
     build_search_graph,
     check_engines,
-    check_search_options,
     close_iteration,
     make_search_nodes,
 )
+from langchain_ttc.strategies.spec import StrategySpec
+
+
+class BeamSearchConfig(SearchConfig):
+    """Beam search: the search settings plus duplicate filtering and early stopping."""
+
+    filter_duplicates: bool = Field(
+        False, description="Drop candidates whose text equals an earlier one before pruning."
+    )
+    stop_when_n_finished: bool = Field(
+        False, description="Stop once n beams have finished (off: run until none is active)."
+    )
 
 
 def create_beam_search_graph(
-    policy: Any,
-    prm: Any,
+    policy: PolicyEngine,
+    prm: PRMEngine,
     *,
     n: int,
     beam_width: int = 4,
     max_iterations: int = 40,
     lookahead: int = 0,
-    step_delimiter: str = DEFAULT_STEP_DELIMITER,
-    aggregation: str = "last",
+    step_delimiter: str = "\n\n",
+    aggregation: Aggregation = "last",
     filter_duplicates: bool = False,
-    final_selection: FinalSelection = "weighted",
+    selection: Selection = "weighted",
     stop_when_n_finished: bool = False,
     temperature: float = 0.8,
     top_p: float = 1.0,
     max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
+    record_tree: bool = False,
     checkpointer: Checkpointer = None,
     name: str = "beam_search",
 ) -> StrategyGraph:
@@ -84,7 +98,7 @@ def create_beam_search_graph(
         step_delimiter: The stop string that ends a step.
         aggregation: How step scores become one score, for pruning and for the final pick.
         filter_duplicates: Drop candidates whose text equals an earlier one before pruning.
-        final_selection: ``"weighted"`` vote over the finished beams (default), or the ``"best"`` one by score.
+        selection: ``"weighted"`` vote over the finished beams (default), or the ``"best"`` one by score.
         stop_when_n_finished: Stop as soon as ``n`` beams have finished (off: run until no beam is active,
             as the reference does).
         temperature: Sampling temperature of the steps.
@@ -92,6 +106,7 @@ def create_beam_search_graph(
         max_tokens: Most tokens per step; a step cut off here truncates its beam.
         seed: Base seed; every iteration samples from its own seeds (:mod:`langchain_ttc.core.seeds`).
         system_prompt: Optional system message put before the problem.
+        record_tree: Return the whole search tree in ``result.metadata["tree"]``.
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -101,54 +116,70 @@ def create_beam_search_graph(
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
-    check_engines(policy, prm)
-    options: dict[str, Any] = {
-        "n": n,
-        "beam_width": beam_width,
-        "max_iterations": max_iterations,
-        "lookahead": lookahead,
-        "step_delimiter": step_delimiter,
-        "aggregation": aggregation,
-        "filter_duplicates": filter_duplicates,
-        "final_selection": final_selection,
-        "stop_when_n_finished": stop_when_n_finished,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "seed": seed,
-    }
-    check_search_options(options)
+    config = validated(
+        BeamSearchConfig, n=n, beam_width=beam_width, max_iterations=max_iterations, lookahead=lookahead,
+        step_delimiter=step_delimiter, aggregation=aggregation, filter_duplicates=filter_duplicates,
+        selection=selection, stop_when_n_finished=stop_when_n_finished, temperature=temperature, top_p=top_p,
+        max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
+    )  # fmt: skip
+    return build_beam_search_graph(policy, prm, config, checkpointer=checkpointer, name=name)
+
+
+def build_beam_search_graph(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    config: BeamSearchConfig,
+    *,
+    checkpointer: Checkpointer = None,
+    name: str = "beam_search",
+) -> StrategyGraph:
+    """The beam search graph for a validated config (the registry's builder)."""
+    policy, prm = check_engines(policy, prm)
     nodes = make_search_nodes(
         policy,
         prm,
-        options,
+        config,
         roots=lambda _: [Beam()],
-        widths=lambda s, frontier: repeat_counts(len(frontier), s["n"]),
-        system_prompt=system_prompt,
+        widths=lambda run, frontier: repeat_counts(len(frontier), run.n),
     )
 
     def prune_node(state: SearchState) -> dict[str, Any]:
-        settings = state["settings"]
+        run = config_of(state, BeamSearchConfig)
         candidates = beams_of(state, "candidates")
         survivors = prune(
-            [c for c in candidates if c.active],
-            keep=settings["n"] // settings["beam_width"],
-            filter_duplicates=settings["filter_duplicates"],
+            [c for c in candidates if c.active], keep=run.n // run.beam_width, filter_duplicates=run.filter_duplicates
         )
         return close_iteration(
             state,
             frontier=survivors,
-            finished=beams_of(state, "finished") + [c for c in candidates if c.finished],
-            truncated=beams_of(state, "truncated") + [c for c in candidates if c.finish_reason == "length"],
+            finished=beams_of(state, "finished") + [c for c in candidates if c.complete],
+            truncated=beams_of(state, "truncated") + [c for c in candidates if c.truncated],
         )
 
     def route(state: SearchState) -> Literal["generate", "select"]:
-        settings = state["settings"]
+        run = config_of(state, BeamSearchConfig)
         done = (
             not state["frontier"]
-            or state["iteration"] >= settings["max_iterations"]
-            or (settings["stop_when_n_finished"] and len(state["finished"]) >= settings["n"])
+            or state["iteration"] >= run.max_iterations
+            or (run.stop_when_n_finished and len(state["finished"]) >= run.n)
         )
         return "select" if done else "generate"
 
     return build_search_graph(nodes, prune=prune_node, route=route, checkpointer=checkpointer, name=name)
+
+
+def searched_beams(options: dict[str, Any], budget: int, pilots: int) -> int:
+    """The beams a routed search runs with the pilots reused: what they leave, in whole subtrees (0: none)."""
+    width = int(options.get("beam_width", 4))
+    return (budget - pilots) // width * width
+
+
+BEAM_SEARCH = StrategySpec(
+    name="beam_search",
+    description="PRM-guided beam search: N continuations per step, the best N/M survive.",
+    config=BeamSearchConfig,
+    build=build_beam_search_graph,
+    needs_prm=True,
+    family="search",
+    routed_n=searched_beams,
+)

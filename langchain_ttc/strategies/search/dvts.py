@@ -12,7 +12,7 @@ whitespace) or states its answer (a complete ``\boxed{}``, as the reference stop
 none of its candidates survives truncation. Every finished candidate of a subtree's final
 expansion (up to ``beam_width`` siblings) joins the final pool, as in the reference; unfinished and
 truncated siblings never do (the reference returned them too). The answer is the weighted
-best-of-N over that pool (``final_selection="weighted"``) or its best candidate (``"best"``).
+best-of-N over that pool (``selection="weighted"``) or its best candidate (``"best"``).
 Diversity across subtrees is what beats beam search at large ``n``.
 
 Example:
@@ -27,35 +27,42 @@ from typing import Any, Literal
 from langgraph.types import Checkpointer
 
 from langchain_ttc.core.search import Beam, answered, best_per_subtree
-from langchain_ttc.strategies.common import DEFAULT_STEP_DELIMITER, StrategyGraph
+from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.strategies.common import StrategyGraph, config_of
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, validated
+from langchain_ttc.strategies.search.beam_search import searched_beams
 from langchain_ttc.strategies.search.stepwise import (
-    FinalSelection,
     SearchState,
     beams_of,
     build_search_graph,
     check_engines,
-    check_search_options,
     close_iteration,
     make_search_nodes,
 )
+from langchain_ttc.strategies.spec import StrategySpec
+
+
+class DVTSConfig(SearchConfig):
+    """DVTS: the search settings (``n / beam_width`` independent subtrees)."""
 
 
 def create_dvts_graph(
-    policy: Any,
-    prm: Any,
+    policy: PolicyEngine,
+    prm: PRMEngine,
     *,
     n: int,
     beam_width: int = 4,
     max_iterations: int = 40,
     lookahead: int = 0,
-    step_delimiter: str = DEFAULT_STEP_DELIMITER,
-    aggregation: str = "last",
-    final_selection: FinalSelection = "weighted",
+    step_delimiter: str = "\n\n",
+    aggregation: Aggregation = "last",
+    selection: Selection = "weighted",
     temperature: float = 0.8,
     top_p: float = 1.0,
     max_tokens: int = 2048,
     seed: int | None = None,
     system_prompt: str | None = None,
+    record_tree: bool = False,
     checkpointer: Checkpointer = None,
     name: str = "dvts",
 ) -> StrategyGraph:
@@ -70,12 +77,13 @@ def create_dvts_graph(
         lookahead: Greedy steps rolled out past each candidate before scoring (0: none).
         step_delimiter: The stop string that ends a step.
         aggregation: How step scores become one score, for the subtree choice and the final pick.
-        final_selection: ``"weighted"`` vote over the leaves (default) or the ``"best"`` leaf.
+        selection: ``"weighted"`` vote over the leaves (default) or the ``"best"`` leaf.
         temperature: Sampling temperature of the steps.
         top_p: Nucleus sampling mass.
         max_tokens: Most tokens per step; a candidate cut off here is never chosen.
         seed: Base seed; every iteration samples from its own seeds (:mod:`langchain_ttc.core.seeds`).
         system_prompt: Optional system message put before the problem.
+        record_tree: Return the whole search tree in ``result.metadata["tree"]``.
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -85,28 +93,30 @@ def create_dvts_graph(
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
-    check_engines(policy, prm)
-    options: dict[str, Any] = {
-        "n": n,
-        "beam_width": beam_width,
-        "max_iterations": max_iterations,
-        "lookahead": lookahead,
-        "step_delimiter": step_delimiter,
-        "aggregation": aggregation,
-        "final_selection": final_selection,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "seed": seed,
-    }
-    check_search_options(options)
+    config = validated(
+        DVTSConfig, n=n, beam_width=beam_width, max_iterations=max_iterations, lookahead=lookahead,
+        step_delimiter=step_delimiter, aggregation=aggregation, selection=selection, temperature=temperature,
+        top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
+    )  # fmt: skip
+    return build_dvts_graph(policy, prm, config, checkpointer=checkpointer, name=name)
+
+
+def build_dvts_graph(
+    policy: PolicyEngine,
+    prm: PRMEngine | None,
+    config: SearchConfig,
+    *,
+    checkpointer: Checkpointer = None,
+    name: str = "dvts",
+) -> StrategyGraph:
+    """The DVTS graph for a validated config (the registry's builder)."""
+    policy, prm = check_engines(policy, prm)
     nodes = make_search_nodes(
         policy,
         prm,
-        options,
-        roots=lambda s: [Beam(subtree=i) for i in range(s["n"] // s["beam_width"])],
-        widths=lambda s, frontier: [s["beam_width"]] * len(frontier),
-        system_prompt=system_prompt,
+        config,
+        roots=lambda run: [Beam(subtree=i) for i in range(run.n // run.beam_width)],
+        widths=lambda run, frontier: [run.beam_width] * len(frontier),
     )
 
     def prune_node(state: SearchState) -> dict[str, Any]:
@@ -115,14 +125,25 @@ def create_dvts_graph(
         going_on = {b.subtree for b in best if b.active}
         ended = [c for c in candidates if c.subtree not in going_on]
         return close_iteration(
-            state,
+            {**state, "candidates": [c.model_dump() for c in candidates]},
             frontier=[b for b in best if b.active],
-            finished=beams_of(state, "finished") + [c for c in ended if c.finished],
-            truncated=beams_of(state, "truncated") + [c for c in ended if c.finish_reason == "length"],
+            finished=beams_of(state, "finished") + [c for c in ended if c.complete],
+            truncated=beams_of(state, "truncated") + [c for c in ended if c.truncated],
         )
 
     def route(state: SearchState) -> Literal["generate", "select"]:
-        done = not state["frontier"] or state["iteration"] >= state["settings"]["max_iterations"]
+        done = not state["frontier"] or state["iteration"] >= config_of(state, SearchConfig).max_iterations
         return "select" if done else "generate"
 
     return build_search_graph(nodes, prune=prune_node, route=route, checkpointer=checkpointer, name=name)
+
+
+DVTS = StrategySpec(
+    name="dvts",
+    description="Diverse verifier tree search: N/M independent subtrees, each extended greedily by the PRM.",
+    config=DVTSConfig,
+    build=build_dvts_graph,
+    needs_prm=True,
+    family="search",
+    routed_n=searched_beams,
+)

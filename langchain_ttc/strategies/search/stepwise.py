@@ -5,61 +5,66 @@ written one step further by one batched policy call (plus one greedy call per lo
 scored by one batched PRM call. The graphs differ only in their roots and how they prune (see
 :mod:`.beam_search` and :mod:`.dvts`).
 
-The ``start`` node merges the graph's options with the run's
-:class:`~langchain_ttc.strategies.context.TTCContext`, validates them and stores them in the state as
-``settings``, so a resumed search goes on with exactly the settings it started with.
+The ``start`` node merges the graph's config with the run's
+:class:`~langchain_ttc.strategies.context.TTCContext`, validates it and stores it in the state as
+``config``, so a resumed search goes on with exactly the settings it started with.
+
+Every beam has an id and its parent's id. With ``record_tree=True`` the search keeps every node it
+wrote (step text, score, fate: kept, pruned, finished, truncated, chosen) and returns the tree in
+``result.metadata["tree"]``; otherwise nothing of it is kept.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, cast
 
-from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import DEFAULT_RECURSION_LIMIT
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
-from langchain_ttc.core.aggregation import aggregate, check_aggregation
+from langchain_ttc.core.aggregation import aggregate
 from langchain_ttc.core.search import Beam, extend, interleave, split_steps, top_by_score
 from langchain_ttc.core.seeds import derive_seed, seed_requests
-from langchain_ttc.core.types import Candidate, GenerationRequest, Message, ScoreRequest, Usage
+from langchain_ttc.core.tree import Fate, TreeNode
+from langchain_ttc.core.types import Candidate, Message, ScoreRequest, Usage
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
-    StrategyGraph,
+    LoopingGraph,
     StrategyInput,
     StrategyOutput,
     check_policy,
-    check_positive,
     check_prm,
-    check_sampling,
+    compile_loop,
+    config_of,
     conversation_from_input,
     elapsed_since,
     emit,
     policy_call_usage,
     reaggregated,
+    run_config,
+    sampling_request,
     selection_output,
     usage_of,
 )
-from langchain_ttc.strategies.context import TTCContext, merged_options, policy_for_run, prm_for_run
-
-FinalSelection = Literal["best", "weighted"]
+from langchain_ttc.strategies.config import SearchConfig
+from langchain_ttc.strategies.context import TTCContext, policy_for_run, prm_for_run
 
 
 class SearchState(StrategyInput, total=False):
     """State of a step-level search (plain data, checkpointable)."""
 
-    settings: dict[str, Any]
+    config: dict[str, Any]
     conversation: list[Message]
     iteration: int
+    next_id: int
     frontier: list[dict[str, Any]]
     candidates: list[dict[str, Any]]
     finished: list[dict[str, Any]]
     truncated: list[dict[str, Any]]
+    tree: list[dict[str, Any]]
     usage: dict[str, Any]
     iteration_start_usage: dict[str, Any]
     iterations: list[dict[str, Any]]
@@ -67,7 +72,7 @@ class SearchState(StrategyInput, total=False):
     result: dict[str, Any]
 
 
-def check_engines(policy: Any, prm: Any) -> None:
+def check_engines(policy: object, prm: object) -> tuple[PolicyEngine, PRMEngine]:
     """Check the engines of a step-level search.
 
     Raises:
@@ -75,43 +80,13 @@ def check_engines(policy: Any, prm: Any) -> None:
             assistant message.
 
     """
-    check_policy(policy)
-    check_prm(prm)
-    if not policy.supports_partial:
+    checked = check_policy(policy)
+    if not checked.supports_partial:
         raise TypeError(
             f"policy={type(policy).__name__} cannot continue a partial assistant message, which step-level "
             "search needs; use best_of_n or majority_vote with it, or a policy that can (transformers, vLLM)."
         )
-
-
-def check_search_options(options: dict[str, Any]) -> None:
-    """Validate the options of a step-level search (at construction, and again for each run's context).
-
-    Raises:
-        ValueError: If a number is out of range, ``beam_width`` does not divide ``n``, the step
-            delimiter is empty, or the aggregation or final selection is unknown.
-
-    """
-    n, beam_width = check_positive(options["n"], "n"), check_positive(options["beam_width"], "beam_width")
-    check_positive(options["max_iterations"], "max_iterations")
-    if n < beam_width:
-        raise ValueError(
-            f"n={n} is smaller than beam_width={beam_width}; pass n >= beam_width, e.g. n={beam_width * 4}."
-        )
-    if n % beam_width:
-        divisors = ", ".join(str(w) for w in range(1, n + 1) if n % w == 0)
-        raise ValueError(
-            f"beam_width={beam_width} does not divide n={n}; pass a beam_width that divides n, e.g. {divisors}."
-        )
-    lookahead = options["lookahead"]
-    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
-        raise ValueError(f"lookahead={lookahead!r} must be an integer >= 0.")
-    if not options["step_delimiter"]:
-        raise ValueError("step_delimiter='' is empty; pass the text between steps, for example '\\n\\n'.")
-    check_aggregation(options["aggregation"])
-    if options["final_selection"] not in ("best", "weighted"):
-        raise ValueError(f"final_selection={options['final_selection']!r} is not supported; pass 'best' or 'weighted'.")
-    check_sampling(temperature=options["temperature"], top_p=options["top_p"], max_tokens=options["max_tokens"])
+    return checked, check_prm(prm)
 
 
 def beams_of(state: SearchState, key: str) -> list[Beam]:
@@ -121,21 +96,15 @@ def beams_of(state: SearchState, key: str) -> list[Beam]:
 
 
 def _roll_out(
-    policy: PolicyEngine,
-    children: list[Beam],
-    conversation: list[Message],
-    settings: dict[str, Any],
+    policy: PolicyEngine, children: list[Beam], conversation: list[Message], config: SearchConfig
 ) -> tuple[list[Beam], Usage]:
     """Roll each active child ``lookahead`` steps further at temperature 0 (one call per step)."""
     usage = Usage()
     rolling = [i for i, c in enumerate(children) if c.active]
-    delimiter = settings["step_delimiter"]
-    for _ in range(settings["lookahead"]):
+    for _ in range(config.lookahead):
         if not rolling:
             break
-        request = GenerationRequest(
-            messages=conversation, stop=[delimiter], max_tokens=settings["max_tokens"], temperature=0.0
-        )
+        request = sampling_request(config, conversation, stop=[config.step_delimiter], temperature=0.0)
         results = policy.invoke(
             [request.model_copy(update={"partial": children[i].text + children[i].lookahead}) for i in rolling]
         )
@@ -153,78 +122,77 @@ def _roll_out(
 def make_search_nodes(
     policy: PolicyEngine,
     prm: PRMEngine,
-    options: dict[str, Any],
+    config: SearchConfig,
     *,
-    roots: Callable[[dict[str, Any]], list[Beam]],
-    widths: Callable[[dict[str, Any], list[Beam]], list[int]],
-    system_prompt: str | None,
+    roots: Callable[[SearchConfig], list[Beam]],
+    widths: Callable[[SearchConfig, list[Beam]], list[int]],
 ) -> dict[str, Any]:
     """The ``start``, ``generate`` and ``score`` nodes of a step-level search.
 
     Args:
         policy: The policy engine (the run's context may name another).
         prm: The PRM engine (the run's context may name another).
-        options: The graph's options (see :func:`check_search_options`).
-        roots: The first frontier (empty partial solutions) for the run's settings.
+        config: The graph's validated config (the run's context may override it).
+        roots: The first frontier (empty partial solutions) for the run's config.
         widths: How many continuations each frontier beam writes this iteration.
-        system_prompt: Optional system message put before the problem.
 
     """
 
     def start(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
-        settings = merged_options(options, runtime)
-        check_search_options(settings)
-        _, conversation = conversation_from_input(state, system_prompt=system_prompt)
+        run = run_config(config, runtime)
+        _, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
+        frontier = [b.model_copy(update={"id": i}) for i, b in enumerate(roots(run))]
         return {
-            "settings": settings,
+            "config": run.model_dump(),
             "conversation": conversation,
             "iteration": 0,
-            "frontier": [b.model_dump() for b in roots(settings)],
+            "next_id": len(frontier),
+            "frontier": [b.model_dump() for b in frontier],
             "finished": [],
             "truncated": [],
+            "tree": [TreeNode(id=b.id, parent=None, fate="kept").model_dump() for b in frontier]
+            if run.record_tree
+            else [],
             "iterations": [],
         }
 
     def generate(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        settings, iteration = state["settings"], state["iteration"]
-        last = iteration == settings["max_iterations"] - 1
+        run, iteration = config_of(state, SearchConfig), state["iteration"]
+        last = iteration == run.max_iterations - 1
         frontier = beams_of(state, "frontier")
-        request = GenerationRequest(
-            messages=state["conversation"],
-            stop=[] if last else [settings["step_delimiter"]],
-            max_tokens=settings["max_tokens"],
-            temperature=settings["temperature"],
-            top_p=settings["top_p"],
-        )
-        parents = [(b, width) for b, width in zip(frontier, widths(settings, frontier), strict=True) if width]
-        requests = [request.model_copy(update={"partial": b.text, "n": width}) for b, width in parents]
+        parents = [(b, width) for b, width in zip(frontier, widths(run, frontier), strict=True) if width]
+        step = sampling_request(run, state["conversation"], stop=[] if last else [run.step_delimiter])
+        requests = [step.model_copy(update={"partial": b.text, "n": width}) for b, width in parents]
         run_policy = policy_for_run(policy, runtime)
-        results = run_policy.invoke(seed_requests(requests, derive_seed(settings["seed"], "iteration", iteration)))
+        results = run_policy.invoke(seed_requests(requests, derive_seed(run.seed, "iteration", iteration)))
         children = interleave(
             [
                 [extend(parent, c, iteration=iteration) for c in result.completions]
                 for (parent, _), result in zip(parents, results, strict=True)
             ]
         )
+        first_id = state["next_id"]
+        children = [c.model_copy(update={"id": first_id + i}) for i, c in enumerate(children)]
         usage = policy_call_usage(results)
-        if settings["lookahead"] and not last:
-            children, rollout_usage = _roll_out(run_policy, children, state["conversation"], settings)
+        if run.lookahead and not last:
+            children, rollout_usage = _roll_out(run_policy, children, state["conversation"], run)
             usage = usage + rollout_usage
         before = usage_of(state)
         return {
             "candidates": [c.model_dump() for c in children],
+            "next_id": first_id + len(children),
             "usage": (before + usage + elapsed_since(started)).model_dump(),
             "iteration_start_usage": before.model_dump(),
         }
 
     def score(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        settings = state["settings"]
-        delimiter = settings["step_delimiter"]
+        run = config_of(state, SearchConfig)
+        delimiter = run.step_delimiter
         problem = conversation_problem(state["conversation"])
         candidates = beams_of(state, "candidates")
-        todo = [i for i, b in enumerate(candidates) if b.finish_reason != "length" and split_steps(b.text, delimiter)]
+        todo = [i for i, b in enumerate(candidates) if not b.truncated and split_steps(b.text, delimiter)]
         usage = Usage()
         if todo:
             requests = [
@@ -236,7 +204,7 @@ def make_search_nodes(
             results = prm_for_run(prm, runtime).invoke(requests)
             for i, result in zip(todo, results, strict=True):
                 candidates[i] = candidates[i].model_copy(
-                    update={"step_scores": result.scores, "score": aggregate(result.scores, settings["aggregation"])}
+                    update={"step_scores": result.scores, "score": aggregate(result.scores, run.aggregation)}
                 )
             usage = Usage(prm_calls=1, prm_tokens=sum(r.num_tokens for r in results))
         return {
@@ -252,12 +220,16 @@ def close_iteration(
 ) -> dict[str, Any]:
     """The state update that ends an iteration; emits the ``ttc.iteration`` progress event.
 
-    Records the iteration's own usage (calls and tokens since its ``generate`` began).
+    Records the iteration's own usage (calls and tokens since its ``generate`` began) and, with
+    ``record_tree``, every candidate of the iteration with its fate (a candidate neither kept,
+    finished nor truncated was pruned).
     """
     iteration = state["iteration"]
     usage = usage_of(state)
     spent = usage - Usage.model_validate(state["iteration_start_usage"])
-    scores = [b.score for b in [*frontier, *finished] if b.score is not None]
+    new_finished = finished[len(state["finished"]) :]
+    new_truncated = truncated[len(state["truncated"]) :]
+    scores = [b.score for b in [*frontier, *new_finished] if b.score is not None]
     event = {
         "type": "ttc.iteration",
         "iteration": iteration,
@@ -267,7 +239,7 @@ def close_iteration(
         "tokens": usage.completion_tokens,
     }
     emit(event)
-    return {
+    update: dict[str, Any] = {
         "iteration": iteration + 1,
         "frontier": [b.model_copy(update={"lookahead": ""}).model_dump() for b in frontier],
         "finished": [b.model_dump() for b in finished],
@@ -275,6 +247,13 @@ def close_iteration(
         "candidates": [],
         "iterations": [*state.get("iterations", []), {"iteration": iteration, **spent.model_dump()}],
     }
+    if config_of(state, SearchConfig).record_tree:
+        fates: dict[int, Fate] = {}
+        for fate, beams in (("kept", frontier), ("finished", new_finished), ("truncated", new_truncated)):
+            fates |= dict.fromkeys((b.id for b in beams), cast(Fate, fate))
+        nodes = [TreeNode.of(c, fates.get(c.id, "pruned")).model_dump() for c in beams_of(state, "candidates")]
+        update["tree"] = [*state.get("tree", []), *nodes]
+    return update
 
 
 def conversation_problem(conversation: list[Message]) -> str:
@@ -282,14 +261,14 @@ def conversation_problem(conversation: list[Message]) -> str:
     return next(m["content"] for m in reversed(conversation) if m["role"] == "user")
 
 
-def pilot_candidates(state: SearchState) -> list[Candidate]:
+def pilot_candidates(state: SearchState, aggregation: str) -> list[Candidate]:
     """The input's pilots, their scores aggregated with the search's rule (unscored ones get no score)."""
     pilots = [Candidate.model_validate(c) for c in state.get("pilots") or []]
-    return reaggregated(pilots, aggregation=state["settings"]["aggregation"])
+    return reaggregated(pilots, aggregation=aggregation)
 
 
 def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
-    """The ``select`` node: the best finished beam, or the weighted vote over finished beams (and pilots).
+    """The ``select`` node: the weighted vote over finished beams (and pilots), or the best one.
 
     At most ``n`` finished beams take part, the best-scored ones (the reference keeps the first ``n``
     to finish); truncated beams are listed but never chosen.
@@ -297,41 +276,26 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
 
     def select(state: SearchState) -> dict[str, Any]:
         started = time.perf_counter()
-        settings = state["settings"]
-        beams = top_by_score(beams_of(state, "finished"), settings["n"]) + beams_of(state, "truncated")
-        candidates = [b.to_candidate(settings["step_delimiter"]) for b in beams] + pilot_candidates(state)
-        rule = weighted_best_of_n if settings["final_selection"] == "weighted" else best_of_n
-        output = selection_output(strategy, candidates, rule(candidates), usage_of(state) + elapsed_since(started))
+        run = config_of(state, SearchConfig)
+        beams = top_by_score(beams_of(state, "finished"), run.n) + beams_of(state, "truncated")
+        candidates = [b.to_candidate(run.step_delimiter) for b in beams] + pilot_candidates(state, run.aggregation)
+        rule = weighted_best_of_n if run.selection == "weighted" else best_of_n
+        selection = rule(candidates)
+        output = selection_output(strategy, candidates, selection, usage_of(state) + elapsed_since(started))
         output["result"]["metadata"] = {"iterations": state.get("iterations", [])}
+        if run.record_tree:
+            chosen = (
+                beams[selection.chosen_index].id
+                if selection.chosen_index is not None and selection.chosen_index < len(beams)
+                else None
+            )
+            tree = [TreeNode.model_validate(n) for n in state.get("tree", [])]
+            output["result"]["metadata"]["tree"] = [
+                (n.model_copy(update={"fate": "chosen"}) if n.id == chosen else n).model_dump() for n in tree
+            ]
         return output
 
     return select
-
-
-class SearchGraph(CompiledStateGraph[Any, Any, Any, Any]):
-    """A compiled search graph whose default step budget fits its loop.
-
-    Each iteration takes three LangGraph steps, so ``max_iterations=40`` needs about 123, more than
-    LangChain's default ``recursion_limit`` of 25 that ``invoke``, ``batch`` and chains fill in. When
-    a run's limit is missing or that default, it is raised to what the search can need; an explicit
-    other limit is kept.
-    """
-
-    step_budget: int = 10_000
-
-    def _budgeted(self, config: RunnableConfig | None) -> RunnableConfig:
-        budgeted: RunnableConfig = {**(config or {})}
-        if budgeted.get("recursion_limit") in (None, DEFAULT_RECURSION_LIMIT):
-            budgeted["recursion_limit"] = self.step_budget
-        return budgeted
-
-    def stream(self, input: Any, config: RunnableConfig | None = None, *args: Any, **kwargs: Any) -> Any:
-        """Stream a run (see ``CompiledStateGraph.stream``) with the step budget."""
-        return super().stream(input, self._budgeted(config), *args, **kwargs)
-
-    def astream(self, input: Any, config: RunnableConfig | None = None, *args: Any, **kwargs: Any) -> Any:
-        """Stream a run asynchronously (see ``CompiledStateGraph.astream``) with the step budget."""
-        return super().astream(input, self._budgeted(config), *args, **kwargs)
 
 
 def build_search_graph(
@@ -341,7 +305,7 @@ def build_search_graph(
     route: Callable[[SearchState], str],
     checkpointer: Checkpointer,
     name: str,
-) -> StrategyGraph:
+) -> LoopingGraph:
     """Wire a step-level search: ``start`` → (``generate`` → ``score`` → ``prune``)* → ``select``."""
     builder = StateGraph(
         SearchState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
@@ -354,6 +318,4 @@ def build_search_graph(
     builder.add_edge("score", "prune")
     builder.add_conditional_edges("prune", route, ["generate", "select"])
     builder.add_edge("select", END)
-    graph = builder.compile(checkpointer=checkpointer, name=name)
-    graph.__class__ = SearchGraph  # same object, with the step budget above (no state of its own)
-    return graph
+    return compile_loop(builder, checkpointer=checkpointer, name=name)
