@@ -33,6 +33,7 @@ from langchain_ttc.strategies import (
     create_compute_optimal_graph,
     create_dvts_graph,
     create_majority_vote_graph,
+    create_particle_filtering_graph,
     create_self_refine_graph,
     create_weighted_best_of_n_graph,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "create_compute_optimal_graph",
     "create_dvts_graph",
     "create_majority_vote_graph",
+    "create_particle_filtering_graph",
     "create_self_refine_graph",
     "create_strategy_graph",
     "create_weighted_best_of_n_graph",

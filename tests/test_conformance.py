@@ -10,6 +10,10 @@ plain Python, with our documented fixes (README, "Differences from the reference
 - DVTS keeps only the finished siblings of a subtree's last expansion;
 - ties in score go to the earlier candidate (the reference's ``np.argsort`` leaves them unspecified).
 
+Particle filtering follows Puri et al. (2025) and its_hub's ``ParticleFiltering``: weights are the
+softmax of the PRM score's logit (over a temperature), every particle (finished ones too) is
+resampled with replacement each step; the resampling draws come from the documented seed stream.
+
 Hypothesis draws random scripted worlds (a policy whose next step is a pure function of the partial
 solution and how many samples were already drawn from it, a PRM whose score is a pure function of
 the prefix) and random settings, runs the graph and the restatement on the same world, and compares
@@ -18,7 +22,10 @@ what each iteration sampled, what survived, and the final answer.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -32,10 +39,12 @@ from langchain_ttc import (
     create_best_of_n_graph,
     create_dvts_graph,
     create_majority_vote_graph,
+    create_particle_filtering_graph,
     create_weighted_best_of_n_graph,
 )
 from langchain_ttc.core.aggregation import aggregate
 from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 
@@ -219,6 +228,45 @@ def reference_dvts(world: World, *, n: int, m: int, iterations: int, aggregation
     return {"sampled": sampled_per_iteration, "pool": sorted(texts), "answer": answer}
 
 
+def reference_particle_filtering(world: World, *, n: int, iterations: int, aggregation: str, temperature: float,
+                                 method: str, seed: int, final: str) -> dict[str, Any]:  # fmt: skip
+    """Puri et al. 2025 / its_hub's particle filtering, with the finished particles kept in the population."""
+    sample = Sampler(world)
+    active, finished = [""], []
+    expanded: list[Counter[str]] = []
+    for i in range(iterations):
+        last = i == iterations - 1
+        partials = active * n if i == 0 else active  # n first steps from the empty solution, then one each
+        expanded.append(Counter(partials))
+        children = [sample(text, to_the_end=last) for text in partials]
+        population = [(t, r) for t, r in children] + [(t, "eos") for t in finished]
+        scores = [None if r == "length" else agg_score(world, t, aggregation) for t, r in population]
+        logits = [None if s is None else math.log(min(max(s, 1e-7), 1 - 1e-7) / (1 - min(max(s, 1e-7), 1 - 1e-7)))
+                  / temperature for s in scores]  # fmt: skip
+        if all(x is None for x in logits):
+            break
+        top = max(x for x in logits if x is not None)
+        weights = [0.0 if x is None else math.exp(x - top) for x in logits]
+        weights = [w / sum(weights) for w in weights]
+        rng = random.Random(derive_seed(seed, "resample", i))
+        if method == "multinomial":
+            picks = rng.choices(range(len(population)), weights=weights, k=n)
+        else:  # systematic: evenly spaced points from one uniform offset on the cumulative weights
+            offset, cumulative, picks = rng.random() / n, list(itertools.accumulate(weights)), []
+            for k in range(n):
+                picks.append(min(bisect.bisect_left(cumulative, offset + k / n), len(population) - 1))
+        drawn = [population[j] for j in picks]
+        active = [t for t, r in drawn if r == "stop"]
+        finished = [t for t, r in drawn if r == "eos"]
+        if not active:
+            break
+    scores = [agg_score(world, t, aggregation) for t in finished]
+    order = rank(scores)[:n]
+    texts = [finished[j] for j in order]
+    answer = pick(texts, [scores[j] or 0.0 for j in order], final)
+    return {"expanded": expanded, "pool": sorted(texts), "answer": answer}
+
+
 def reference_sampling(world: World, *, n: int, aggregation: str, rule: str) -> str | None:
     sample = Sampler(world)
     drawn = [sample("", to_the_end=True) for _ in range(n)]
@@ -297,6 +345,26 @@ def test_dvts_conforms(world: World, width: tuple[int, int], iterations: int, ag
     assert [sum(r.n for r in call) for call in policy.calls] == expected["sampled"]
     assert pool(output) == expected["pool"]
     assert answer == expected["answer"]
+
+
+@SETTINGS
+@given(world=worlds, n=st.integers(1, 12), iterations=st.integers(1, 6), aggregation=aggregations,
+       temperature=st.sampled_from([0.2, 1.0, 3.0]), method=st.sampled_from(["multinomial", "systematic"]),
+       seed=st.integers(0, 1000), final=st.sampled_from(["best", "weighted"]))  # fmt: skip
+def test_particle_filtering_conforms(world: World, n: int, iterations: int, aggregation: str, temperature: float,
+                                     method: str, seed: int, final: str) -> None:  # fmt: skip
+    policy = WorldPolicy(world)
+    graph = create_particle_filtering_graph(
+        policy, WorldPRM(world), n=n, max_iterations=iterations, aggregation=aggregation,  # type: ignore[arg-type]
+        resampling_temperature=temperature, resampling=method, seed=seed, selection=final,  # type: ignore[arg-type]
+    )  # fmt: skip
+    output = graph.invoke({"problem": PROBLEM})
+    expected = reference_particle_filtering(world, n=n, iterations=iterations, aggregation=aggregation,
+                                            temperature=temperature, method=method, seed=seed, final=final)  # fmt: skip
+    assert expanded(policy) == expected["expanded"]  # the same particles write, as often, every iteration
+    assert all(sum(r.n for r in call) <= n for call in policy.calls)
+    assert pool(output) == expected["pool"]
+    assert output["answer"] == expected["answer"]
 
 
 SAMPLING: dict[str, tuple[Callable[..., Any], str, bool]] = {

@@ -84,7 +84,6 @@ def test_aggregation_errors_name_the_value() -> None:
         aggregate([], "last")
 
 
-
 def _json_key() -> AnswerKey:
     """A key for answers that are JSON objects: equal after normalising (key order, spacing)."""
 

@@ -23,8 +23,9 @@ from langchain_ttc.core.aggregation import AGGREGATIONS
 from langchain_ttc.core.types import TTCResult
 from langchain_ttc.engines.loading import BACKENDS, PRM_PROTOCOLS
 from langchain_ttc.engines.openai_policy import ServerError
+from langchain_ttc.evaluation.scaling import sample_strategies
 from langchain_ttc.strategies.config import validated
-from langchain_ttc.strategies.registry import STRATEGIES, option_fields, strategy_spec
+from langchain_ttc.strategies.registry import DEFAULT_STRATEGY, STRATEGIES, option_fields, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
 from langchain_ttc.strategies.routing.table import routable_strategies
 
@@ -74,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     solve = commands.add_parser("solve", help="Solve one problem with a test-time compute strategy.")
     solve.add_argument("problem", help="The problem text.")
-    solve.add_argument(
-        "--strategy", default="weighted_best_of_n", choices=sorted(STRATEGIES), help="Default: %(default)s."
-    )
+    solve.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=sorted(STRATEGIES), help="Default: %(default)s.")
     solve.add_argument(
         "--n", type=_positive_int, default=8, help="Number of samples (the budget). Default: %(default)s."
     )
@@ -109,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--strategy",
         nargs="+",
-        default=["majority_vote", "best_of_n", "weighted_best_of_n"],
+        default=sample_strategies(),
         choices=sorted(STRATEGIES),
     )
     evaluate.add_argument("--n-max", type=_positive_int, default=16, help="Largest budget (a power of two).")

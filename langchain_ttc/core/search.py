@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -193,3 +195,54 @@ def best_per_subtree(candidates: Sequence[Beam]) -> list[Beam]:
         if current is None or _rank_key((index, beam)) < _rank_key(current):
             best[beam.subtree] = (index, beam)
     return [best[subtree][1] for subtree in sorted(best)]
+
+
+def particle_weights(scores: Sequence[float | None], temperature: float) -> list[float]:
+    """Resampling probabilities of particles from their PRM scores (Puri et al., 2025; its_hub).
+
+    A score ``s`` in [0, 1] is read as a probability; its logit ``log(s / (1 - s))`` divided by the
+    temperature goes through a softmax. An unscored particle (truncated, or with no step yet) gets 0.
+
+    Example:
+        >>> [round(w, 3) for w in particle_weights([0.5, 0.9, None], temperature=1.0)]
+        [0.1, 0.9, 0.0]
+
+    """
+    logits = [
+        None if s is None else math.log(min(max(s, 1e-7), 1 - 1e-7) / (1 - min(max(s, 1e-7), 1 - 1e-7))) / temperature
+        for s in scores
+    ]
+    top = max((x for x in logits if x is not None), default=None)
+    if top is None:
+        return [0.0] * len(scores)
+    exps = [0.0 if x is None else math.exp(x - top) for x in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def resample(weights: Sequence[float], k: int, rng: random.Random, *, method: str = "multinomial") -> list[int]:
+    """Indices of ``k`` particles drawn with replacement in proportion to ``weights``.
+
+    ``multinomial``: ``k`` independent draws. ``systematic``: one uniform offset, then ``k`` evenly
+    spaced points on the cumulative weights (lower variance; each particle is drawn
+    ``floor(k * w)`` or ``ceil(k * w)`` times).
+
+    Example:
+        >>> resample([0.0, 1.0, 0.0], 3, random.Random(0))
+        [1, 1, 1]
+        >>> sorted(resample([0.5, 0.5], 4, random.Random(0), method="systematic"))
+        [0, 0, 1, 1]
+
+    """
+    if method == "multinomial":
+        return rng.choices(range(len(weights)), weights=weights, k=k)
+    total = sum(weights)
+    offset = rng.random() / k
+    chosen, cumulative, index = [], weights[0] / total, 0
+    for i in range(k):
+        point = offset + i / k
+        while point > cumulative and index < len(weights) - 1:
+            index += 1
+            cumulative += weights[index] / total
+        chosen.append(index)
+    return chosen

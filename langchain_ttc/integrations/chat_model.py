@@ -3,7 +3,9 @@
 In: chat messages (the last user message is the problem). Out: an ``AIMessage`` whose content is
 the chosen solution (or just the answer), with the whole result in
 ``response_metadata["ttc_result"]`` and token usage in ``usage_metadata``. Drop it into an agent or
-a chain where a chat model goes. Tool calling is not supported (``bind_tools`` raises).
+a chain where a chat model goes. Callbacks reach the strategy graph and its engine runs (a tracer
+sees them nested under the chat model's run); ``stop`` strings cut the returned text. Tool calling
+is not supported (``bind_tools`` raises).
 
 Example:
     >>> model = TTCChatModel(graph=create_weighted_best_of_n_graph(policy, prm, n=8))  # doctest: +SKIP
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import CallbackManager, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field
 
 from langchain_ttc.integrations.reasoner import ReasonerContent, to_message
@@ -60,6 +63,18 @@ class TTCChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        output = self.graph.invoke({"messages": messages})
+        config: RunnableConfig = {"callbacks": _children_of(run_manager)} if run_manager else {}
+        output = self.graph.invoke({"messages": messages}, config)
         message = to_message(output, self.content)
+        if stop and isinstance(message.content, str):  # cut the text at the first stop string, as chat models do
+            message.content = min((message.content.split(s, 1)[0] for s in stop), key=len)
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _children_of(run_manager: CallbackManagerForLLMRun) -> CallbackManager:
+    """Callbacks for runs nested under the chat model's run (its inheritable handlers, tags and metadata)."""
+    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return manager

@@ -64,14 +64,19 @@ class ScoredConfig(StrategyConfig):
     aggregation: Aggregation = Field("last", description="How step scores become one score: last, min, prod, mean.")
 
 
-class SearchConfig(ScoredConfig):
-    """Settings of a step-level search (beam search, DVTS)."""
+class StepSearchConfig(ScoredConfig):
+    """Settings of every step-level search (beam search, DVTS, particle filtering)."""
 
-    beam_width: int = Field(4, ge=1, description="Continuations per beam (M); must divide n.")
     max_iterations: int = Field(40, ge=1, description="Most steps per solution; the last one writes to the end.")
     lookahead: int = Field(0, ge=0, description="Greedy steps rolled out past each candidate before scoring.")
     selection: Selection = Field("weighted", description="Final pick: weighted vote over finished solutions, or best.")
     record_tree: bool = Field(False, description="Keep the whole search tree in the result (metadata['tree']).")
+
+
+class SearchConfig(StepSearchConfig):
+    """Settings of a beam-based search (beam search, DVTS): ``n`` beams, ``beam_width`` per survivor or subtree."""
+
+    beam_width: int = Field(4, ge=1, description="Continuations per beam (M); must divide n.")
 
     @model_validator(mode="after")
     def _width_divides_n(self) -> Self:

@@ -57,6 +57,9 @@ class TTCContext:
     lookahead: int | None = field(
         default=None, metadata=_describe("Beam search / DVTS: greedy steps rolled out before scoring.")
     )
+    resampling_temperature: float | None = field(
+        default=None, metadata=_describe("Particle filtering: softmax temperature of the particle weights (> 0).")
+    )
     aggregation: str | None = field(
         default=None, metadata=_describe("How step scores become one score: last, min, prod or mean.")
     )

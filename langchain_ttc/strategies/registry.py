@@ -7,10 +7,11 @@ Studio context, the router table's schema, ``ttc eval`` and ``ttc calibrate`` al
 :data:`STRATEGIES` (the router, which builds the others by name, adds itself: it sits above this module).
 
 Example:
-    >>> sorted(STRATEGIES)
-    ['beam_search', 'best_of_n', 'compute_optimal', 'dvts', 'majority_vote', 'self_refine', 'weighted_best_of_n']
-    >>> strategy_spec("majority_vote").needs_prm
-    False
+    >>> sorted(STRATEGIES)  # doctest: +NORMALIZE_WHITESPACE
+    ['beam_search', 'best_of_n', 'compute_optimal', 'dvts', 'majority_vote', 'particle_filtering',
+     'self_refine', 'weighted_best_of_n']
+    >>> strategy_spec(DEFAULT_STRATEGY).needs_prm
+    True
 
 """
 
@@ -29,12 +30,16 @@ from langchain_ttc.strategies.sampling.best_of_n import BEST_OF_N, WEIGHTED_BEST
 from langchain_ttc.strategies.sampling.majority_vote import MAJORITY_VOTE
 from langchain_ttc.strategies.search.beam_search import BEAM_SEARCH
 from langchain_ttc.strategies.search.dvts import DVTS
+from langchain_ttc.strategies.search.particle_filtering import PARTICLE_FILTERING
 from langchain_ttc.strategies.spec import StrategySpec
 
 STRATEGIES: dict[str, StrategySpec] = {
-    spec.name: spec for spec in (MAJORITY_VOTE, BEST_OF_N, WEIGHTED_BEST_OF_N, BEAM_SEARCH, DVTS, SELF_REFINE)
+    spec.name: spec
+    for spec in (MAJORITY_VOTE, BEST_OF_N, WEIGHTED_BEST_OF_N, BEAM_SEARCH, DVTS, PARTICLE_FILTERING, SELF_REFINE)
 }
 """Every strategy by name (the compute-optimal router adds itself when its module loads)."""
+DEFAULT_STRATEGY = WEIGHTED_BEST_OF_N.name
+"""What ``ttc solve`` runs when no strategy is named: the papers' strong, simple baseline."""
 
 
 def register(spec: StrategySpec) -> StrategySpec:

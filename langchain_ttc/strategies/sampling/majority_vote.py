@@ -85,9 +85,7 @@ def create_majority_vote_graph(
         MajorityVoteConfig, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
         system_prompt=system_prompt, step_delimiter=step_delimiter,
     )  # fmt: skip
-    return build_majority_vote_graph(
-        policy, None, config, answer_key=answer_key, checkpointer=checkpointer, name=name
-    )
+    return build_majority_vote_graph(policy, None, config, answer_key=answer_key, checkpointer=checkpointer, name=name)
 
 
 def build_majority_vote_graph(
@@ -105,7 +103,9 @@ def build_majority_vote_graph(
     def select(state: SelectionState) -> dict[str, Any]:
         started = time.perf_counter()
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
-        return selection_output(name, candidates, majority_vote(candidates, key=answer_key), usage_of(state) + elapsed_since(started))
+        return selection_output(
+            name, candidates, majority_vote(candidates, key=answer_key), usage_of(state) + elapsed_since(started)
+        )
 
     builder = StateGraph(
         SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -49,8 +49,10 @@ from langchain_ttc.strategies.common import (
     selection_output,
     usage_of,
 )
-from langchain_ttc.strategies.config import SearchConfig
+from langchain_ttc.strategies.config import StepSearchConfig
 from langchain_ttc.strategies.context import TTCContext, policy_for_run, prm_for_run
+
+S = TypeVar("S", bound=StepSearchConfig)
 
 
 class SearchState(StrategyInput, total=False):
@@ -96,7 +98,7 @@ def beams_of(state: SearchState, key: str) -> list[Beam]:
 
 
 def _roll_out(
-    policy: PolicyEngine, children: list[Beam], conversation: list[Message], config: SearchConfig
+    policy: PolicyEngine, children: list[Beam], conversation: list[Message], config: StepSearchConfig
 ) -> tuple[list[Beam], Usage]:
     """Roll each active child ``lookahead`` steps further at temperature 0 (one call per step)."""
     usage = Usage()
@@ -122,10 +124,10 @@ def _roll_out(
 def make_search_nodes(
     policy: PolicyEngine,
     prm: PRMEngine,
-    config: SearchConfig,
+    config: S,
     *,
-    roots: Callable[[SearchConfig], list[Beam]],
-    widths: Callable[[SearchConfig, list[Beam]], list[int]],
+    roots: Callable[[S], list[Beam]],
+    widths: Callable[[S, list[Beam]], list[int]],
 ) -> dict[str, Any]:
     """The ``start``, ``generate`` and ``score`` nodes of a step-level search.
 
@@ -158,7 +160,7 @@ def make_search_nodes(
 
     def generate(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        run, iteration = config_of(state, SearchConfig), state["iteration"]
+        run, iteration = config_of(state, type(config)), state["iteration"]
         last = iteration == run.max_iterations - 1
         frontier = beams_of(state, "frontier")
         parents = [(b, width) for b, width in zip(frontier, widths(run, frontier), strict=True) if width]
@@ -188,7 +190,7 @@ def make_search_nodes(
 
     def score(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        run = config_of(state, SearchConfig)
+        run = config_of(state, StepSearchConfig)
         delimiter = run.step_delimiter
         problem = conversation_problem(state["conversation"])
         candidates = beams_of(state, "candidates")
@@ -220,16 +222,14 @@ def close_iteration(
 ) -> dict[str, Any]:
     """The state update that ends an iteration; emits the ``ttc.iteration`` progress event.
 
-    Records the iteration's own usage (calls and tokens since its ``generate`` began) and, with
-    ``record_tree``, every candidate of the iteration with its fate (a candidate neither kept,
-    finished nor truncated was pruned).
+    ``finished`` and ``truncated`` are the whole lists after this iteration. Records the
+    iteration's own usage (calls and tokens since its ``generate`` began) and, with ``record_tree``,
+    every candidate of the iteration with its fate.
     """
     iteration = state["iteration"]
     usage = usage_of(state)
     spent = usage - Usage.model_validate(state["iteration_start_usage"])
-    new_finished = finished[len(state["finished"]) :]
-    new_truncated = truncated[len(state["truncated"]) :]
-    scores = [b.score for b in [*frontier, *new_finished] if b.score is not None]
+    scores = [b.score for b in [*frontier, *finished] if b.score is not None]
     event = {
         "type": "ttc.iteration",
         "iteration": iteration,
@@ -247,9 +247,9 @@ def close_iteration(
         "candidates": [],
         "iterations": [*state.get("iterations", []), {"iteration": iteration, **spent.model_dump()}],
     }
-    if config_of(state, SearchConfig).record_tree:
-        fates: dict[int, Fate] = {}
-        for fate, beams in (("kept", frontier), ("finished", new_finished), ("truncated", new_truncated)):
+    if config_of(state, StepSearchConfig).record_tree:
+        fates: dict[int, Fate] = {}  # a candidate neither kept, finished nor truncated was pruned
+        for fate, beams in (("kept", frontier), ("finished", finished), ("truncated", truncated)):
             fates |= dict.fromkeys((b.id for b in beams), cast(Fate, fate))
         nodes = [TreeNode.of(c, fates.get(c.id, "pruned")).model_dump() for c in beams_of(state, "candidates")]
         update["tree"] = [*state.get("tree", []), *nodes]
@@ -276,7 +276,7 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
 
     def select(state: SearchState) -> dict[str, Any]:
         started = time.perf_counter()
-        run = config_of(state, SearchConfig)
+        run = config_of(state, StepSearchConfig)
         beams = top_by_score(beams_of(state, "finished"), run.n) + beams_of(state, "truncated")
         candidates = [b.to_candidate(run.step_delimiter) for b in beams] + pilot_candidates(state, run.aggregation)
         rule = weighted_best_of_n if run.selection == "weighted" else best_of_n
