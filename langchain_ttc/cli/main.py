@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
     solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
     solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
+    solve.add_argument(
+        "--tree",
+        type=Path,
+        default=None,
+        help="Write the search tree as an HTML page (this path) and a PNG beside it (step searches, self_refine).",
+    )
     solve.set_defaults(strategy_options=add_strategy_options(solve, skip=SOLVE_FLAGS))
 
     evaluate = commands.add_parser("eval", help="Accuracy against budget on a dataset, for one or more strategies.")
@@ -229,6 +235,14 @@ def solve(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
     spec = strategy_spec(args.strategy)
+    if args.tree is not None:
+        if "record_tree" not in spec.options() and spec.family != "refine":
+            raise ValueError(
+                f"--tree needs a strategy that searches step by step or refines drafts; --strategy {args.strategy} "
+                "samples whole solutions (try beam_search, dvts, particle_filtering or self_refine)."
+            )
+        if "record_tree" in spec.options():
+            args.record_tree = True
     given = {name: getattr(args, name) for name in (*SOLVE_FLAGS, *args.strategy_options)}
     options = {k: v for k, v in given.items() if k in spec.options() and v is not None}
     unused = sorted(k for k, v in given.items() if v is not None and k not in spec.options() and k not in SOLVE_FLAGS)
@@ -272,6 +286,11 @@ def solve(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     result = TTCResult.model_validate(output["result"])
     print(result.model_dump_json(indent=2) if args.json else _format_table(result))
+    if args.tree is not None:
+        from langchain_ttc.integrations.tree_view import write_tree
+
+        page, picture = write_tree(result, args.tree)
+        print(f"tree: {page} and {picture}", file=sys.stderr)
     return 0
 
 

@@ -10,8 +10,9 @@ The ``start`` node merges the graph's config with the run's
 ``config``, so a resumed search goes on with exactly the settings it started with.
 
 Every beam has an id and its parent's id. With ``record_tree=True`` the search keeps every node it
-wrote (step text, score, fate: kept, pruned, finished, truncated, chosen) and returns the tree in
-``result.metadata["tree"]``; otherwise nothing of it is kept.
+wrote (step text, score, fate: kept, pruned, finished, truncated, chosen), returns the tree in
+``result.metadata["tree"]`` and streams each iteration's new nodes as a ``ttc.tree`` custom event
+(the last one names the chosen node); otherwise nothing of it is kept.
 """
 
 from __future__ import annotations
@@ -253,6 +254,7 @@ def close_iteration(
             fates |= dict.fromkeys((b.id for b in beams), cast(Fate, fate))
         nodes = [TreeNode.of(c, fates.get(c.id, "pruned")).model_dump() for c in beams_of(state, "candidates")]
         update["tree"] = [*state.get("tree", []), *nodes]
+        emit({"type": "ttc.tree", "iteration": iteration, "nodes": nodes})
     return update
 
 
@@ -281,18 +283,17 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
         candidates = [b.to_candidate(run.step_delimiter) for b in beams] + pilot_candidates(state, run.aggregation)
         rule = weighted_best_of_n if run.selection == "weighted" else best_of_n
         selection = rule(candidates)
-        output = selection_output(strategy, candidates, selection, usage_of(state) + elapsed_since(started))
-        output["result"]["metadata"] = {"iterations": state.get("iterations", [])}
+        metadata: dict[str, Any] = {"iterations": state.get("iterations", [])}
         if run.record_tree:
-            chosen = (
-                beams[selection.chosen_index].id
-                if selection.chosen_index is not None and selection.chosen_index < len(beams)
-                else None
-            )
+            index = selection.chosen_index
+            chosen = beams[index].id if index is not None and index < len(beams) else None  # not a pilot
             tree = [TreeNode.model_validate(n) for n in state.get("tree", [])]
-            output["result"]["metadata"]["tree"] = [
+            metadata["tree"] = [
                 (n.model_copy(update={"fate": "chosen"}) if n.id == chosen else n).model_dump() for n in tree
             ]
+            emit({"type": "ttc.tree", "iteration": state["iteration"], "chosen": chosen})
+        output = selection_output(strategy, candidates, selection, usage_of(state) + elapsed_since(started))
+        output["result"]["metadata"] = metadata
         return output
 
     return select
