@@ -138,6 +138,7 @@ def tree_graph(nodes: Sequence[TreeNode], *, title: str) -> Any:
         step = node.step.strip().replace("\n", " ") or "(start)"
         if len(step) > _LABEL_CHARS:
             step = step[: _LABEL_CHARS - 1] + "…"
+        step = step.replace("\\", "\\\\")  # a backslash starts an escape in Graphviz labels
         score = "" if node.score is None else f"\n{node.score:.2f}"
         graph.node(
             str(node.id), f"{step}{score}", fillcolor=COLORS[node.fate], fontcolor="white", color=COLORS[node.fate]
