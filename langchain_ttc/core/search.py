@@ -197,6 +197,11 @@ def best_per_subtree(candidates: Sequence[Beam]) -> list[Beam]:
     return [best[subtree][1] for subtree in sorted(best)]
 
 
+def _logit(score: float) -> float:
+    clipped = min(max(score, 1e-7), 1 - 1e-7)  # a score of exactly 0 or 1 stays finite
+    return math.log(clipped / (1 - clipped))
+
+
 def particle_weights(scores: Sequence[float | None], temperature: float) -> list[float]:
     """Resampling probabilities of particles from their PRM scores (Puri et al., 2025; its_hub).
 
@@ -208,10 +213,7 @@ def particle_weights(scores: Sequence[float | None], temperature: float) -> list
         [0.1, 0.9, 0.0]
 
     """
-    logits = [
-        None if s is None else math.log(min(max(s, 1e-7), 1 - 1e-7) / (1 - min(max(s, 1e-7), 1 - 1e-7))) / temperature
-        for s in scores
-    ]
+    logits = [None if s is None else _logit(s) / temperature for s in scores]
     top = max((x for x in logits if x is not None), default=None)
     if top is None:
         return [0.0] * len(scores)
