@@ -19,40 +19,47 @@ from _report import header, write
 
 from langchain_ttc import create_beam_search_graph, make_problems
 from langchain_ttc.core.aggregation import aggregate
-from langchain_ttc.core.search import Beam, prune, split_steps
+from langchain_ttc.core.search import Beam, extend, interleave, prune, repeat_counts, split_steps, top_by_score
+from langchain_ttc.core.seeds import derive_seed, seed_requests
 from langchain_ttc.core.types import GenerationRequest, ScoreRequest
+from langchain_ttc.core.voting import weighted_best_of_n
 from langchain_ttc.engines.loading import load_policy, load_prm
 
 
 def plain_beam_search(
     policy: Any, prm: Any, problem: str, *, n: int, width: int, seed: int, max_tokens: int
 ) -> tuple[str, int]:
-    """Beam search as a plain loop over the same engines and pure functions; returns (best text, iterations)."""
+    """Beam search as a plain loop over the same engines and pure functions; returns (chosen text, iterations).
+
+    The reference's iteration: the survivors write n continuations (repeated in turn), the PRM scores
+    them, the best n / width active ones survive; at the end, the weighted vote over the n best
+    finished beams.
+    """
     conversation = [{"role": "user", "content": problem}]
     frontier, finished = [Beam()], []
     iteration = 0
     for iteration in range(40):
         last = iteration == 39
-        request = GenerationRequest(
-            messages=conversation, n=n if iteration == 0 else width, stop=[] if last else ["\n\n"],
-            max_tokens=max_tokens, temperature=0.8, seed=seed + iteration,
-        )  # fmt: skip
-        results = policy.invoke([request.model_copy(update={"partial": b.text}) for b in frontier])
-        children = [
-            Beam(text=b.text + c.text, finish_reason=c.finish_reason, num_tokens=b.num_tokens + c.num_tokens)
-            for b, r in zip(frontier, results, strict=True)
-            for c in r.completions
+        step = GenerationRequest(messages=conversation, stop=[] if last else ["\n\n"], max_tokens=max_tokens)
+        requests = [
+            step.model_copy(update={"partial": b.text, "n": k})
+            for b, k in zip(frontier, repeat_counts(len(frontier), n), strict=True)
         ]
-        todo = [c for c in children if c.finish_reason != "length" and split_steps(c.text, "\n\n")]
+        results = policy.invoke(seed_requests(requests, derive_seed(seed, "iteration", iteration)))
+        children = interleave(
+            [[extend(b, c, iteration=iteration) for c in r.completions] for b, r in zip(frontier, results, strict=True)]
+        )
+        todo = [c for c in children if not c.truncated and split_steps(c.text, "\n\n")]
         scores = prm.invoke([ScoreRequest(problem=problem, steps=split_steps(c.text, "\n\n")) for c in todo])
         scored = {id(c): aggregate(s.scores, "last") for c, s in zip(todo, scores, strict=True)}
         children = [c.model_copy(update={"score": scored.get(id(c))}) for c in children]
-        finished += [c for c in children if c.finished]
-        frontier = prune([c for c in children if c.active], keep=n // width, filter_duplicates=True)
-        if not frontier or len(finished) >= n:
+        finished += [c for c in children if c.complete]
+        frontier = prune([c for c in children if c.active], keep=n // width, filter_duplicates=False)
+        if not frontier:
             break
-    best = max(finished, key=lambda b: b.score or 0.0, default=None)
-    return (best.text if best else ""), iteration + 1
+    candidates = [b.to_candidate("\n\n") for b in top_by_score(finished, n)]
+    chosen = weighted_best_of_n(candidates).chosen_index
+    return ("" if chosen is None else candidates[chosen].text), iteration + 1
 
 
 def main() -> None:

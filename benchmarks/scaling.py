@@ -31,6 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-difficulty", type=int, default=38)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--resume", action="store_true", help="Continue an interrupted run from its records (default: start afresh)."
+    )
     args = parser.parse_args()
     problems = [
         EvalProblem(id=f"d{d}-{i}", problem=p.problem, answer=p.answer, level=str(d))
@@ -52,6 +55,8 @@ def main() -> None:
     }
     records = []
     for name, config in configs.items():
+        if not args.resume:  # records of an earlier run were made by earlier code: never mix them in
+            (RESULTS / name).unlink(missing_ok=True)
         part = run_evaluation(config, problems, RESULTS / name, policy=policy, prm=prm, concurrency=args.concurrency)
         records += part
     merged: dict[str, dict] = {}
