@@ -40,7 +40,9 @@ def plain_beam_search(
     iteration = 0
     for iteration in range(40):
         last = iteration == 39
-        step = GenerationRequest(messages=conversation, stop=[] if last else ["\n\n"], max_tokens=max_tokens)
+        step = GenerationRequest(
+            messages=conversation, stop=[] if last else ["\n\n"], max_tokens=max_tokens, temperature=0.8
+        )
         requests = [
             step.model_copy(update={"partial": b.text, "n": k})
             for b, k in zip(frontier, repeat_counts(len(frontier), n), strict=True)
