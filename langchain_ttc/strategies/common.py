@@ -8,6 +8,7 @@ selection rules themselves live in :mod:`langchain_ttc.core.voting`.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, TypeVar
@@ -17,7 +18,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import DEFAULT_RECURSION_LIMIT
 from langgraph.config import get_stream_writer
-from langgraph.graph import StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
@@ -138,6 +139,21 @@ def _budgeted(config: RunnableConfig | None) -> RunnableConfig:
     if budgeted.get("recursion_limit") in (None, DEFAULT_RECURSION_LIMIT):
         budgeted["recursion_limit"] = LOOP_STEP_BUDGET
     return budgeted
+
+
+def build_pipeline(
+    nodes: Sequence[tuple[str, Any]], *, checkpointer: Checkpointer, name: str
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Wire a sample-then-select graph: its nodes one after the other, from start to end."""
+    builder = StateGraph(
+        SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
+    )
+    for node_name, node in nodes:
+        builder.add_node(node_name, node)
+    names = [START, *(node_name for node_name, _ in nodes), END]
+    for first, second in itertools.pairwise(names):
+        builder.add_edge(first, second)
+    return builder.compile(checkpointer=checkpointer, name=name)
 
 
 def compile_loop(builder: StateGraph[Any, Any, Any, Any], *, checkpointer: Checkpointer, name: str) -> LoopingGraph:

@@ -27,7 +27,6 @@ import time
 from functools import partial
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
@@ -38,8 +37,7 @@ from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
     SelectionState,
     StrategyGraph,
-    StrategyInput,
-    StrategyOutput,
+    build_pipeline,
     check_policy,
     check_prm,
     config_of,
@@ -169,17 +167,9 @@ def build_best_of_n_graph(
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
         return selection_output(strategy, candidates, rule(candidates), usage_of(state) + elapsed_since(started))
 
-    builder = StateGraph(
-        SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
-    )
-    builder.add_node("generate", make_generate_node(policy, config, key=answer_key))
-    builder.add_node("score", score)
-    builder.add_node("select", select)
-    builder.add_edge(START, "generate")
-    builder.add_edge("generate", "score")
-    builder.add_edge("score", "select")
-    builder.add_edge("select", END)
-    return builder.compile(checkpointer=checkpointer, name=strategy)
+    generate = make_generate_node(policy, config, key=answer_key)
+    nodes = [("generate", generate), ("score", score), ("select", select)]
+    return build_pipeline(nodes, checkpointer=checkpointer, name=strategy)
 
 
 BEST_OF_N = StrategySpec(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer
 
 from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
@@ -30,8 +29,7 @@ from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
     SelectionState,
     StrategyGraph,
-    StrategyInput,
-    StrategyOutput,
+    build_pipeline,
     check_policy,
     elapsed_since,
     make_generate_node,
@@ -39,7 +37,6 @@ from langchain_ttc.strategies.common import (
     usage_of,
 )
 from langchain_ttc.strategies.config import StrategyConfig, validated
-from langchain_ttc.strategies.context import TTCContext
 from langchain_ttc.strategies.spec import StrategySpec, sampling_n
 
 
@@ -107,15 +104,8 @@ def build_majority_vote_graph(
             name, candidates, majority_vote(candidates, key=answer_key), usage_of(state) + elapsed_since(started)
         )
 
-    builder = StateGraph(
-        SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
-    )
-    builder.add_node("generate", make_generate_node(policy, config, key=answer_key))
-    builder.add_node("select", select)
-    builder.add_edge(START, "generate")
-    builder.add_edge("generate", "select")
-    builder.add_edge("select", END)
-    return builder.compile(checkpointer=checkpointer, name=name)
+    generate = make_generate_node(policy, config, key=answer_key)
+    return build_pipeline([("generate", generate), ("select", select)], checkpointer=checkpointer, name=name)
 
 
 MAJORITY_VOTE = StrategySpec(
