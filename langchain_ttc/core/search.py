@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey, extract_boxed
+from langchain_ttc.core.answers import extract_boxed
 from langchain_ttc.core.types import Candidate, Completion, FinishReason
 
 
@@ -80,12 +80,12 @@ class Beam(BaseModel):
         """Whether the search goes on from this beam."""
         return self.finish_reason == "stop"
 
-    def to_candidate(self, delimiter: str, key: AnswerKey = MATH_ANSWERS) -> Candidate:
-        """The beam as a result candidate (its answer as ``key`` reads it)."""
+    def to_candidate(self, delimiter: str) -> Candidate:
+        """The beam as a result candidate (its answer: the last ``\\boxed{}``)."""
         return Candidate(
             text=self.text,
             steps=split_steps(self.text, delimiter),
-            answer=key.extract(self.text),
+            answer=extract_boxed(self.text),
             finish_reason=self.finish_reason,
             num_tokens=self.num_tokens,
             step_scores=self.step_scores or None,

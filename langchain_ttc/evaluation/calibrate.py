@@ -34,7 +34,7 @@ from langchain_ttc.evaluation.run import grade
 from langchain_ttc.strategies.common import conversation_from_input, reaggregated
 from langchain_ttc.strategies.config import StrategyConfig, validated
 from langchain_ttc.strategies.registry import applicable, create_strategy_graph, sampler_for, strategy_spec
-from langchain_ttc.strategies.routing.compute_optimal import draw_pilots, strategy_n, strategy_seed
+from langchain_ttc.strategies.routing.compute_optimal import draw_pilots, strategy_seed
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
 from langchain_ttc.strategies.routing.table import (
     DifficultyBin,
@@ -97,8 +97,8 @@ class Calibration:
                     sampler, policy, prm, n=budget, **applicable(sampler, common)
                 )
             for choice in self.candidates:
-                if strategy_spec(choice.strategy).vote is None and choice.fits(budget, pilots):
-                    n = strategy_n(choice, budget=budget, pilots=pilots)
+                n = choice.n(budget, pilots)  # 0: it does not fit after the pilots
+                if strategy_spec(choice.strategy).vote is None and n >= 1:
                     options = applicable(choice.strategy, {**common, **choice.options})
                     self.graphs[budget, choice.label()] = create_strategy_graph(choice.strategy, policy, prm, n=n,
                                                                                 **options)  # fmt: skip

@@ -98,7 +98,7 @@ def route_nodes(table: StrategyTable) -> tuple[dict[str, tuple[StrategyChoice, i
     routes: dict[tuple[int, str], str] = {}
     for budget in sorted(table.budgets):
         for bin_name, choice in table.budgets[budget].items():
-            target = (choice, strategy_n(choice, budget=budget, pilots=table.pilots))
+            target = (choice, choice.n(budget, table.pilots))
             node = next((name for name, existing in nodes.items() if existing == target), None)
             if node is None:
                 node = base = f"{choice.strategy}_n{target[1]}"
@@ -137,11 +137,6 @@ def draw_pilots(
         candidates, scoring = score_candidates(prm, problem, candidates, aggregation=aggregation)
         usage = usage + scoring
     return candidates, usage
-
-
-def strategy_n(choice: StrategyChoice, *, budget: int, pilots: int) -> int:
-    """The ``n`` a routed strategy runs with so that pilots + its samples <= ``budget``."""
-    return choice.n(budget, pilots)
 
 
 def create_compute_optimal_graph(
@@ -256,7 +251,7 @@ def build_compute_optimal_graph(
             "difficulty": difficulty,
             "bin": bin_name,
             "strategy": choice.strategy,
-            "options": {**choice.options, "n": strategy_n(choice, budget=run_budget, pilots=checked.pilots)},
+            "options": {**choice.options, "n": choice.n(run_budget, checked.pilots)},
             "budget": run_budget,
             "pilots": checked.pilots,
         }
