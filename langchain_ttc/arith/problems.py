@@ -4,7 +4,9 @@ In: a count, a difficulty (number of steps, 1 to 8) and a seed. Out: :class:`Ari
 with the problem text, the gold step-by-step solution and the exact answer.
 
 A problem is a left-to-right chain of one-digit operations where only the last digit is kept after
-each step (arithmetic modulo 10). Its solution has one step per paragraph (``"\\n\\n"`` delimited)
+each step (arithmetic modulo 10). Every operation is a permutation of the ten digits (adding or
+subtracting any digit, multiplying by 3, 7 or 9), so one wrong step always ends on a wrong answer:
+a wrong derivation lands on the right answer only when a later error cancels an earlier one. Its solution has one step per paragraph (``"\\n\\n"`` delimited)
 and ends in ``\\boxed{...}``::
 
     Keep only the last digit after each step. What is 3+4*2-5?
@@ -33,6 +35,8 @@ MIN_DIFFICULTY = 1
 MAX_DIFFICULTY = 8
 STEP_DELIMITER = "\n\n"
 OPERATORS = ("+", "-", "*")
+MULTIPLIERS = (3, 7, 9)
+"""The digits a problem multiplies by: the units modulo 10 other than 1, so a product never loses an error."""
 
 _PROBLEM_PREFIX = "Keep only the last digit after each step. What is "
 _PROBLEM_RE = re.compile(r"What is (\d(?:[+\-*]\d)+)\?")
@@ -74,6 +78,22 @@ def apply_operator(left: int, operator: str, right: int) -> int:
     raise ValueError(f"operator={operator!r} is not one of {OPERATORS}.")
 
 
+def arithmetic_facts() -> list[tuple[int, str, int]]:
+    """Every fact a problem can ask for: ``(left, operator, right)``, 230 of them.
+
+    Example:
+        >>> len(arithmetic_facts()), arithmetic_facts()[0]
+        (230, (0, '+', 0))
+
+    """
+    return [
+        (left, op, right)
+        for left in range(10)
+        for op in OPERATORS
+        for right in (MULTIPLIERS if op == "*" else range(10))
+    ]
+
+
 def _expression(head: int, operations: list[tuple[str, int]]) -> str:
     return str(head) + "".join(f"{op}{digit}" for op, digit in operations)
 
@@ -97,7 +117,7 @@ def solve_expression(
     Args:
         expression: Such as ``"3+4*2"``.
         compute: The result of one step; the exact :func:`apply_operator` by default (the training
-            script passes a fallible one to give a policy misconceptions).
+            script passes a fallible one, its teacher).
 
     Example:
         >>> solve_expression("3+4*2")
@@ -121,7 +141,10 @@ def make_problem(rng: random.Random, difficulty: int) -> ArithProblem:
     """Draw one problem of the given difficulty from ``rng``."""
     _check_difficulty(difficulty)
     head = rng.randrange(10)
-    operations = [(rng.choice(OPERATORS), rng.randrange(10)) for _ in range(difficulty)]
+    operations = []
+    for _ in range(difficulty):
+        op = rng.choice(OPERATORS)
+        operations.append((op, rng.choice(MULTIPLIERS) if op == "*" else rng.randrange(10)))
     expression = _expression(head, operations)
     steps, answer = solve_expression(expression)
     return ArithProblem(

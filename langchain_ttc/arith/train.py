@@ -4,28 +4,34 @@ In: nothing but seeds and step counts. Out: three Hugging Face directories (``sm
 ``prm``) with safetensors weights, a standard ``LlamaForCausalLM`` config, the Arith tokenizer and a
 chat template, plus a ``training.json`` with the recipe and the measured accuracies.
 
-The recipe (measured on 2 CPU cores): byte-level Llama models (hidden 128, 2 layers, head_dim 64,
-0.46M parameters), AdamW at 1e-3 constant after a warm-up, batch 32 (one difficulty per batch),
-2400 steps, the loss on solution tokens only, a curriculum (1-2 steps for the first 15%, then 1-4
-until 30%, then 1-8). Training these tiny models is seed-sensitive: both policies use seed 1.
+**The policies imitate a teacher.** A :class:`Teacher` says, for every arithmetic fact, how likely
+a policy is to write each result digit: the right one with probability ``1 - slip`` (the slip spread
+over the nine wrong digits), except on the policy's *misconceptions*, a fixed random set of facts
+where it writes one particular wrong result with probability 0.55 and the right one with 0.35. A
+policy is trained to reproduce that distribution exactly: at every result digit the loss is the
+cross-entropy against the teacher's whole distribution (soft targets), not against the one digit
+drawn, so the learned probabilities are calibrated instead of collapsing onto the mode. Greedy
+decoding then errs on exactly the misconceptions, so accuracy decays like ``(1 - f)^steps`` with the
+number of steps; sampling at temperature 0.8 still writes the right result about a third of the time
+on every fact, so every right solution is reachable, which a PRM can recognise and majority voting
+cannot (the wrong result is the mode): the situation where verifier-guided search pays. The large
+policy is four times the small one's parameters and has a fifth of its misconceptions (a subset).
 
-The policies are imperfect on purpose, in a way that makes accuracy fall gradually with the number
-of steps instead of at a cliff: each policy has *misconceptions*, a fixed random set of arithmetic
-facts (12% of the 300 for the small policy, 4% for the large one) for which its training solutions
-write a wrong result 75% of the time and carry on consistently from it. Greedy decoding then errs
-on about that fraction of steps wherever they occur, so accuracy decays roughly like (1 - f)^steps;
-sampling still finds the right result 25% of the time, which a PRM can recognise and majority
-voting cannot (the wrong result is the mode), the situation where verifier-guided search pays.
-The PRM starts from the small policy's weights and learns P("+") at each step tag (1200 steps, lr
-5e-4) on 6000 solutions sampled from the small policy at temperature 1, each step labelled by the
-exact checker (Math-Shepherd-style automatic labels).
+**The PRM is stronger than the policy's errors**: it starts from the large policy with one more
+layer (initialised as the identity) and learns P("+") at each step tag on an unlimited stream of
+solutions drawn from the small policy's teacher at temperatures 0.8 and 1.0 (the distribution the
+small policy samples from), plus a few miscopied steps, each step labelled by the exact checker
+(Math-Shepherd's prefix labels: a step is good while every step so far is right).
 
-Run (regenerates the shipped checkpoints; measured here: 18 min per policy on one core each, the
-policies in parallel, then 15 min for the PRM; about 35 minutes in all on 2 CPU cores)::
+Models: byte-level Llama, head_dim 64; AdamW, linear warm-up then constant; batch 32 (one
+difficulty per batch); a curriculum (1-2 steps for the first 15%, then 1-4 until 30%, then 1-8).
+
+Run (regenerates the shipped checkpoints on 2 CPU cores: the policies in parallel on one core
+each, then the PRM on both; the measured times are in each ``training.json``)::
 
     python -m langchain_ttc.arith.train --out langchain_ttc/arith/models --only small --threads 1 &
     python -m langchain_ttc.arith.train --out langchain_ttc/arith/models --only large --threads 1
-    python -m langchain_ttc.arith.train --out langchain_ttc/arith/models --only prm
+    wait; python -m langchain_ttc.arith.train --out langchain_ttc/arith/models --only prm --threads 2
 """
 
 from __future__ import annotations
@@ -44,16 +50,15 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from langchain_ttc.arith.problems import (
     MAX_DIFFICULTY,
-    OPERATORS,
     STEP_DELIMITER,
     ArithProblem,
     apply_operator,
+    arithmetic_facts,
     check_steps,
     make_problem,
     make_problems,
     parse_expression,
     solve_expression,
-    split_steps,
 )
 from langchain_ttc.arith.tokenizer import build_tokenizer
 from langchain_ttc.engines.math_shepherd_format import (
@@ -63,6 +68,56 @@ from langchain_ttc.engines.math_shepherd_format import (
     math_shepherd_text,
 )
 
+Fact = tuple[int, str, int]
+MISCONCEPTION_SEED = 1
+"""The one shuffle of the facts that both policies' misconceptions are read from (large ⊂ small)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Teacher:
+    """The distribution over each step's result digit that a policy is trained to reproduce.
+
+    Attributes:
+        misconceptions: How many facts the policy gets wrong more often than right.
+        right_on_misconception: P(right result) on a misconception.
+        wrong_on_misconception: P(the misconception's own wrong result).
+        slip: On every other fact, P(a wrong result), spread evenly over the nine wrong digits.
+
+    Example:
+        >>> teacher = Teacher(misconceptions=30)
+        >>> fact = next(iter(teacher.wrong_results()))
+        >>> round(teacher.distribution(fact)[apply_operator(*fact)], 2)
+        0.35
+
+    """
+
+    misconceptions: int
+    right_on_misconception: float = 0.35
+    wrong_on_misconception: float = 0.55
+    slip: float = 0.03
+
+    def wrong_results(self) -> dict[Fact, int]:
+        """The misconceptions: fact → the wrong result the policy favours."""
+        rng = random.Random(MISCONCEPTION_SEED)
+        facts = arithmetic_facts()
+        order = rng.sample(facts, len(facts))
+        shifts = [rng.randint(1, 9) for _ in facts]
+        return {fact: (apply_operator(*fact) + shift) % 10 for fact, shift in list(zip(order, shifts, strict=True))[: self.misconceptions]}
+
+    def distribution(self, fact: Fact) -> list[float]:
+        """P(result digit) for one fact, over the digits 0-9."""
+        right = apply_operator(*fact)
+        wrong = self.wrong_results().get(fact)
+        if wrong is None:
+            probs = [self.slip / 9] * 10
+            probs[right] = 1 - self.slip
+        else:
+            rest = (1 - self.right_on_misconception - self.wrong_on_misconception) / 8
+            probs = [rest] * 10
+            probs[right] = self.right_on_misconception
+            probs[wrong] = self.wrong_on_misconception
+        return probs
+
 
 @dataclass(kw_only=True)
 class PolicyRecipe:
@@ -71,57 +126,68 @@ class PolicyRecipe:
     hidden_size: int
     num_layers: int
     steps: int
+    intermediate_size: int | None = None
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     curriculum: tuple[tuple[float, int], ...] = ((0.15, 2), (0.3, 4), (1.0, MAX_DIFFICULTY))
-    misconception_fraction: float = 0.0
-    misconception_rate: float = 0.75
-    misconception_seed: int = 0
+    teacher: Teacher | None = None
     seed: int = 0
 
 
 RECIPES = {
-    "small": PolicyRecipe(
-        hidden_size=128, num_layers=2, steps=2400, misconception_fraction=0.12, misconception_seed=1, seed=1
-    ),
-    # Same size and training seed, a third of the misconceptions: a stronger model. (In our runs a wider
-    # model, hidden 192, learned long chains worse than the small one, and seed 2 did not learn in 1800
-    # steps: training these tiny models is seed-sensitive.)
+    "small": PolicyRecipe(hidden_size=128, num_layers=2, steps=2000, teacher=Teacher(misconceptions=30), seed=1),
     "large": PolicyRecipe(
-        hidden_size=128, num_layers=2, steps=2400, misconception_fraction=0.04, misconception_seed=2, seed=1
+        hidden_size=256,
+        num_layers=2,
+        intermediate_size=896,
+        steps=2000,
+        teacher=Teacher(misconceptions=6),
+        seed=1,
     ),
 }
+PRM_EXTRA_LAYERS = 1
 
 
-def misconceptions(fraction: float, seed: int) -> dict[tuple[int, str, int], int]:
-    """A fixed random set of arithmetic facts, each mapped to a wrong result."""
-    rng = random.Random(seed)
-    facts = [(a, op, b) for a in range(10) for op in OPERATORS for b in range(10)]
-    chosen = rng.sample(facts, round(fraction * len(facts)))
-    return {fact: (apply_operator(*fact) + rng.randint(1, 9)) % 10 for fact in chosen}
+class _Tables:
+    """Each fact's teacher distribution and cumulative distribution, computed once."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.probs = {fact: teacher.distribution(fact) for fact in arithmetic_facts()}
+
+    def sample(self, fact: Fact, rng: random.Random, temperature: float) -> int:
+        weights = [p ** (1 / temperature) for p in self.probs[fact]]
+        return rng.choices(range(10), weights=weights)[0]
 
 
-def training_solution(expression: str, recipe: PolicyRecipe, rng: random.Random) -> str:
-    """A training solution: exact, except on the recipe's misconceptions (wrong at its rate)."""
-    wrong = misconceptions(recipe.misconception_fraction, recipe.misconception_seed)
+def teacher_solution(
+    expression: str, tables: _Tables, rng: random.Random, temperature: float = 1.0
+) -> tuple[str, list[tuple[int, list[float]]]]:
+    """A solution drawn from the teacher, with each result digit's offset and distribution."""
+    results: list[tuple[Fact, int]] = []
 
     def compute(left: int, op: str, right: int) -> int:
-        fact = (left, op, right)
-        if fact in wrong and rng.random() < recipe.misconception_rate:
-            return wrong[fact]
-        return apply_operator(left, op, right)
+        result = tables.sample((left, op, right), rng, temperature)
+        results.append(((left, op, right), result))
+        return result
 
     steps, _ = solve_expression(expression, compute)
-    return STEP_DELIMITER.join(steps)
+    targets = []
+    offset = 0
+    for step, (fact, _) in zip(steps, results, strict=True):
+        targets.append((offset + step.index("=") + 1, tables.probs[fact]))
+        offset += len(step) + len(STEP_DELIMITER)
+    return STEP_DELIMITER.join(steps), targets
 
 
-def _model_config(tokenizer: PreTrainedTokenizerBase, hidden_size: int, num_layers: int) -> LlamaConfig:
+def _model_config(
+    tokenizer: PreTrainedTokenizerBase, hidden_size: int, num_layers: int, intermediate_size: int | None = None
+) -> LlamaConfig:
     head_dim = 64
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 3,
+        intermediate_size=intermediate_size or hidden_size * 3,
         num_hidden_layers=num_layers,
         num_attention_heads=hidden_size // head_dim,
         num_key_value_heads=hidden_size // head_dim,
@@ -142,22 +208,14 @@ def _prompt(tokenizer: PreTrainedTokenizerBase, problem: str) -> str:
     return text
 
 
-def _batch(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], targets: list[str]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask and labels (-100 outside the targets)."""
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
-    rows = [p + t for p, t in zip(prompt_ids, target_ids, strict=True)]
+def _padded(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (p, row) in enumerate(zip(prompt_ids, rows, strict=True)):
+    for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
-        labels[i, len(p) : len(row)] = torch.tensor(row[len(p) :])
-    return ids, mask, labels
+    return ids, mask
 
 
 def _learning_rate(step: int, recipe: PolicyRecipe) -> float:
@@ -210,7 +268,7 @@ def _train_loop(
     model: LlamaForCausalLM,
     recipe: PolicyRecipe,
     make_batch: Callable[[random.Random, int], tuple[torch.Tensor, ...]],
-    loss_fn: Callable[[LlamaForCausalLM, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     log_every: int = 100,
     on_log: Callable[[int], None] | None = None,
 ) -> None:
@@ -222,8 +280,7 @@ def _train_loop(
     for step in range(recipe.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, recipe)
-        ids, mask, labels = make_batch(rng, step)
-        loss = loss_fn(model, ids, mask, labels)
+        loss = loss_fn(model, *make_batch(rng, step))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -238,134 +295,182 @@ def _train_loop(
 
 
 def train_policy(name: str, out: Path, *, recipe: PolicyRecipe) -> dict[str, Any]:
-    """Train one policy from scratch and save it to ``out / name``."""
+    """Train one policy from scratch to imitate its teacher, and save it to ``out / name``."""
+    assert recipe.teacher is not None
     torch.manual_seed(recipe.seed)
     tokenizer = build_tokenizer()
-    model = LlamaForCausalLM(_model_config(tokenizer, recipe.hidden_size, recipe.num_layers))
+    model = LlamaForCausalLM(_model_config(tokenizer, recipe.hidden_size, recipe.num_layers, recipe.intermediate_size))
+    tables = _Tables(recipe.teacher)
+    digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
 
     def make_batch(rng: random.Random, step: int) -> tuple[torch.Tensor, ...]:
         difficulty = rng.randint(1, _difficulty_cap(step, recipe))  # one difficulty per batch: little padding
         problems = [make_problem(rng, difficulty) for _ in range(recipe.batch_size)]
-        solutions = [training_solution(parse_expression(p.problem), recipe, rng) for p in problems]
-        return _batch(
-            tokenizer,
-            [_prompt(tokenizer, p.problem) for p in problems],
-            [solution + tokenizer.eos_token for solution in solutions],
-        )
+        rows, hard, soft_at, soft = [], [], [], []
+        for i, problem in enumerate(problems):
+            solution, targets = teacher_solution(parse_expression(problem.problem), tables, rng)
+            prompt = tokenizer(_prompt(tokenizer, problem.problem), add_special_tokens=False)["input_ids"]
+            target = tokenizer(solution + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+            rows.append(prompt + target)
+            labels = [-100] * len(prompt) + target
+            for offset, probs in targets:  # one token per character: offsets in the text are token offsets
+                labels[len(prompt) + offset] = -100
+                soft_at.append((i, len(prompt) + offset))
+                soft.append(probs)
+            hard.append(labels)
+        ids, mask = _padded(tokenizer, rows)
+        labels_t = torch.full_like(ids, -100)
+        for i, labels in enumerate(hard):
+            labels_t[i, : len(labels)] = torch.tensor(labels)
+        return ids, mask, labels_t, torch.tensor(soft_at), torch.tensor(soft)
+
+    def loss_fn(
+        m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, at: torch.Tensor, soft: torch.Tensor
+    ) -> torch.Tensor:
+        logp = torch.log_softmax(m(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        targets = labels[:, 1:]
+        keep = targets != -100
+        hard = -logp[:, :-1].gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)[keep]
+        predicted = logp[at[:, 0], at[:, 1] - 1][:, digit_ids]  # the distribution over digits before each result
+        soft_loss = -(soft * predicted).sum(-1)
+        return (hard.sum() + soft_loss.sum()) / (hard.numel() + soft_loss.numel())
 
     def log(step: int) -> None:
-        if step % 300 == 0 or step == recipe.steps:
+        if step % 500 == 0 or step == recipe.steps:
             acc = accuracy_by_difficulty(model, tokenizer, per_difficulty=16, seed=10_000 + step)
             report = " ".join(f"{d}:{a:.2f}" for d, a in acc.items())
             print(f"[{name}] step {step} greedy accuracy {report}", flush=True)
 
     started = time.time()
-    _train_loop(model, recipe, make_batch, _lm_loss, on_log=log)
+    _train_loop(model, recipe, make_batch, loss_fn, on_log=log)
     seconds = time.time() - started
     target = out / name
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     accuracy = accuracy_by_difficulty(model, tokenizer, per_difficulty=100, seed=777)
-    info = {"name": name, "recipe": asdict(recipe), "train_seconds": round(seconds, 1), "greedy_accuracy": accuracy}
+    info = {
+        "name": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "recipe": asdict(recipe),
+        "train_seconds": round(seconds, 1),
+        "greedy_accuracy": accuracy,
+    }
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
     return info
 
 
-def _lm_loss(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+def _miscopy(steps: list[str], rng: random.Random) -> list[str]:
+    """Cut a solution after one step whose copied digits were changed (a copy error, not an arithmetic one)."""
+    index = rng.randrange(len(steps))
+    step = steps[index]
+    positions = [i for i, ch in enumerate(step) if ch.isdigit() and i != step.index("=") + 1]
+    at = rng.choice(positions)
+    changed = step[:at] + str((int(step[at]) + rng.randint(1, 9)) % 10) + step[at + 1 :]
+    return [*steps[:index], changed]
 
 
-@torch.no_grad()
-def sample_solutions(
-    policy_dir: Path, problems: list[ArithProblem], *, samples: int, temperature: float, seed: int
+def prm_solutions(
+    count: int, teacher: Teacher, rng: random.Random, difficulty: int
 ) -> list[tuple[ArithProblem, list[str]]]:
-    """Sample ``samples`` solutions per problem from a saved policy; return (problem, steps) pairs."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(policy_dir))
-    model = LlamaForCausalLM.from_pretrained(str(policy_dir))
-    model.eval()
-    torch.manual_seed(seed)
+    """Solutions drawn from a policy's teacher at temperature 0.8 or 1.0; one in ten miscopies a step."""
+    tables = _Tables(teacher)
     pairs = []
-    for start in range(0, len(problems), 32):
-        chunk = problems[start : start + 32]
-        encoded = tokenizer(
-            [_prompt(tokenizer, p.problem) for p in chunk], return_tensors="pt", padding=True, add_special_tokens=False
-        )
-        out = model.generate(  # type: ignore[misc]
-            **encoded,
-            max_new_tokens=200,
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            num_return_sequences=samples,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        texts = tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-        for i, text in enumerate(texts):
-            steps = split_steps(text)
-            if steps:
-                pairs.append((chunk[i // samples], steps))
+    for _ in range(count):
+        problem = make_problem(rng, difficulty)
+        solution, _ = teacher_solution(parse_expression(problem.problem), tables, rng, rng.choice((0.8, 1.0)))
+        steps = solution.split(STEP_DELIMITER)
+        pairs.append((problem, _miscopy(steps, rng) if rng.random() < 0.1 else steps))
     return pairs
 
 
-def train_prm(out: Path, *, init: Path, sampler: Path, steps: int = 1200, seed: int = 3) -> dict[str, Any]:
-    """Fine-tune a Math-Shepherd PRM from ``init`` on checker-labelled samples of ``sampler``."""
+def auroc(right: list[float], wrong: list[float]) -> float:
+    """P(a right step scores above a wrong one), ties counting half (the Mann-Whitney statistic).
+
+    Example:
+        >>> auroc([0.9, 0.8], [0.1, 0.8])
+        0.875
+
+    """
+    if not right or not wrong:
+        return float("nan")
+    ranked = sorted([(s, 1) for s in right] + [(s, 0) for s in wrong])
+    rank_sum, index = 0.0, 0
+    while index < len(ranked):
+        end = index
+        while end < len(ranked) and ranked[end][0] == ranked[index][0]:
+            end += 1
+        mean_rank = (index + 1 + end) / 2
+        rank_sum += mean_rank * sum(label for _, label in ranked[index:end])
+        index = end
+    n_right, n_wrong = len(right), len(wrong)
+    return (rank_sum - n_right * (n_right + 1) / 2) / (n_right * n_wrong)
+
+
+def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, seed: int = 3) -> dict[str, Any]:
+    """Fine-tune a Math-Shepherd PRM from ``init`` (plus a fresh layer) on checker-labelled teacher samples."""
     from transformers import AutoTokenizer
 
     started = time.time()
-    rng = random.Random(seed)
-    problems = [make_problem(rng, rng.randint(1, MAX_DIFFICULTY)) for _ in range(1500)]
-    pairs = sample_solutions(sampler, problems, samples=4, temperature=1.0, seed=seed)
-    held_out = pairs[-400:]
-    pairs = pairs[:-400]
-    print(f"sampled {len(pairs) + len(held_out)} solutions in {time.time() - started:.0f}s", flush=True)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(init))
-    model = LlamaForCausalLM.from_pretrained(str(init))
+    base = LlamaForCausalLM.from_pretrained(str(init))
+    config = base.config
+    config.num_hidden_layers += PRM_EXTRA_LAYERS
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(base.state_dict(), strict=False)
+    for layer in model.model.layers[-PRM_EXTRA_LAYERS:]:  # the new layers start as the identity
+        torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+        torch.nn.init.zeros_(layer.mlp.down_proj.weight)
     tag_id = tokenizer.convert_tokens_to_ids(DEFAULT_STEP_TAG)
     good_id = tokenizer.encode(DEFAULT_GOOD_TOKEN, add_special_tokens=False)[0]
     bad_id = tokenizer.encode(DEFAULT_BAD_TOKEN, add_special_tokens=False)[0]
-    recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, batch_size=32, learning_rate=5e-4, seed=seed)
+    recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, learning_rate=5e-4, seed=seed)
+    held_out_rng = random.Random(seed + 1)
+    held_out = [pair for d in range(1, MAX_DIFFICULTY + 1) for pair in prm_solutions(80, teacher, held_out_rng, d)]
 
-    def encode(batch_pairs: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        texts = [math_shepherd_text(p.problem, s) for p, s in batch_pairs]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    def encode(batch: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc = tokenizer([math_shepherd_text(p.problem, s) for p, s in batch], return_tensors="pt", padding=True)
         labels = torch.full_like(enc["input_ids"], -100)
-        for row, (p, s) in enumerate(batch_pairs):
+        for row, (p, s) in enumerate(batch):
             positions = (enc["input_ids"][row] == tag_id).nonzero().flatten().tolist()
             for pos, ok in zip(positions, check_steps(p.problem, s), strict=True):
                 labels[row, pos] = 0 if ok else 1
         return enc["input_ids"], enc["attention_mask"], labels
 
-    def make_batch(r: random.Random, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return encode(r.sample(pairs, recipe.batch_size))
+    def make_batch(r: random.Random, step: int) -> tuple[torch.Tensor, ...]:
+        return encode(prm_solutions(recipe.batch_size, teacher, r, r.randint(1, MAX_DIFFICULTY)))
 
     def pair_logits(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = m(input_ids=ids, attention_mask=mask).logits
-        return logits[..., [good_id, bad_id]]
+        return m(input_ids=ids, attention_mask=mask).logits[..., [good_id, bad_id]]
 
     def prm_loss(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = pair_logits(m, ids, mask)
         return torch.nn.functional.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
-    def step_accuracy(data: list[tuple[ArithProblem, list[str]]]) -> dict[str, float]:
+    def evaluate(data: list[tuple[ArithProblem, list[str]]]) -> dict[str, float]:
         model.eval()
-        hits = total = positives = 0
+        right: list[float] = []
+        wrong: list[float] = []
         for start in range(0, len(data), 64):
             ids, mask, labels = encode(data[start : start + 64])
-            pred = pair_logits(model, ids, mask).argmax(-1)
+            good = torch.softmax(pair_logits(model, ids, mask).float(), -1)[..., 0]
             keep = labels != -100
-            hits += int((pred[keep] == labels[keep]).sum())
-            total += int(keep.sum())
-            positives += int((labels[keep] == 0).sum())
+            right += good[keep & (labels == 0)].tolist()
+            wrong += good[keep & (labels == 1)].tolist()
         model.train()
-        return {"step_accuracy": hits / total, "positive_fraction": positives / total, "steps": total}
+        hits = sum(s >= 0.5 for s in right) + sum(s < 0.5 for s in wrong)
+        return {
+            "step_accuracy": round(hits / (len(right) + len(wrong)), 4),
+            "right_steps": len(right),
+            "wrong_steps": len(wrong),
+            "auroc": round(auroc(right, wrong), 4),
+        }
 
     def log(step: int) -> None:
-        if step % 400 == 0:
-            print(f"[prm] step {step} held-out {step_accuracy(held_out)}", flush=True)
+        if step % 500 == 0:
+            print(f"[prm] step {step} held-out {evaluate(held_out)}", flush=True)
 
     _train_loop(model, recipe, make_batch, prm_loss, on_log=log)
     target = out / "prm"
@@ -373,12 +478,12 @@ def train_prm(out: Path, *, init: Path, sampler: Path, steps: int = 1200, seed: 
     tokenizer.save_pretrained(str(target))
     info = {
         "name": "prm",
-        "init": init.name,
-        "sampler": sampler.name,
-        "train_solutions": len(pairs),
+        "init": f"{init.name} + {PRM_EXTRA_LAYERS} layer",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "teacher": asdict(teacher),
         "steps": steps,
         "train_seconds": round(time.time() - started, 1),
-        "held_out": step_accuracy(held_out),
+        "held_out_teacher_samples": evaluate(held_out),
     }
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
@@ -391,15 +496,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="Directory that receives small/, large/ and prm/.")
     parser.add_argument("--only", choices=["small", "large", "prm"], help="Train just this checkpoint.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+    parser.add_argument("--steps", type=int, default=0, help="Override the number of training steps (trials).")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("small", "large"):
         if args.only in (None, name):
-            train_policy(name, args.out, recipe=RECIPES[name])
+            recipe = RECIPES[name]
+            if args.steps:
+                recipe = PolicyRecipe(**{**asdict(recipe), "teacher": recipe.teacher, "steps": args.steps})
+            train_policy(name, args.out, recipe=recipe)
     if args.only in (None, "prm"):
-        train_prm(args.out, init=args.out / "small", sampler=args.out / "small")
+        small_teacher = RECIPES["small"].teacher
+        assert small_teacher is not None
+        train_prm(args.out, init=args.out / "large", teacher=small_teacher, steps=args.steps or 1500)
 
 
 if __name__ == "__main__":
