@@ -28,6 +28,7 @@ from _report import RESULTS, header, wilson, write
 from langchain_ttc import make_problems
 from langchain_ttc.arith import check_steps
 from langchain_ttc.arith.checker import arith_checker_prm
+from langchain_ttc.core.metrics import auroc
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import best_of_n, majority_vote, weighted_best_of_n
 from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
@@ -41,14 +42,6 @@ from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote
 SEED = 8_000_000
 N = 16
 MAX_TOKENS = 512
-
-
-def auroc(right: list[float], wrong: list[float]) -> float:
-    """P(a right step scores above a wrong one), ties counting half."""
-    if not right or not wrong:
-        return float("nan")
-    wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
-    return wins / (len(right) * len(wrong))
 
 
 def main() -> None:

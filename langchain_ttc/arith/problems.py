@@ -6,21 +6,21 @@ with the problem text, the gold step-by-step solution and the exact answer.
 A problem is a left-to-right chain of one-digit operations where only the last digit is kept after
 each step (arithmetic modulo 10). Every operation is a permutation of the ten digits (adding or
 subtracting any digit, multiplying by 3, 7 or 9), so one wrong step always ends on a wrong answer:
-a wrong derivation lands on the right answer only when a later error cancels an earlier one. Its solution has one step per paragraph (``"\\n\\n"`` delimited)
-and ends in ``\\boxed{...}``::
+a wrong derivation lands on the right answer only when a later error cancels an earlier one. A
+solution has one step per paragraph (``"\\n\\n"`` delimited) and ends in ``\\boxed{...}``::
 
-    Keep only the last digit after each step. What is 3+4*2-5?
+    Keep only the last digit after each step. What is 3+4*3-5?
 
-    3+4=7, so 7*2-5
+    3+4=7, so 7*3-5
 
-    7*2=4, so 4-5
+    7*3=1, so 1-5
 
-    4-5=9. The answer is \\boxed{9}.
+    1-5=6. The answer is \\boxed{6}.
 
 Example:
     >>> from langchain_ttc.arith import make_problems
     >>> [p.answer for p in make_problems(2, difficulty=3, seed=0)]
-    ['6', '8']
+    ['6', '3']
 
 """
 
@@ -168,7 +168,7 @@ def make_problems(count: int, difficulty: int | tuple[int, int], seed: int = 0) 
 
     Example:
         >>> make_problems(1, difficulty=1, seed=3)[0].problem
-        'Keep only the last digit after each step. What is 9*2?'
+        'Keep only the last digit after each step. What is 9*3?'
 
     """
     if count < 0:
@@ -229,6 +229,18 @@ def check_steps(problem: str, steps: list[str]) -> list[bool]:
         still_correct = still_correct and index < len(gold_steps) and step.strip() == gold_steps[index]
         labels.append(still_correct)
     return labels
+
+
+def solution_is_correct(problem: str, steps: list[str]) -> bool:
+    """Whether a solution is right at every step and complete (the exact checker's process grade).
+
+    Example:
+        >>> solution_is_correct("... What is 3+4*3?", ["3+4=7, so 7*3", "7*3=1. The answer is \\\\boxed{1}."])
+        True
+
+    """
+    gold_steps, _ = solve_expression(parse_expression(problem))
+    return len(steps) == len(gold_steps) and all(check_steps(problem, steps))
 
 
 def split_steps(solution: str) -> list[str]:

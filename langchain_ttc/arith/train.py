@@ -61,6 +61,7 @@ from langchain_ttc.arith.problems import (
     solve_expression,
 )
 from langchain_ttc.arith.tokenizer import build_tokenizer
+from langchain_ttc.core.metrics import auroc
 from langchain_ttc.engines.math_shepherd_format import (
     DEFAULT_BAD_TOKEN,
     DEFAULT_GOOD_TOKEN,
@@ -102,7 +103,10 @@ class Teacher:
         facts = arithmetic_facts()
         order = rng.sample(facts, len(facts))
         shifts = [rng.randint(1, 9) for _ in facts]
-        return {fact: (apply_operator(*fact) + shift) % 10 for fact, shift in list(zip(order, shifts, strict=True))[: self.misconceptions]}
+        return {
+            fact: (apply_operator(*fact) + shift) % 10
+            for fact, shift in list(zip(order, shifts, strict=True))[: self.misconceptions]
+        }
 
     def distribution(self, fact: Fact) -> list[float]:
         """P(result digit) for one fact, over the digits 0-9."""
@@ -325,7 +329,12 @@ def train_policy(name: str, out: Path, *, recipe: PolicyRecipe) -> dict[str, Any
         return ids, mask, labels_t, torch.tensor(soft_at), torch.tensor(soft)
 
     def loss_fn(
-        m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, at: torch.Tensor, soft: torch.Tensor
+        m: LlamaForCausalLM,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        labels: torch.Tensor,
+        at: torch.Tensor,
+        soft: torch.Tensor,
     ) -> torch.Tensor:
         logp = torch.log_softmax(m(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
         targets = labels[:, 1:]
@@ -382,29 +391,6 @@ def prm_solutions(
         steps = solution.split(STEP_DELIMITER)
         pairs.append((problem, _miscopy(steps, rng) if rng.random() < 0.1 else steps))
     return pairs
-
-
-def auroc(right: list[float], wrong: list[float]) -> float:
-    """P(a right step scores above a wrong one), ties counting half (the Mann-Whitney statistic).
-
-    Example:
-        >>> auroc([0.9, 0.8], [0.1, 0.8])
-        0.875
-
-    """
-    if not right or not wrong:
-        return float("nan")
-    ranked = sorted([(s, 1) for s in right] + [(s, 0) for s in wrong])
-    rank_sum, index = 0.0, 0
-    while index < len(ranked):
-        end = index
-        while end < len(ranked) and ranked[end][0] == ranked[index][0]:
-            end += 1
-        mean_rank = (index + 1 + end) / 2
-        rank_sum += mean_rank * sum(label for _, label in ranked[index:end])
-        index = end
-    n_right, n_wrong = len(right), len(wrong)
-    return (rank_sum - n_right * (n_right + 1) / 2) / (n_right * n_wrong)
 
 
 def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, seed: int = 3) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from langchain_ttc.arith.problems import make_problems
+from langchain_ttc.arith.problems import make_problems, parse_expression, solution_is_correct
 
 _GSM8K_ANSWER = re.compile(r"####\s*(.+)\s*$")
 
@@ -36,6 +36,21 @@ class EvalProblem:
     problem: str
     answer: str
     level: str
+
+
+def process_grade(problem: str, steps: list[str]) -> bool | None:
+    """Whether every step of a solution is right, where an exact step checker exists (Arith); else ``None``.
+
+    Example:
+        >>> process_grade("How much is 1+1?", ["1+1=2"]) is None
+        True
+
+    """
+    try:
+        parse_expression(problem)
+    except ValueError:
+        return None
+    return solution_is_correct(problem, steps)
 
 
 def gsm8k_answer(text: str) -> str:

@@ -1,7 +1,8 @@
 """Evaluation reports: accuracy with Wilson intervals, overall and per level, as a table and a plot.
 
 In: the JSONL records ``ttc eval`` writes (one per problem). Out: a Markdown summary and a PNG plot
-(accuracy against N on a log2 axis, one line per strategy).
+(accuracy against N on a log2 axis, one line per strategy, the coverage ceilings ``pass`` and
+``process_pass`` dashed).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+CEILINGS = ("pass", "process_pass")
+"""Not strategies: the share of problems some sample answers right (or gets right at every step)."""
 
 
 def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -51,9 +55,10 @@ def summary_markdown(records: list[dict[str, Any]], *, title: str) -> str:
         "| --- | ---: | ---: | --- |",
     ]
     for strategy, by_n in sorted(accuracy_table(records).items()):
+        label = f"{strategy} (ceiling)" if strategy in CEILINGS else strategy
         for n, (hits, total) in sorted(by_n.items()):
             low, high = wilson(hits, total)
-            lines.append(f"| {strategy} | {n} | {hits / total:.1%} | {low:.1%}–{high:.1%} |")
+            lines.append(f"| {label} | {n} | {hits / total:.1%} | {low:.1%}–{high:.1%} |")
     levels = sorted({r["level"] for r in records}, key=lambda level: (len(level), level))
     if len(levels) > 1:
         lines += ["", "Accuracy per level at the largest N:", "", "| strategy | " + " | ".join(levels) + " |"]
@@ -85,7 +90,8 @@ def plot(records: list[dict[str, Any]], path: Path, *, title: str) -> Path:
     figure, axis = plt.subplots(figsize=(6, 4))
     for strategy, by_n in sorted(accuracy_table(records).items()):
         ns = sorted(by_n)
-        axis.plot(ns, [by_n[n][0] / by_n[n][1] for n in ns], marker="o", label=strategy)
+        style = {"linestyle": "--", "marker": None} if strategy in CEILINGS else {"marker": "o"}
+        axis.plot(ns, [by_n[n][0] / by_n[n][1] for n in ns], label=strategy, **style)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("N (samples or beams)")
     axis.set_ylabel("accuracy")

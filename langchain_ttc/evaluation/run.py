@@ -1,13 +1,16 @@
 """Running an evaluation: every problem through every strategy, graded, appended to a JSONL file.
 
 In: an :class:`EvalConfig`, the problems and the engines. Out: one JSONL record per problem (its
-predictions and grades for every strategy and budget, and the usage of every run), appended and
-flushed as each problem finishes. The file's first line holds the configuration; re-running the same
-configuration skips the problems already in the file, so an interrupted run loses nothing. A
-progress line on stderr shows the rate, the ETA and usage totals.
+predictions, grades and generated tokens for every strategy and budget, and the usage of every
+run), appended and flushed as each problem finishes. The file's first line holds the configuration;
+re-running the same configuration skips the problems already in the file, so an interrupted run
+loses nothing. A progress line on stderr shows the rate, the ETA and usage totals.
 
 Sample-based strategies run once at ``n_max`` and are subsampled for n = 1, 2, 4, ..., ``n_max``;
-beam search and DVTS run once per budget that ``beam_width`` divides.
+beam search and DVTS run once per budget that ``beam_width`` divides (or per ``budgets``). The
+same samples give the ceiling every selection rule approaches: ``pass@n`` (some sample among the
+first n has the right answer) and, where an exact step checker exists (Arith), ``process_pass@n``
+(some sample is right at every step), recorded under ``correct`` like a strategy.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, TextIO
 
 from langchain_ttc.core.answers import answers_equivalent
 from langchain_ttc.core.types import Candidate, Usage
-from langchain_ttc.evaluation.datasets import EvalProblem
+from langchain_ttc.evaluation.datasets import EvalProblem, process_grade
 from langchain_ttc.evaluation.scaling import budgets, check_power_of_two, sample_strategies, subsampled_answers
 from langchain_ttc.strategies.registry import applicable, create_strategy_graph, sampler_for, strategy_spec
 
@@ -45,13 +48,15 @@ class EvalConfig:
     beam_width: int = 4
     seed: int = 0
     system_prompt: str | None = None
+    budgets: list[int] | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Validate before any model loads.
 
         Raises:
-            ValueError: An unknown strategy, an empty strategy list, or ``n_max`` not a power of two.
+            ValueError: An unknown strategy, an empty strategy list, ``n_max`` not a power of two, or a
+                budget that is not one of the curve's.
 
         """
         if not self.strategies:
@@ -59,6 +64,9 @@ class EvalConfig:
         for strategy in self.strategies:
             strategy_spec(strategy)
         check_power_of_two(self.n_max)
+        for n in self.budgets or []:
+            if n not in budgets(self.n_max):
+                raise ValueError(f"budgets={self.budgets} has {n}; pass powers of two up to n_max={self.n_max}.")
 
     @property
     def needs_prm(self) -> bool:
@@ -75,7 +83,8 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
     """The graphs of an evaluation: one sample run at ``n_max``, and each other strategy at each budget.
 
     The sample run serves every sample-then-select strategy; every other strategy runs at each
-    budget 1, 2, 4, ..., ``n_max`` it accepts (beam width, chain length, a router's table budgets).
+    budget 1, 2, 4, ..., ``n_max`` (or each of ``config.budgets``) it accepts (beam width, chain
+    length, a router's table budgets).
     """
     common: dict[str, Any] = {
         "seed": config.seed,
@@ -92,7 +101,7 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
             sampler, policy, prm, n=config.n_max, **applicable(sampler, common)
         )
     for strategy in (s for s in config.strategies if strategy_spec(s).vote is None):
-        for n in budgets(config.n_max):
+        for n in config.budgets or budgets(config.n_max):
             try:
                 graph = create_strategy_graph(strategy, policy, prm, n=n, **applicable(strategy, common))
             except ValueError:
@@ -101,10 +110,34 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
     return graphs
 
 
+def coverage(problem: EvalProblem, candidates: Sequence[Candidate], n_max: int) -> dict[str, bool]:
+    """pass@n (some of the first n samples has the right answer) and, with an exact step checker, process pass@n.
+
+    Example:
+        >>> from langchain_ttc.core.types import Candidate
+        >>> right = Candidate(text="", steps=["x"], answer="4", finish_reason="stop")
+        >>> wrong = right.model_copy(update={"answer": "5"})
+        >>> coverage(EvalProblem(id="0", problem="How much is 2+2?", answer="4", level="1"), [wrong, right], 2)
+        {'pass@1': False, 'pass@2': True}
+
+    """
+    answers = [grade(c.answer, problem.answer) for c in candidates]
+    processes = [process_grade(problem.problem, c.steps) for c in candidates]
+    result = {}
+    for n in budgets(n_max):
+        result[f"pass@{n}"] = any(answers[:n])
+        if processes and processes[0] is not None:
+            result[f"process_pass@{n}"] = any(processes[:n])
+    return result
+
+
 def evaluate_problem(problem: EvalProblem, config: EvalConfig, graphs: dict[str, Any]) -> dict[str, Any]:
     """Run every graph on one problem; return its JSONL record."""
     predictions: dict[str, str | None] = {}
     usage: dict[str, dict[str, Any]] = {}
+    tokens: dict[str, int] = {}
+    routing: dict[str, Any] = {}
+    ceiling: dict[str, bool] = {}
     sampled = [s for s in config.strategies if s in sample_strategies()]
     for run, graph in graphs.items():
         result = graph.invoke({"problem": problem.problem})["result"]
@@ -112,16 +145,23 @@ def evaluate_problem(problem: EvalProblem, config: EvalConfig, graphs: dict[str,
         if run.startswith("sampling@"):
             candidates = [Candidate.model_validate(c) for c in result["candidates"]]
             predictions |= subsampled_answers(candidates, sampled, config.n_max)
+            ceiling = coverage(problem, candidates, config.n_max)
+            for key in predictions:  # the first n samples' tokens
+                tokens[key] = sum(c.num_tokens for c in candidates[: int(key.rsplit("@", 1)[1])])
         else:
             predictions[run] = result["answer"]
+            tokens[run] = result["usage"]["completion_tokens"]
+            if "routing" in result.get("metadata", {}):  # a router's decision
+                routing[run] = result["metadata"]["routing"]
     return {
         "id": problem.id,
         "level": problem.level,
         "gold": problem.answer,
         "predictions": predictions,
-        "correct": {key: grade(value, problem.answer) for key, value in predictions.items()},
+        "correct": {key: grade(value, problem.answer) for key, value in predictions.items()} | ceiling,
+        "tokens": tokens,
         "usage": usage,
-    }
+    } | ({"routing": routing} if routing else {})
 
 
 class Progress:
