@@ -1,3 +1,5 @@
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -5,9 +7,12 @@ from hypothesis import strategies as st
 from langchain_ttc.arith.problems import (
     MAX_DIFFICULTY,
     apply_operator,
+    arithmetic_facts,
     check_steps,
     make_problems,
     parse_expression,
+    solution_is_correct,
+    solve_expression,
     split_steps,
     step_is_well_formed,
 )
@@ -80,3 +85,58 @@ def test_bad_difficulty_and_problem_raise_clear_errors() -> None:
         make_problems(1, (5, 2))
     with pytest.raises(ValueError, match="is not an Arith problem"):
         check_steps("What is the capital of France?", ["Paris"])
+
+
+@given(difficulty=difficulties, seed=seeds, data=st.data())
+def test_one_wrong_step_always_ends_on_a_wrong_answer(difficulty: int, seed: int, data: st.DataObject) -> None:
+    (problem,) = make_problems(1, difficulty, seed=seed)
+    expression = parse_expression(problem.problem)
+    assert all(expression[i + 1] in "379" for i in range(1, len(expression), 2) if expression[i] == "*")
+    broken = data.draw(st.integers(0, difficulty - 1))
+    shift = data.draw(st.integers(1, 9))
+
+    step = iter(range(difficulty))
+
+    def compute(left: int, op: str, right: int) -> int:
+        return (apply_operator(left, op, right) + (shift if next(step) == broken else 0)) % 10
+
+    _, answer = solve_expression(expression, compute)
+    assert answer != problem.answer
+
+
+def test_facts_and_process_grades() -> None:
+    facts = arithmetic_facts()
+    assert len(facts) == len(set(facts)) == 230 and (4, "*", 3) in facts and (4, "*", 2) not in facts
+    (problem,) = make_problems(1, 3, seed=5)
+    steps = split_steps(problem.solution)
+    assert solution_is_correct(problem.problem, steps)
+    assert not solution_is_correct(problem.problem, steps[:-1])  # right so far, but unfinished
+    assert not solution_is_correct(problem.problem, [*steps, steps[-1]])
+
+
+def test_teacher_distributions_and_solutions() -> None:
+    from langchain_ttc.arith.train import RECIPES, Teacher, _Tables, prm_solutions, teacher_solution
+
+    small, large = (RECIPES[name].teacher for name in ("small", "large"))
+    assert small is not None and large is not None
+    wrong = small.wrong_results()
+    assert len(wrong) == 30 and large.wrong_results().items() <= wrong.items()  # the large policy's are a subset
+    for fact in arithmetic_facts():
+        probs = small.distribution(fact)
+        right = apply_operator(*fact)
+        assert sum(probs) == pytest.approx(1.0) and min(probs) > 0
+        if fact in wrong:
+            assert probs[wrong[fact]] == pytest.approx(0.55) and probs[right] == pytest.approx(0.35)
+        else:
+            assert probs[right] == pytest.approx(0.97)
+    tables = _Tables(Teacher(misconceptions=230, right_on_misconception=0.0, wrong_on_misconception=1.0))
+    rng = random.Random(0)
+    solution, targets = teacher_solution("3+4*3-5", tables, rng)
+    # every result is the misconception's: the offsets point at the written results, the targets are one-hot
+    assert [solution[offset] for offset, _ in targets] == [s[s.index("=") + 1] for s in solution.split("\n\n")] and all(
+        max(p) == pytest.approx(1.0) for _, p in targets
+    )
+    assert [p.index(max(p)) for _, p in targets] == [int(solution[offset]) for offset, _ in targets]
+    pairs = prm_solutions(200, small, random.Random(1), difficulty=6)
+    labels = [label for problem, steps in pairs for label in check_steps(problem.problem, steps)]
+    assert 0.05 < labels.count(False) / len(labels) < 0.6  # the PRM sees both classes

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from langchain_ttc.core.types import Candidate
-from langchain_ttc.evaluation.datasets import gsm8k_answer, load_problems
-from langchain_ttc.evaluation.run import grade
+from langchain_ttc.evaluation.datasets import EvalProblem, gsm8k_answer, load_problems
+from langchain_ttc.evaluation.run import EvalConfig, coverage, grade
 from langchain_ttc.evaluation.scaling import budgets, subsampled_answers
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -48,6 +48,30 @@ def test_subsampling_uses_the_first_n_candidates() -> None:
     assert budgets(16) == [1, 2, 4, 8, 16]
 
 
+def test_coverage_counts_any_right_sample_and_any_right_process() -> None:
+    problem = EvalProblem(
+        id="0", problem="Keep only the last digit after each step. What is 3+4*3?", answer="1", level="2"
+    )
+
+    def cand(steps: list[str], answer: str) -> Candidate:
+        return Candidate(text="\n\n".join(steps), steps=steps, answer=answer, finish_reason="eos")
+
+    right = cand(["3+4=7, so 7*3", "7*3=1. The answer is \\boxed{1}."], "1")
+    lucky = cand(["3+4=8, so 8*3", "8*3=1. The answer is \\boxed{1}."], "1")  # a wrong derivation, right answer
+    wrong = cand(["3+4=7, so 7*3", "7*3=2. The answer is \\boxed{2}."], "2")
+    assert coverage(problem, [wrong, lucky, right, wrong], 4) == {
+        "pass@1": False, "process_pass@1": False, "pass@2": True, "process_pass@2": False,
+        "pass@4": True, "process_pass@4": True,
+    }  # fmt: skip
+    other = EvalProblem(id="1", problem="How many apples?", answer="1", level="1")
+    assert coverage(other, [wrong, lucky], 2) == {"pass@1": False, "pass@2": True}  # no step checker: no process
+
+
+def test_eval_budgets_must_be_on_the_curve() -> None:
+    with pytest.raises(ValueError, match=r"budgets=\[3\] has 3; pass powers of two up to n_max=16"):
+        EvalConfig(dataset="arith", strategies=["beam_search"], budgets=[3]).check()
+
+
 def test_grading_with_math_verify_and_gsm8k_answers() -> None:
     assert grade("\\frac{14}{3}", "\\frac{14}{3}") and grade("14/3", "\\frac{14}{3}")
     assert grade("\\left( 3, \\frac{\\pi}{2} \\right)", "\\left( 3, \\frac{\\pi}{2} \\right)")
@@ -71,10 +95,16 @@ def test_eval_on_arith_writes_results_summary_and_plot(tmp_path: Path) -> None:
     assert len(rows) == 6 and len({r["id"] for r in rows}) == 6
     keys = {f"{s}@{n}" for s in ("majority_vote", "best_of_n", "weighted_best_of_n") for n in (1, 2, 4)}
     keys |= {"beam_search@2", "beam_search@4"}
-    assert all(set(r["correct"]) == keys for r in rows)
-    assert all(r["usage"]["sampling@4"]["policy_calls"] == 1 for r in rows)
+    ceilings = {f"{c}@{n}" for c in ("pass", "process_pass") for n in (1, 2, 4)}
+    assert all(set(r["correct"]) == keys | ceilings for r in rows)
+    assert set(rows[0]["tokens"]) == keys and all(r["usage"]["sampling@4"]["policy_calls"] == 1 for r in rows)
+    for r in rows:  # the ceiling bounds every selection rule; a right process gives a right answer
+        for n in (1, 2, 4):
+            assert r["correct"][f"pass@{n}"] >= max(r["correct"][f"{s}@{n}"] for s in ("majority_vote", "best_of_n"))
+            assert r["correct"][f"pass@{n}"] >= r["correct"][f"process_pass@{n}"]
+        assert r["tokens"]["majority_vote@1"] < r["tokens"]["majority_vote@4"]
     summary = output.with_suffix(".md").read_text()
-    assert "| weighted_best_of_n | 4 |" in summary and "95% CI" in summary
+    assert "| weighted_best_of_n | 4 |" in summary and "95% CI" in summary and "| pass (ceiling) | 4 |" in summary
     assert output.with_suffix(".png").stat().st_size > 1000
     assert "[6/6] 100%" in run.stderr and "problems/s" in run.stderr and "ETA" in run.stderr
 
@@ -146,5 +176,5 @@ def test_math500_end_to_end_with_smollm2(tmp_path: Path) -> None:
         "test/precalculus/807.json",
     ]
     assert {r["gold"] for r in rows} == {"\\left( 3, \\frac{\\pi}{2} \\right)", "p - q"}
-    assert all(set(r["correct"]) == {"majority_vote@1", "majority_vote@2"} for r in rows)
+    assert all(set(r["correct"]) == {"majority_vote@1", "majority_vote@2", "pass@1", "pass@2"} for r in rows)
     assert all(r["usage"]["sampling@2"]["completion_tokens"] > 0 for r in rows)
