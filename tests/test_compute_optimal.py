@@ -255,7 +255,7 @@ def test_the_shipped_arith_table_is_calibrated_and_complete() -> None:
 
 
 def test_cli_solves_with_the_router_offline_and_reports_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
-    problem = "Keep only the last digit after each step. What is 3+4*2-5+7*1?"
+    problem = "Keep only the last digit after each step. What is 3+4*3-5+7*9?"
     assert main(["solve", problem, "--strategy", "compute_optimal", "--n", "16", "--seed", "0", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     routing = result["metadata"]["routing"]
@@ -289,7 +289,7 @@ def test_cli_calibrates_a_table_that_the_router_then_uses(tmp_path: Path, capsys
 
     graph = create_compute_optimal_graph(load_policy("arith:small"), load_prm("arith:prm"), budget=8, table=output,
                                          max_tokens=128)  # fmt: skip
-    out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3*4?"})
+    out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3*7?"})
     assert out["result"]["metadata"]["routing"]["bin"] in {"easy", "hard"}
 
 

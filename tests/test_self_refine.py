@@ -191,7 +191,7 @@ def test_self_verification_on_the_real_policy_flags_wrong_steps_more_than_right_
 
 
 def test_cli_self_refine_shows_every_draft(capsys: pytest.CaptureFixture[str]) -> None:
-    problem = "Keep only the last digit after each step. What is 9*2-9-9+9+3*7?"
+    problem = "Keep only the last digit after each step. What is 9*3-9-9+9+3*7?"
     args = ["solve", problem, "--strategy", "self_refine", "--n", "6", "--max-revisions", "2", "--critic", "prm"]
     assert main([*args, "--seed", "0", "--max-tokens", "256", "--json"]) == 0
     captured = capsys.readouterr()

@@ -16,7 +16,7 @@ from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
 from tests.servers import free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBLEM = "Keep only the last digit after each step. What is 2+3*4?"
+PROBLEM = "Keep only the last digit after each step. What is 2+3*7?"
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,7 @@ def _parse_expression(expression: str) -> tuple[int, list[tuple[str, int]]]:
 
 
 def format_problem(expression: str) -> str:
-    """Return the problem text for an expression such as ``"3+4*2"``."""
+    """Return the problem text for an expression such as ``"3+4*3"``."""
     return f"{_PROBLEM_PREFIX}{expression}?"
 
 
@@ -115,13 +115,13 @@ def solve_expression(
     """Return the solution steps and the answer of an expression.
 
     Args:
-        expression: Such as ``"3+4*2"``.
+        expression: Such as ``"3+4*3"``.
         compute: The result of one step; the exact :func:`apply_operator` by default (the training
             script passes a fallible one, its teacher).
 
     Example:
-        >>> solve_expression("3+4*2")
-        (['3+4=7, so 7*2', '7*2=4. The answer is \\\\boxed{4}.'], '4')
+        >>> solve_expression("3+4*3")
+        (['3+4=7, so 7*3', '7*3=1. The answer is \\\\boxed{1}.'], '1')
 
     """
     value, operations = _parse_expression(expression)
@@ -218,7 +218,7 @@ def check_steps(problem: str, steps: list[str]) -> list[bool]:
         One label per step.
 
     Example:
-        >>> check_steps("... What is 3+4*2?", ["3+4=7, so 7*2", "7*2=5. The answer is \\\\boxed{5}."])
+        >>> check_steps("... What is 3+4*3?", ["3+4=7, so 7*3", "7*3=5. The answer is \\\\boxed{5}."])
         [True, False]
 
     """

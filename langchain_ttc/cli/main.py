@@ -6,8 +6,8 @@ checkpoints shipped inside the package.
 
 Example::
 
-    ttc solve "Keep only the last digit after each step. What is 3+4*2?" --strategy weighted_best_of_n --n 8
-    ttc solve "... What is 3+4*2-5+7*1-2*3+8?" --strategy beam_search --n 16 --beam-width 4
+    ttc solve "Keep only the last digit after each step. What is 3+4*3?" --strategy weighted_best_of_n --n 8
+    ttc solve "... What is 3+4*3-5+7*9-2*7+8?" --strategy beam_search --n 16 --beam-width 4
     ttc solve "..." --policy meta-llama/Llama-3.2-1B-Instruct --prm peiyi9979/math-shepherd-mistral-7b-prm --json
 """
 

@@ -9,8 +9,8 @@ is not supported (``bind_tools`` raises).
 
 Example:
     >>> model = TTCChatModel(graph=create_weighted_best_of_n_graph(policy, prm, n=8))  # doctest: +SKIP
-    >>> model.invoke("Keep only the last digit after each step. What is 3+4*2?").content  # doctest: +SKIP
-    '3+4=7, so 7*2\\n\\n7*2=4. The answer is \\\\boxed{4}.'
+    >>> model.invoke("Keep only the last digit after each step. What is 3+4*3?").content  # doctest: +SKIP
+    '3+4=7, so 7*3\\n\\n7*2=4. The answer is \\\\boxed{4}.'
 
 """
 

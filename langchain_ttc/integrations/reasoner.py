@@ -9,7 +9,7 @@ solution) and whose ``response_metadata["ttc_result"]`` is the whole
 Example:
     >>> from langchain_core.output_parsers import StrOutputParser  # doctest: +SKIP
     >>> chain = prompt | create_reasoner(graph) | StrOutputParser()  # doctest: +SKIP
-    >>> chain.invoke({"expression": "3+4*2"})  # doctest: +SKIP
+    >>> chain.invoke({"expression": "3+4*3"})  # doctest: +SKIP
     '4'
 
 """

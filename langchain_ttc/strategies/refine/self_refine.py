@@ -28,7 +28,7 @@ Example:
     >>> from langchain_ttc.engines.self_verification import SelfVerificationPRM
     >>> policy = load_policy("arith:small")
     >>> graph = create_self_refine_graph(policy, SelfVerificationPRM(policy, seed=0), max_revisions=2, seed=0)
-    >>> out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3*4?"})
+    >>> out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3*7?"})
     >>> len(out["result"]["candidates"]) == len(out["result"]["metadata"]["drafts"]) >= 1
     True
 

@@ -25,7 +25,7 @@ finished). The answer is the weighted vote over the ``n`` best-scored finished b
 
 Example:
     >>> graph = create_beam_search_graph(policy, prm, n=16, beam_width=4)  # doctest: +SKIP
-    >>> graph.invoke({"problem": "... What is 3+4*2-5?"})["answer"]  # doctest: +SKIP
+    >>> graph.invoke({"problem": "... What is 3+4*3-5?"})["answer"]  # doctest: +SKIP
     '9'
 
 """
