@@ -5,8 +5,8 @@ small policy + Arith PRM (aggregation ``last``, temperature 0.8), reproducing th
 Snell et al. (2024) and the search-and-learn blog post:
 
 - accuracy against N for majority vote, best-of-N and weighted best-of-N (one pool of 256 samples
-  per problem, its first N used, N = 1 to 256), beam search and DVTS (beam width 4) and the
-  compute-optimal router (the shipped table) at N = 4, 16, 64; the small and the large policy's
+  per problem, its first N used, N = 1 to 256), beam search and DVTS (beam width 4), particle
+  filtering and the compute-optimal router (the shipped table) at N = 4, 16, 64; the small and the large policy's
   greedy accuracy, and the ceilings pass@N (some sample answers right) and process pass@N (some
   sample is right at every step, by the exact checker);
 - the same per difficulty band (easy: 1-2 steps, medium: 3-5, hard: 6-8);
@@ -42,8 +42,8 @@ from langchain_ttc.strategies.routing.table import StrategyTable, load_table
 SEED = 11_000_000
 BANDS = {"easy": (1, 2), "medium": (3, 4, 5), "hard": (6, 7, 8)}
 SAMPLERS = ("majority_vote", "best_of_n", "weighted_best_of_n")
-SEARCHES = ("beam_search", "dvts", "compute_optimal")
-PRM_STRATEGIES = ("best_of_n", "weighted_best_of_n", "beam_search", "dvts", "compute_optimal")
+SEARCHES = ("beam_search", "dvts", "particle_filtering", "compute_optimal")
+PRM_STRATEGIES = ("best_of_n", "weighted_best_of_n", "beam_search", "dvts", "particle_filtering", "compute_optimal")
 MAX_TOKENS = 256
 Rows = list[dict[str, Any]]
 
@@ -377,7 +377,7 @@ def report(rows: Rows, sizes: dict[str, int], table: StrategyTable, seconds: flo
         f"{seconds / 60:.0f} min",
         f"- sampling strategies: one pool of {max(budgets_of(rows, 'majority_vote'))} samples per problem, its "
         "first N used; beam search and DVTS: "
-        f"beam width 4; router: the shipped table (`{table.estimator}`, {table.pilots} pilots, {len(table.bins)} bins)",
+        f"beam width 4; particle filtering: N particles; router: the shipped table (`{table.estimator}`, {table.pilots} pilots, {len(table.bins)} bins)",
         "- accuracy with 95% Wilson intervals; `pass`: some of the N samples answers right; `process_pass`: some "
         "sample is right at every step (exact checker)",
         "",
