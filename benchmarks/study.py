@@ -377,7 +377,8 @@ def report(rows: Rows, sizes: dict[str, int], table: StrategyTable, seconds: flo
         f"{seconds / 60:.0f} min",
         f"- sampling strategies: one pool of {max(budgets_of(rows, 'majority_vote'))} samples per problem, its "
         "first N used; beam search and DVTS: "
-        f"beam width 4; particle filtering: N particles; router: the shipped table (`{table.estimator}`, {table.pilots} pilots, {len(table.bins)} bins)",
+        "beam width 4; particle filtering: N particles; router: the shipped table "
+        f"(`{table.estimator}`, {table.pilots} pilots, {len(table.bins)} bins)",
         "- accuracy with 95% Wilson intervals; `pass`: some of the N samples answers right; `process_pass`: some "
         "sample is right at every step (exact checker)",
         "",
