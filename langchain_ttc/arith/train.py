@@ -17,8 +17,8 @@ on every fact, so every right solution is reachable, which a PRM can recognise a
 cannot (the wrong result is the mode): the situation where verifier-guided search pays. The large
 policy is four times the small one's parameters and has a fifth of its misconceptions (a subset).
 
-**The PRM is stronger than the policy's errors**: it starts from the large policy with one more
-layer (initialised as the identity) and learns P("+") at each step tag on an unlimited stream of
+**The PRM is stronger than the policy's errors**: it starts from the small policy with two more
+layers (initialised as the identity) and learns P("+") at each step tag on an unlimited stream of
 solutions drawn from the small policy's teacher at temperatures 0.8 and 1.0 (the distribution the
 small policy samples from), plus a few miscopied steps, each step labelled by the exact checker
 (Math-Shepherd's prefix labels: a step is good while every step so far is right).
@@ -27,12 +27,13 @@ Models: byte-level Llama, head_dim 64; AdamW, linear warm-up then a cosine decay
 32 (one difficulty per batch); a curriculum (1-2 steps for the first 15%, then 1-4 until 30%, then
 1-8).
 
-Run (regenerates the shipped checkpoints on 2 CPU cores: the policies in parallel on one core
-each, then the PRM on both; the measured times are in each ``training.json``)::
+Run (regenerates the shipped checkpoints on 2 CPU cores: the large policy on one core, the small
+policy then the PRM on the other; the measured times are in each ``training.json``)::
 
-    python -m langchain_ttc.arith.train --out langchain_ttc/arith/models --only small --threads 1 &
-    python -m langchain_ttc.arith.train --out langchain_ttc/arith/models --only large --threads 1
-    wait; python -m langchain_ttc.arith.train --out langchain_ttc/arith/models --only prm --threads 2
+    out=langchain_ttc/arith/models
+    (python -m langchain_ttc.arith.train --out $out --only small --threads 1 &&
+     python -m langchain_ttc.arith.train --out $out --only prm --threads 1) &
+    python -m langchain_ttc.arith.train --out $out --only large --threads 1; wait
 """
 
 from __future__ import annotations
@@ -149,12 +150,12 @@ RECIPES = {
         hidden_size=256,
         num_layers=2,
         intermediate_size=896,
-        steps=2000,
+        steps=3000,
         teacher=Teacher(misconceptions=6),
         seed=1,
     ),
 }
-PRM_EXTRA_LAYERS = 1
+PRM_EXTRA_LAYERS = 2
 
 
 class _Tables:
@@ -402,7 +403,7 @@ def prm_solutions(
 
 
 def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, seed: int = 3) -> dict[str, Any]:
-    """Fine-tune a Math-Shepherd PRM from ``init`` (plus a fresh layer) on checker-labelled teacher samples."""
+    """Fine-tune a Math-Shepherd PRM from ``init`` (plus fresh layers) on checker-labelled teacher samples."""
     from transformers import AutoTokenizer
 
     started = time.time()
@@ -472,7 +473,7 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
     tokenizer.save_pretrained(str(target))
     info = {
         "name": "prm",
-        "init": f"{init.name} + {PRM_EXTRA_LAYERS} layer",
+        "init": f"{init.name} + {PRM_EXTRA_LAYERS} layers",
         "parameters": sum(p.numel() for p in model.parameters()),
         "teacher": asdict(teacher),
         "steps": steps,
@@ -504,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "prm"):
         small_teacher = RECIPES["small"].teacher
         assert small_teacher is not None
-        train_prm(args.out, init=args.out / "large", teacher=small_teacher, steps=args.steps or 1500)
+        train_prm(args.out, init=args.out / "small", teacher=small_teacher, steps=args.steps or 1500)
 
 
 if __name__ == "__main__":
