@@ -68,7 +68,7 @@ def test_coverage_counts_any_right_sample_and_any_right_process() -> None:
 
 
 def test_eval_budgets_must_be_on_the_curve() -> None:
-    with pytest.raises(ValueError, match=r"budgets=\[3\] has 3; pass powers of two up to n_max=16"):
+    with pytest.raises(ValueError, match=r"--budgets=\[3\] has 3; pass powers of two up to --n-max=16"):
         EvalConfig(dataset="arith", strategies=["beam_search"], budgets=[3]).check()
 
 
@@ -139,6 +139,7 @@ def test_killed_eval_resumes_and_loses_nothing(tmp_path: Path) -> None:
         (["--dataset", "nope"], "--dataset='nope' is not known"),
         (["--dataset", "missing.jsonl"], "--dataset='missing.jsonl' does not exist"),
         (["--dataset", "arith", "--n-max", "6"], "--n-max=6 is not a power of two"),
+        (["--dataset", "arith", "--n-max", "8", "--budgets", "4", "16"], "--budgets=[4, 16] has 16"),
         (["--dataset", "arith", "--difficulty", "x"], "--difficulty='x' is not a number or a range"),
     ],
 )

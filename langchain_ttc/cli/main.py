@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--temperature", type=float, default=0.8)
     evaluate.add_argument("--max-tokens", type=_positive_int, default=2048)
     evaluate.add_argument("--beam-width", type=_positive_int, default=4)
+    evaluate.add_argument(
+        "--budgets", type=_positive_int, nargs="+", default=None,
+        help="Budgets the searches and the router run at (default: every power of two up to --n-max).",
+    )  # fmt: skip
     evaluate.add_argument("--limit", type=_positive_int, default=None, help="Evaluate the first LIMIT problems.")
     evaluate.add_argument("--count", type=_positive_int, default=100, help="arith: problems when no --limit.")
     evaluate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 3 or 1-8.")
@@ -321,6 +325,7 @@ def evaluate(args: argparse.Namespace) -> int:
         beam_width=args.beam_width,
         seed=args.seed,
         system_prompt=args.system_prompt,
+        budgets=args.budgets,
         dataset_options={"difficulty": list(difficulty), "count": args.count, "limit": args.limit},
     )
     config.check()

@@ -66,7 +66,7 @@ class EvalConfig:
         check_power_of_two(self.n_max)
         for n in self.budgets or []:
             if n not in budgets(self.n_max):
-                raise ValueError(f"budgets={self.budgets} has {n}; pass powers of two up to n_max={self.n_max}.")
+                raise ValueError(f"--budgets={self.budgets} has {n}; pass powers of two up to --n-max={self.n_max}.")
 
     @property
     def needs_prm(self) -> bool:
