@@ -390,6 +390,22 @@ def _miscopy(steps: list[str], rng: random.Random) -> list[str]:
     return [*steps[:index], changed]
 
 
+def _result_digits(problem: str, steps: list[str]) -> list[tuple[int, bool]]:
+    """Where each step's result digit sits in the Math-Shepherd text, and whether the solution is still right there."""
+    gold, _ = solve_expression(parse_expression(problem))
+    offset = len(problem.strip()) + 1
+    still_right = True
+    digits = []
+    for index, step in enumerate(s.strip() for s in steps):
+        at = step.find("=") + 1
+        if 0 < at < len(step):
+            still_right = still_right and index < len(gold) and step[: at + 1] == gold[index][: at + 1]
+            digits.append((offset + at, still_right))
+        offset += len(step) + len(f" {DEFAULT_STEP_TAG}\n")
+        still_right = still_right and index < len(gold) and step == gold[index]
+    return digits
+
+
 def prm_solutions(
     count: int, teacher: Teacher, rng: random.Random, difficulty: int
 ) -> list[tuple[ArithProblem, list[str]]]:
@@ -422,18 +438,24 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
     tag_id = tokenizer.convert_tokens_to_ids(DEFAULT_STEP_TAG)
     good_id = tokenizer.encode(DEFAULT_GOOD_TOKEN, add_special_tokens=False)[0]
     bad_id = tokenizer.encode(DEFAULT_BAD_TOKEN, add_special_tokens=False)[0]
-    recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, learning_rate=5e-4, seed=seed)
+    recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, learning_rate=1e-3, seed=seed)
     held_out_rng = random.Random(seed + 1)
     held_out = [pair for d in range(1, MAX_DIFFICULTY + 1) for pair in prm_solutions(80, teacher, held_out_rng, d)]
 
-    def encode(batch: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        enc = tokenizer([math_shepherd_text(p.problem, s) for p, s in batch], return_tensors="pt", padding=True)
+    def encode(batch: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, ...]:
+        """Ids, mask, the step tags' labels and the result digits' labels (0 good, 1 bad, -100 none)."""
+        texts = [math_shepherd_text(p.problem, s) for p, s in batch]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, return_offsets_mapping=True)
         labels = torch.full_like(enc["input_ids"], -100)
+        digits = torch.full_like(enc["input_ids"], -100)
         for row, (p, s) in enumerate(batch):
             positions = (enc["input_ids"][row] == tag_id).nonzero().flatten().tolist()
             for pos, ok in zip(positions, check_steps(p.problem, s), strict=True):
                 labels[row, pos] = 0 if ok else 1
-        return enc["input_ids"], enc["attention_mask"], labels
+            token_at = {start: i for i, (start, end) in enumerate(enc["offset_mapping"][row].tolist()) if end > start}
+            for offset, ok in _result_digits(p.problem, s):
+                digits[row, token_at[offset]] = 0 if ok else 1
+        return enc["input_ids"], enc["attention_mask"], labels, digits
 
     def make_batch(r: random.Random, step: int) -> tuple[torch.Tensor, ...]:
         return encode(prm_solutions(recipe.batch_size, teacher, r, r.randint(1, MAX_DIFFICULTY)))
@@ -441,9 +463,14 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
     def pair_logits(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return m(input_ids=ids, attention_mask=mask).logits[..., [good_id, bad_id]]
 
-    def prm_loss(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = pair_logits(m, ids, mask)
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1), ignore_index=-100)
+    def prm_loss(
+        m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, digits: torch.Tensor
+    ) -> torch.Tensor:
+        # The tags carry the PRM's labels; each result digit also gets its own (is the solution still right
+        # once this digit is written?), a dense local signal the tag's prefix label is then read from.
+        logits = pair_logits(m, ids, mask).reshape(-1, 2)
+        targets = torch.where(labels != -100, labels, digits).reshape(-1)
+        return torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
 
     @torch.no_grad()
     def evaluate(data: list[tuple[ArithProblem, list[str]]]) -> dict[str, float]:
@@ -451,7 +478,7 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
         right: list[float] = []
         wrong: list[float] = []
         for start in range(0, len(data), 64):
-            ids, mask, labels = encode(data[start : start + 64])
+            ids, mask, labels, _ = encode(data[start : start + 64])
             good = torch.softmax(pair_logits(model, ids, mask).float(), -1)[..., 0]
             keep = labels != -100
             right += good[keep & (labels == 0)].tolist()
