@@ -17,6 +17,7 @@ from langchain_ttc.arith.problems import (
     step_is_well_formed,
 )
 from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.engines.math_shepherd_format import math_shepherd_text
 
 difficulties = st.integers(min_value=1, max_value=MAX_DIFFICULTY)
 seeds = st.integers(min_value=0, max_value=2**32)
@@ -115,7 +116,7 @@ def test_facts_and_process_grades() -> None:
 
 
 def test_teacher_distributions_and_solutions() -> None:
-    from langchain_ttc.arith.train import RECIPES, Teacher, _Tables, prm_solutions, teacher_solution
+    from langchain_ttc.arith.train import RECIPES, Teacher, _result_digits, _Tables, prm_solutions, teacher_solution
 
     small, large = (RECIPES[name].teacher for name in ("small", "large"))
     assert small is not None and large is not None
@@ -140,3 +141,9 @@ def test_teacher_distributions_and_solutions() -> None:
     pairs = prm_solutions(200, small, random.Random(1), difficulty=6)
     labels = [label for problem, steps in pairs for label in check_steps(problem.problem, steps)]
     assert 0.05 < labels.count(False) / len(labels) < 0.6  # the PRM sees both classes
+    for problem, steps in pairs:  # each result digit is labelled where it sits in the PRM's text
+        text = math_shepherd_text(problem.problem, steps)
+        digits = _result_digits(problem.problem, steps)
+        tags = check_steps(problem.problem, steps)
+        assert [text[offset] for offset, _ in digits] == [s[s.index("=") + 1] for s in steps]
+        assert all(digit or not tag for (_, digit), tag in zip(digits, tags, strict=True))  # a right step: right digit
