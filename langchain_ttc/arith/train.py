@@ -433,8 +433,10 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
     base = LlamaForCausalLM.from_pretrained(str(init))
     config = base.config
     config.num_hidden_layers += PRM_EXTRA_LAYERS
+    config.tie_word_embeddings = False  # the verdict tokens "+"/"-" are also operators: read them out separately
     model = LlamaForCausalLM(config)
     model.load_state_dict(base.state_dict(), strict=False)
+    model.lm_head.weight.data.copy_(base.get_input_embeddings().weight.data)
     for layer in model.model.layers[-PRM_EXTRA_LAYERS:]:  # the new layers start as the identity
         torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
         torch.nn.init.zeros_(layer.mlp.down_proj.weight)
