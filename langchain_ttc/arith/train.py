@@ -23,14 +23,14 @@ layers (initialised as the identity) and learns P("+") at each step tag on an un
 solutions drawn from the small policy's teacher at temperatures 0.8 and 1.0 (the distribution the
 small policy samples from), plus a few miscopied steps, each step labelled by the exact checker
 (Math-Shepherd's prefix labels: a step is good while every step so far is right). Each step's result
-digit gets a label too (is the solution still right once it is written?): a dense, local signal
-that a PRM trained on the step tags alone learned too slowly here (77% step accuracy after 500 of
-1500 steps, no better than always answering "good").
+digit gets a label too (is the solution still right once it is written?), a dense local signal, and
+the read-out of "+"/"-" is untied from the operators' embeddings. It learns slowly all the same
+(held-out step accuracy 78% after 500 steps, with or without those two, 86% after 1000, 89% after
+the 1500 shipped): a longer run is the next lever.
 
-Models: byte-level Llama, head_dim 64; AdamW, linear warm-up, then (small policy: after two thirds
-of the steps) a cosine decay to a tenth; batch
-32 (one difficulty per batch); a curriculum (1-2 steps for the first 15%, then 1-4 until 30%, then
-1-8).
+Models: byte-level Llama, head_dim 64; AdamW, linear warm-up, then (policies: after two thirds of the
+steps) a cosine decay to a tenth; batch 32 (one difficulty per batch); a curriculum (1-2 steps for
+the first 15%, then 1-4 until 30%, then 1-8).
 
 Run (regenerates the shipped checkpoints on 2 CPU cores: the large policy on one core, the small
 policy then the PRM on the other; the measured times are in each ``training.json``)::
@@ -165,7 +165,7 @@ PRM_EXTRA_LAYERS = 2
 
 
 class _Tables:
-    """Each fact's teacher distribution and cumulative distribution, computed once."""
+    """Each fact's teacher distribution, computed once."""
 
     def __init__(self, teacher: Teacher) -> None:
         self.probs = {fact: teacher.distribution(fact) for fact in arithmetic_facts()}
