@@ -22,8 +22,8 @@ def chat(problem: str) -> list[dict[str, str]]:
 
 
 def test_n_completions_reproducible_with_seed(arith_policy: Any) -> None:
-    problem = make_problems(1, 4, seed=5)[0].problem
-    request = {"messages": chat(problem), "n": 6, "temperature": 1.0, "max_tokens": 200, "seed": 123}
+    problem = make_problems(1, 8, seed=5)[0].problem
+    request = {"messages": chat(problem), "n": 6, "temperature": 1.0, "max_tokens": 300, "seed": 123}
     first = arith_policy.invoke([request])[0]
     again = arith_policy.invoke([request])[0]
     other = arith_policy.invoke([{**request, "seed": 124}])[0]
