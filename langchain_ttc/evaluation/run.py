@@ -144,9 +144,10 @@ def evaluate_problem(problem: EvalProblem, config: EvalConfig, graphs: dict[str,
         usage[run] = result["usage"]
         if run.startswith("sampling@"):
             candidates = [Candidate.model_validate(c) for c in result["candidates"]]
-            predictions |= subsampled_answers(candidates, sampled, config.n_max)
+            subsampled = subsampled_answers(candidates, sampled, config.n_max)
+            predictions |= subsampled
             ceiling = coverage(problem, candidates, config.n_max)
-            for key in predictions:  # the first n samples' tokens
+            for key in subsampled:  # the first n samples' tokens
                 tokens[key] = sum(c.num_tokens for c in candidates[: int(key.rsplit("@", 1)[1])])
         else:
             predictions[run] = result["answer"]
