@@ -29,11 +29,10 @@ from langchain_ttc.arith import check_steps, make_problems, split_steps
 from langchain_ttc.arith.checkpoints import arith_checkpoint
 from langchain_ttc.arith.problems import (
     MAX_DIFFICULTY,
-    MULTIPLIERS,
-    OPERATORS,
     STEP_DELIMITER,
     apply_operator,
     arithmetic_facts,
+    draw_operation,
     format_problem,
     solution_is_correct,
     solve_expression,
@@ -69,10 +68,7 @@ def greedy_accuracy(policy: TransformersPolicy, per_difficulty: int) -> dict[int
 def _expression_with_fact(fact: tuple[int, str, int], position: int, rng: random.Random) -> str:
     """An 8-step expression whose step ``position`` (1-based) computes ``fact`` when solved right."""
     left, op, right = fact
-    operations = [
-        (o, rng.choice(MULTIPLIERS) if o == "*" else rng.randrange(10))
-        for o in (rng.choice(OPERATORS) for _ in range(MAX_DIFFICULTY))
-    ]
+    operations = [draw_operation(rng) for _ in range(MAX_DIFFICULTY)]
     operations[position - 1] = (op, right)
     for head in range(10):  # every operation is a permutation of the digits: exactly one head reaches `left`
         value = head

@@ -137,14 +137,17 @@ def solve_expression(
     return steps, str(value)
 
 
+def draw_operation(rng: random.Random) -> tuple[str, int]:
+    """Draw one operation: an operator, then a digit (a multiplier for ``*``)."""
+    op = rng.choice(OPERATORS)
+    return op, rng.choice(MULTIPLIERS) if op == "*" else rng.randrange(10)
+
+
 def make_problem(rng: random.Random, difficulty: int) -> ArithProblem:
     """Draw one problem of the given difficulty from ``rng``."""
     _check_difficulty(difficulty)
     head = rng.randrange(10)
-    operations = []
-    for _ in range(difficulty):
-        op = rng.choice(OPERATORS)
-        operations.append((op, rng.choice(MULTIPLIERS) if op == "*" else rng.randrange(10)))
+    operations = [draw_operation(rng) for _ in range(difficulty)]
     expression = _expression(head, operations)
     steps, answer = solve_expression(expression)
     return ArithProblem(
