@@ -6,9 +6,13 @@ of :class:`~langchain_ttc.core.types.ScoreRequest`; out: one :class:`~langchain_
 per request. One ``invoke`` is one batched call: strategies send every sample of an iteration in a
 single call.
 
-Backends implement ``_generate`` / ``_score``. ``invoke`` wraps them in a traced run named
-``ttc:policy`` / ``ttc:prm`` (tagged the same way) so LangSmith traces read well, and accepts plain
-dicts in place of the pydantic requests.
+Backends implement ``_generate`` / ``_score`` and, natively when they can, ``_agenerate`` /
+``_ascore`` (server and vLLM engines do; the default runs the sync method in a worker thread, the
+right place for compute-bound in-process models). ``invoke`` / ``ainvoke`` wrap them in a traced
+LLM run named ``ttc:policy`` / ``ttc:prm`` (tagged the same way) whose metadata names the model
+and provider (``ls_model_name``, ``ls_provider``) and whose outputs carry LangChain's
+``usage_metadata`` (prompt and completion tokens; for a PRM the tokens it read), so LangSmith shows
+both; they accept plain dicts in place of the pydantic requests.
 
 Example:
     >>> from langchain_ttc.core.types import Completion
@@ -23,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -33,14 +38,45 @@ from langchain_core.runnables.config import ensure_config
 from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
 
 
-def _traced(config: RunnableConfig | None, name: str) -> RunnableConfig:
+def _traced(config: RunnableConfig | None, name: str, engine: PolicyEngine | PRMEngine) -> RunnableConfig:
     config = ensure_config(config)
     config["run_name"] = config.get("run_name") or name
     config["tags"] = [*config.get("tags", []), name]
+    config["metadata"] = {
+        **config.get("metadata", {}),
+        "ls_provider": engine.provider,
+        "ls_model_name": engine.model_name,
+    }
     return config
 
 
-class PolicyEngine(Runnable[Sequence[GenerationRequest | dict[str, Any]], list[GenerationResult]], ABC):
+def _usage_metadata(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
+
+
+def _policy_trace(results: list[GenerationResult]) -> dict[str, Any]:
+    """What a policy run shows a tracer: the results and their token usage."""
+    prompt = sum(r.prompt_tokens for r in results)
+    completion = sum(c.num_tokens for r in results for c in r.completions)
+    return {"results": results, "usage_metadata": _usage_metadata(prompt, completion)}
+
+
+def _prm_trace(results: list[StepScores]) -> dict[str, Any]:
+    """What a PRM run shows a tracer: the scores and the tokens the PRM read."""
+    return {"results": results, "usage_metadata": _usage_metadata(sum(r.num_tokens for r in results), 0)}
+
+
+class _Engine:
+    """What both engine kinds share: the model's name and provider for traces."""
+
+    #: The provider shown in traces (``ls_provider``).
+    provider: str = "langchain_ttc"
+
+    #: The model shown in traces (``ls_model_name``); engines set it from what they load or call.
+    model_name: str | None = None
+
+
+class PolicyEngine(_Engine, Runnable[Sequence[GenerationRequest | dict[str, Any]], list[GenerationResult]], ABC):
     """A policy model: one batched call generates completions for many requests."""
 
     name: str | None = "ttc:policy"
@@ -52,6 +88,10 @@ class PolicyEngine(Runnable[Sequence[GenerationRequest | dict[str, Any]], list[G
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Generate completions for every request, in order."""
 
+    async def _agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Generate asynchronously; by default the sync method in a worker thread (override natively)."""
+        return await asyncio.to_thread(self._generate, requests)
+
     def invoke(
         self,
         input: Sequence[GenerationRequest | dict[str, Any]],
@@ -59,13 +99,32 @@ class PolicyEngine(Runnable[Sequence[GenerationRequest | dict[str, Any]], list[G
         **kwargs: Any,
     ) -> list[GenerationResult]:
         """Generate for every request in one batched call."""
-        requests = [r if isinstance(r, GenerationRequest) else GenerationRequest.model_validate(r) for r in input]
-        return self._call_with_config(
-            lambda rs: self._generate(rs), requests, _traced(config, "ttc:policy"), run_type="llm"
+        traced = _untyped(self)._call_with_config(
+            lambda rs: _policy_trace(self._generate(rs)),
+            _policy_requests(input),
+            _traced(config, "ttc:policy", self),
+            run_type="llm",
         )
+        return list(traced["results"])
+
+    async def ainvoke(
+        self,
+        input: Sequence[GenerationRequest | dict[str, Any]],
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> list[GenerationResult]:
+        """Generate for every request in one batched call, on the native async path."""
+
+        async def run(requests: list[GenerationRequest]) -> dict[str, Any]:
+            return _policy_trace(await self._agenerate(requests))
+
+        traced = await _untyped(self)._acall_with_config(
+            run, _policy_requests(input), _traced(config, "ttc:policy", self), run_type="llm"
+        )
+        return list(traced["results"])
 
 
-class PRMEngine(Runnable[Sequence[ScoreRequest | dict[str, Any]], list[StepScores]], ABC):
+class PRMEngine(_Engine, Runnable[Sequence[ScoreRequest | dict[str, Any]], list[StepScores]], ABC):
     """A process reward model: one batched call scores every step of many solutions."""
 
     name: str | None = "ttc:prm"
@@ -74,6 +133,10 @@ class PRMEngine(Runnable[Sequence[ScoreRequest | dict[str, Any]], list[StepScore
     def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
         """Score every step of every request, in order."""
 
+    async def _ascore(self, requests: list[ScoreRequest]) -> list[StepScores]:
+        """Score asynchronously; by default the sync method in a worker thread (override natively)."""
+        return await asyncio.to_thread(self._score, requests)
+
     def invoke(
         self,
         input: Sequence[ScoreRequest | dict[str, Any]],
@@ -81,7 +144,39 @@ class PRMEngine(Runnable[Sequence[ScoreRequest | dict[str, Any]], list[StepScore
         **kwargs: Any,
     ) -> list[StepScores]:
         """Score every request in one batched call."""
-        requests = [r if isinstance(r, ScoreRequest) else ScoreRequest.model_validate(r) for r in input]
-        return self._call_with_config(
-            lambda rs: self._score(rs), requests, _traced(config, "ttc:prm"), run_type="chain"
+        traced = _untyped(self)._call_with_config(
+            lambda rs: _prm_trace(self._score(rs)),
+            _prm_requests(input),
+            _traced(config, "ttc:prm", self),
+            run_type="llm",
         )
+        return list(traced["results"])
+
+    async def ainvoke(
+        self,
+        input: Sequence[ScoreRequest | dict[str, Any]],
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> list[StepScores]:
+        """Score every request in one batched call, on the native async path."""
+
+        async def run(requests: list[ScoreRequest]) -> dict[str, Any]:
+            return _prm_trace(await self._ascore(requests))
+
+        traced = await _untyped(self)._acall_with_config(
+            run, _prm_requests(input), _traced(config, "ttc:prm", self), run_type="llm"
+        )
+        return list(traced["results"])
+
+
+def _untyped(engine: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """The engine typed loosely: its traced call returns the trace (results and usage), not just the results."""
+    return engine
+
+
+def _policy_requests(input: Sequence[GenerationRequest | dict[str, Any]]) -> list[GenerationRequest]:
+    return [r if isinstance(r, GenerationRequest) else GenerationRequest.model_validate(r) for r in input]
+
+
+def _prm_requests(input: Sequence[ScoreRequest | dict[str, Any]]) -> list[ScoreRequest]:
+    return [r if isinstance(r, ScoreRequest) else ScoreRequest.model_validate(r) for r in input]

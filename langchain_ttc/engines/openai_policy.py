@@ -14,10 +14,14 @@ may trim the step delimiter off a partial message (Llama 3.x's does), and every 
 empty. Greedy requests with ``n > 1`` are sent as ``n`` greedy copies (vLLM refuses ``n > 1`` at
 temperature 0).
 
-Requests of a call are sent concurrently (at most ``max_concurrency`` at a time), spread
-round-robin over the replicas. A failed request (connection error, timeout, HTTP 429 or 5xx) is
-retried with exponential backoff on the next replica; after ``max_retries`` it raises
-:class:`ServerError`, which names the URLs and what was tried.
+The HTTP side is a :class:`~.server_client.ServerClient`: one long-lived async client per engine,
+one concurrency limit (``max_concurrency``) shared by every concurrent call, retries with jittered
+backoff that honour ``Retry-After``, the API key from the argument or ``OPENAI_API_KEY``. Under
+``ainvoke`` the requests run on the caller's event loop (no worker thread). Every request carries a
+routing key derived from the conversation (the problem), so all requests of one problem go to one
+replica (several URLs) or are kept together by a router's consistent-hash policy (one URL in
+front of many replicas: ``X-Session-ID``, see the README's "Scaling out"). After ``max_retries``
+a failure raises :class:`ServerError`, which names the URLs and what was tried.
 
 Example:
     >>> replicas = ["http://gpu-1:8000", "http://gpu-2:8000"]
@@ -29,56 +33,53 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import itertools
+import hashlib
+import json
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import httpx
 
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
 from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.references import resolve_model_reference
+from langchain_ttc.engines.server_client import (
+    RETRYABLE_STATUS,
+    ServerClient,
+    ServerError,
+    check_base_urls,
+    gather_all,
+)
 from langchain_ttc.engines.vllm_policy import completion_from_vllm, fitted_max_tokens
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+__all__ = ["RETRYABLE_STATUS", "OpenAICompatiblePolicy", "ServerError", "check_base_urls", "routing_key"]
 
 
-class ServerError(RuntimeError):
-    """A model server failed after every retry."""
-
-
-def check_base_urls(base_url: str | Sequence[str]) -> list[str]:
-    """Return the base URLs as a list without trailing slashes, or raise a clear ``ValueError``."""
-    urls = [base_url] if isinstance(base_url, str) else list(base_url)
-    if not urls:
-        raise ValueError("base_url=[] is empty; pass a server URL such as 'http://127.0.0.1:8000'.")
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url={url!r} is not an http(s) URL; pass for example 'http://127.0.0.1:8000'.")
-    return [url.rstrip("/").removesuffix("/v1") for url in urls]
+def routing_key(request: GenerationRequest) -> str:
+    """A stable key for a request's problem: the conversation (or raw prompt) without the partial answer."""
+    source = json.dumps(request.messages, sort_keys=True) if request.messages is not None else request.prompt or ""
+    return hashlib.blake2b(source.encode(), digest_size=12).hexdigest()
 
 
 class OpenAICompatiblePolicy(PolicyEngine):
     """An OpenAI-compatible completions server (vLLM) as a batched policy engine.
 
     Args:
-        base_url: The server URL, or a list of replica URLs used round-robin.
+        base_url: The server URL (a single server or a router in front of replicas), or a list of
+            replica URLs (each problem sticks to one, chosen by its routing key; failures move on).
         model: The model name the server serves.
         tokenizer: The model's tokenizer (a loaded one, a local path or a hub id) that renders chats;
             by default loaded from ``model`` (vLLM serves a model under its path or hub id). Raw
             ``prompt=`` requests need none.
-        api_key: Sent as a bearer token when given.
-        max_concurrency: Most requests in flight at once.
+        api_key: Sent as a bearer token; by default ``OPENAI_API_KEY`` when set.
+        max_concurrency: Most requests in flight at once, shared by every concurrent call of the engine.
         timeout_s: Timeout of one HTTP request.
         max_retries: Retries of a failed request (each on the next replica) before giving up.
-        backoff_s: First retry delay; it doubles on each retry.
+        backoff_s: First retry delay (jittered, doubling); a ``Retry-After`` header wins.
 
     """
+
+    provider = "openai-compatible"
 
     def __init__(
         self,
@@ -87,45 +88,34 @@ class OpenAICompatiblePolicy(PolicyEngine):
         model: str,
         tokenizer: Any = None,
         api_key: str | None = None,
-        max_concurrency: int = 16,
+        max_concurrency: int = 64,
         timeout_s: float = 120.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
     ) -> None:
-        self.base_urls = check_base_urls(base_url)
         if not model:
             raise ValueError("model='' is empty; pass the model name the server serves (see GET /v1/models).")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0:
-            raise ValueError(
-                f"max_concurrency={max_concurrency}, max_retries={max_retries}, timeout_s={timeout_s}, "
-                f"backoff_s={backoff_s}: pass max_concurrency >= 1, max_retries >= 0, timeout_s > 0, backoff_s >= 0."
-            )
-        self.model = model
+        self.client = ServerClient(
+            base_url,
+            api_key=api_key,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+        )
+        self.base_urls = self.client.base_urls
+        self.model = self.model_name = model
         self._tokenizer, self._tokenizer_error = _load_tokenizer(tokenizer, model)
         self._max_model_len: int | None = None  # read from the server's /v1/models on first use
         self._max_model_len_read = False
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.max_concurrency = max_concurrency
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self._next_replica = itertools.count()
-        self._lock = threading.Lock()
 
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._agenerate(requests))
-        with ThreadPoolExecutor(max_workers=1) as pool:  # called from inside an event loop
-            return pool.submit(asyncio.run, self._agenerate(requests)).result()
+        return self.client.run(self._agenerate(requests))
 
     async def _agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        limit = asyncio.Semaphore(self.max_concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout_s, headers=self.headers) as client:
-            if not self._max_model_len_read:
-                self._max_model_len, self._max_model_len_read = await self._read_max_model_len(client), True
-            return list(await asyncio.gather(*(self._one(client, limit, r) for r in requests)))
+        if not self._max_model_len_read:
+            self._max_model_len, self._max_model_len_read = await self._read_max_model_len(), True
+        return await gather_all([self._one(r) for r in requests])
 
     @property
     def tokenizer(self) -> Any:
@@ -149,13 +139,10 @@ class OpenAICompatiblePolicy(PolicyEngine):
             return (request.prompt or "") + request.partial
         return prompt_token_ids(self.tokenizer, request)
 
-    async def _read_max_model_len(self, client: httpx.AsyncClient) -> int | None:
+    async def _read_max_model_len(self) -> int | None:
         """The served model's context window (vLLM lists it in ``/v1/models``), or ``None`` if not given."""
-        try:
-            response = await client.get(self.base_urls[0] + "/v1/models")
-            models = response.json().get("data", []) if response.status_code == 200 else []
-        except (httpx.HTTPError, ValueError):
-            return None
+        listing = await self.client.aget("/v1/models")
+        models = listing.get("data", []) if isinstance(listing, dict) else []
         lengths = [m.get("max_model_len") for m in models if m.get("id") == self.model]
         return lengths[0] if lengths and isinstance(lengths[0], int) else None
 
@@ -178,41 +165,14 @@ class OpenAICompatiblePolicy(PolicyEngine):
         }
         return [{**body, "seed": None if request.seed is None else request.seed + copy} for copy in range(copies)]
 
-    async def _one(
-        self, client: httpx.AsyncClient, limit: asyncio.Semaphore, request: GenerationRequest
-    ) -> GenerationResult:
-        parts = [await self._post(client, limit, body) for body in self._bodies(request)]
+    async def _one(self, request: GenerationRequest) -> GenerationResult:
+        key = routing_key(request)
+        replies = await gather_all(
+            [self.client.apost("/v1/completions", body, key=key) for body in self._bodies(request)]
+        )
+        parts = [self._result(reply) for reply in replies]
         completions: list[Completion] = [c for part in parts for c in part.completions]
         return GenerationResult(completions=completions, prompt_tokens=parts[0].prompt_tokens)
-
-    async def _post(
-        self, client: httpx.AsyncClient, limit: asyncio.Semaphore, body: dict[str, Any]
-    ) -> GenerationResult:
-        path = "/v1/completions"
-        tried: list[str] = []
-        async with limit:
-            for attempt in range(self.max_retries + 1):
-                with self._lock:
-                    url = self.base_urls[next(self._next_replica) % len(self.base_urls)] + path
-                try:
-                    response = await client.post(url, json=body)
-                    if response.status_code in RETRYABLE_STATUS:
-                        raise httpx.HTTPStatusError(
-                            f"HTTP {response.status_code}", request=response.request, response=response
-                        )
-                    if response.status_code >= 400:
-                        raise ServerError(
-                            f"{url} refused the request (HTTP {response.status_code}): {response.text[:500]}"
-                        )
-                    return self._result(response.json())
-                except (httpx.TransportError, httpx.HTTPStatusError) as error:
-                    tried.append(f"{url}: {type(error).__name__}: {error}")
-                    if attempt < self.max_retries:
-                        await asyncio.sleep(self.backoff_s * 2**attempt)
-        raise ServerError(
-            f"the model server failed after {len(tried)} attempts ({', '.join(self.base_urls)}); tried: "
-            + "; ".join(tried)
-        )
 
     @staticmethod
     def _result(payload: dict[str, Any]) -> GenerationResult:

@@ -16,6 +16,14 @@ In: :class:`~langchain_ttc.core.types.ScoreRequest` objects. Out: one score per 
 All steps of all requests go in one batched call. This lets one vLLM deployment serve both the
 policy and the PRM.
 
+**Through a server, one request per solution** scores every step in one prefill: a generative PRM
+asks ``/v1/completions`` for the prompt's log-probabilities (``prompt_logprobs``) and reads the two
+labels at every step tag (a label outside the server's top ``--max-logprobs`` falls back to a
+one-token request for that step's prefix); a reward model gets one ``/pooling`` request per
+solution. Requests are concurrent under the engine's shared limit, on a long-lived client with
+retries (:class:`~.server_client.ServerClient`), natively async under ``ainvoke``, and may go to
+several replicas (each problem sticks to one) or to a router.
+
 Example:
     >>> prm = VLLMPRM.from_engine(llm, prm_format=MathShepherdFormat())  # doctest: +SKIP
     >>> model = "peiyi9979/math-shepherd-mistral-7b-prm"
@@ -27,19 +35,16 @@ Example:
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import httpx
-
 from langchain_ttc.core.types import ScoreRequest, StepScores
 from langchain_ttc.engines.base import PRMEngine
-from langchain_ttc.engines.openai_policy import RETRYABLE_STATUS, ServerError, check_base_urls
 from langchain_ttc.engines.prm_formats import MathShepherdFormat, PRMFormat, QwenMathFormat
+from langchain_ttc.engines.server_client import ServerClient, gather_all
 
 LogprobBackend = Callable[[list[list[int]], list[int]], list[tuple[float, float]]]
 """(prompts as token ids, [good id, bad id]) -> per prompt, the log-probabilities of good and bad as next token."""
@@ -77,22 +82,14 @@ def step_rows(rows: Sequence[Sequence[float]], ids: list[int], positions: list[i
     )
 
 
-def _post(url: str, body: dict[str, Any], *, timeout_s: float, max_retries: int, backoff_s: float) -> Any:
-    """POST with retries and exponential backoff; the JSON reply, or :class:`ServerError` naming the URL."""
-    tried: list[str] = []
-    for attempt in range(max_retries + 1):
-        try:
-            response = httpx.post(url, json=body, timeout=timeout_s)
-            if response.status_code in RETRYABLE_STATUS:
-                raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
-            if response.status_code >= 400:
-                raise ServerError(f"{url} refused the request (HTTP {response.status_code}): {response.text[:500]}")
-            return response.json()
-        except (httpx.TransportError, httpx.HTTPStatusError) as error:
-            tried.append(f"{type(error).__name__}: {error}")
-            if attempt < max_retries:
-                time.sleep(backoff_s * 2**attempt)
-    raise ServerError(f"the PRM server {url} failed after {len(tried)} attempts: {'; '.join(tried)}")
+def _label_logprob(entry: dict[str, Any] | None, label: int) -> float | None:
+    """A label's log-probability in one position's logprob dict (keyed by id, or ``token_id:<id>``)."""
+    if not entry:
+        return None
+    found = entry.get(str(label), entry.get(f"token_id:{label}"))
+    if found is None:
+        return None
+    return float(found["logprob"] if isinstance(found, dict) else found)
 
 
 class VLLMPRM(PRMEngine):
@@ -106,8 +103,15 @@ class VLLMPRM(PRMEngine):
 
     """
 
-    def __init__(self, tokenizer: Any, backend: LogprobBackend | PoolingBackend, *, prm_format: PRMFormat) -> None:
+    provider = "vllm"
+
+    def __init__(
+        self, tokenizer: Any, backend: LogprobBackend | PoolingBackend | None, *, prm_format: PRMFormat
+    ) -> None:
         self.tokenizer = tokenizer
+        self.client: ServerClient | None = None  # set by from_server
+        self.top_logprobs = 20
+        self.model_name = getattr(tokenizer, "name_or_path", None)
         self.prm_format = prm_format
         self._label_ids: list[int] = []
         if isinstance(prm_format, QwenMathFormat):
@@ -172,69 +176,57 @@ class VLLMPRM(PRMEngine):
     @classmethod
     def from_server(
         cls,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         model: str,
         tokenizer: Any = None,
         prm_format: PRMFormat | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 64,
         timeout_s: float = 120.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
+        top_logprobs: int = 20,
     ) -> VLLMPRM:
-        """Score through a vLLM server: ``/v1/completions`` (generative) or ``/pooling`` (reward model).
+        """Score through vLLM servers: ``/v1/completions`` (generative) or ``/pooling`` (reward model).
 
         Args:
-            base_url: The server URL.
+            base_url: The server URL (or a router's), or a list of replica URLs.
             model: The served model name; its tokenizer is loaded from it unless ``tokenizer`` is given.
             tokenizer: The PRM's tokenizer (to build the protocol's token ids locally).
             prm_format: The protocol (Math-Shepherd by default).
+            api_key: Sent as a bearer token; by default ``OPENAI_API_KEY`` when set.
+            max_concurrency: Most requests in flight at once, shared by every concurrent call.
             timeout_s: Timeout of one HTTP request.
-            max_retries: Retries of a failed request before :class:`ServerError`.
-            backoff_s: First retry delay; it doubles on each retry.
+            max_retries: Retries of a failed request before :class:`~.server_client.ServerError`.
+            backoff_s: First retry delay (jittered, doubling); a ``Retry-After`` header wins.
+            top_logprobs: How many prompt log-probabilities a generative PRM asks for per position
+                (at most the server's ``--max-logprobs``, 20 by default).
+
+        Raises:
+            ValueError: If an option is out of range (named, with the fix).
 
         """
-        (url,) = check_base_urls(base_url)
-        if max_retries < 0 or timeout_s <= 0 or backoff_s < 0:
-            raise ValueError(
-                f"max_retries={max_retries}, timeout_s={timeout_s}, backoff_s={backoff_s}: pass max_retries >= 0, "
-                "timeout_s > 0, backoff_s >= 0."
-            )
+        client = ServerClient(
+            base_url,
+            api_key=api_key,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+        )
+        if top_logprobs < 1:
+            raise ValueError(f"top_logprobs={top_logprobs} is out of range; pass top_logprobs >= 1.")
         if tokenizer is None:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(model)
-        prm_format = prm_format or MathShepherdFormat()
-        post = functools.partial(_post, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s)
+        prm = cls(tokenizer, None, prm_format=prm_format or MathShepherdFormat())
+        prm.client, prm.model_name, prm.top_logprobs = client, model, top_logprobs
+        prm.provider = "openai-compatible"
+        return prm
 
-        if isinstance(prm_format, QwenMathFormat):
-
-            def pool(prompts: list[list[int]]) -> list[Sequence[Sequence[float]]]:
-                body = {"model": model, "input": prompts, "task": "token_classify"}
-                data = sorted(post(f"{url}/pooling", body)["data"], key=lambda d: d["index"])
-                return [item["data"] for item in data]
-
-            return cls(tokenizer, pool, prm_format=prm_format)
-
-        def logprobs(prompts: list[list[int]], labels: list[int]) -> list[tuple[float, float]]:
-            body = {
-                "model": model,
-                "prompt": prompts,
-                "max_tokens": 1,
-                "temperature": 0.0,
-                "logprobs": 0,
-                "logprob_token_ids": labels,
-                "return_tokens_as_token_ids": True,
-            }
-            choices = sorted(post(f"{url}/v1/completions", body)["choices"], key=lambda c: c["index"])
-            pairs = []
-            for choice in choices:
-                top = choice["logprobs"]["top_logprobs"][0]
-                pairs.append((top[f"token_id:{labels[0]}"], top[f"token_id:{labels[1]}"]))
-            return pairs
-
-        return cls(tokenizer, logprobs, prm_format=prm_format)
-
-    def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
+    def _encoded(self, requests: list[ScoreRequest]) -> list[tuple[list[int], list[int]]]:
         encoded = []
         for request in requests:
             ids, positions = (
@@ -243,11 +235,90 @@ class VLLMPRM(PRMEngine):
             if len(positions) != len(request.steps):
                 raise ValueError(f"the PRM found {len(positions)} step positions for {len(request.steps)} steps.")
             encoded.append((ids, positions))
+        return encoded
+
+    @staticmethod
+    def _results(scores: list[list[float]], encoded: list[tuple[list[int], list[int]]]) -> list[StepScores]:
+        return [StepScores(scores=s, num_tokens=len(ids)) for s, (ids, _) in zip(scores, encoded, strict=True)]
+
+    def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
+        if self.client is not None:
+            return self.client.run(self._ascore(requests))
+        encoded = self._encoded(requests)
         if isinstance(self.prm_format, QwenMathFormat):
             scores = self._pooled_scores(encoded)
         else:
             scores = self._generative_scores(encoded)
-        return [StepScores(scores=s, num_tokens=len(ids)) for s, (ids, _) in zip(scores, encoded, strict=True)]
+        return self._results(scores, encoded)
+
+    async def _ascore(self, requests: list[ScoreRequest]) -> list[StepScores]:
+        if self.client is None:  # an in-process engine: its blocking call runs in a worker thread
+            return await super()._ascore(requests)
+        encoded = self._encoded(requests)
+        keys = [hashlib.blake2b(r.problem.encode(), digest_size=12).hexdigest() for r in requests]
+        score_one = self._server_pooled if isinstance(self.prm_format, QwenMathFormat) else self._server_generative
+        scores = await gather_all(
+            [score_one(ids, positions, key) for (ids, positions), key in zip(encoded, keys, strict=True)]
+        )
+        return self._results(scores, encoded)
+
+    async def _server_pooled(self, ids: list[int], positions: list[int], key: str) -> list[float]:
+        """One ``/pooling`` request for one solution."""
+        if not positions:
+            return []
+        assert self.client is not None
+        body = {"model": self.model_name, "input": [ids], "task": "token_classify"}
+        reply = await self.client.apost("/pooling", body, key=key)
+        return step_rows(reply["data"][0]["data"], ids, positions)
+
+    async def _server_generative(self, ids: list[int], positions: list[int], key: str) -> list[float]:
+        """One prefill for one solution: the labels' log-probabilities at every step tag."""
+        if not positions:
+            return []
+        assert self.client is not None
+        good, bad = self._label_ids
+        body = {
+            "model": self.model_name,
+            "prompt": ids,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": 0,
+            "logprob_token_ids": [good, bad],
+            "return_tokens_as_token_ids": True,
+            "prompt_logprobs": self.top_logprobs,
+        }
+        choice = (await self.client.apost("/v1/completions", body, key=key))["choices"][0]
+        prompt_entries = choice.get("prompt_logprobs") or []
+        scores: list[float] = []
+        for position in positions:
+            if position < len(ids):
+                entry = prompt_entries[position] if position < len(prompt_entries) else None
+            else:  # the last tag ends the prompt: its labels are the generated token's log-probabilities
+                entry = choice["logprobs"]["top_logprobs"][0]
+            pair = _label_logprob(entry, good), _label_logprob(entry, bad)
+            if pair[0] is None or pair[1] is None:  # a label outside the top log-probabilities: ask for it
+                pair = await self._label_pair(ids[:position], key)
+            scores.append(_probability(*pair))  # type: ignore[arg-type]
+        return scores
+
+    async def _label_pair(self, prefix: list[int], key: str) -> tuple[float, float]:
+        """The labels' log-probabilities as the next token after ``prefix`` (one extra request)."""
+        assert self.client is not None
+        good, bad = self._label_ids
+        body = {
+            "model": self.model_name,
+            "prompt": prefix,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": 0,
+            "logprob_token_ids": [good, bad],
+            "return_tokens_as_token_ids": True,
+        }
+        top = (await self.client.apost("/v1/completions", body, key=key))["choices"][0]["logprobs"]["top_logprobs"][0]
+        pair = _label_logprob(top, good), _label_logprob(top, bad)
+        if pair[0] is None or pair[1] is None:
+            raise ValueError(f"the PRM server returned no log-probabilities for token ids {good}, {bad}: {top}")
+        return pair[0], pair[1]
 
     def _pooled_scores(self, encoded: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         todo = [index for index, (_, positions) in enumerate(encoded) if positions]
