@@ -35,7 +35,7 @@ from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
 from langchain_ttc.engines.loading import load_policy, load_prm
 from langchain_ttc.engines.self_verification import SelfVerificationPRM
 from langchain_ttc.evaluation.run import grade
-from langchain_ttc.strategies.common import score_candidates
+from langchain_ttc.strategies.common import run_calls, score_candidates
 from langchain_ttc.strategies.refine.self_refine import create_self_refine_graph
 from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote_graph
 
@@ -75,7 +75,7 @@ def main() -> None:
         }
         steps: dict[str, list[float]] = {}
         for name, verifier in verifiers.items():
-            scored, _ = score_candidates(verifier, problem.problem, candidates, aggregation="min")
+            scored, _ = run_calls(score_candidates(verifier, problem.problem, candidates, aggregation="min"))
             steps[name] = [s for c in scored for s in c.step_scores or []]
             for rule_name, rule in (("best_of_n", best_of_n), ("weighted_best_of_n", weighted_best_of_n)):
                 chosen = rule(scored).chosen_index

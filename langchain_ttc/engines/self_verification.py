@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 
 from langchain_ttc.core.seeds import derive_seed, seed_requests
-from langchain_ttc.core.types import GenerationRequest, Message, ScoreRequest, StepScores
+from langchain_ttc.core.types import GenerationRequest, GenerationResult, Message, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -93,7 +93,8 @@ class SelfVerificationPRM(PRMEngine):
         system: list[Message] = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*system, {"role": "user", "content": problem}]
 
-    def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
+    def _requests(self, requests: list[ScoreRequest]) -> tuple[list[GenerationRequest], list[tuple[int, str]]]:
+        """The policy requests (one per step, every call seeded alike) and which solution and step each asks about."""
         generations: list[GenerationRequest] = []
         owners: list[tuple[int, str]] = []
         for index, request in enumerate(requests):
@@ -111,8 +112,11 @@ class SelfVerificationPRM(PRMEngine):
                 )
                 owners.append((index, step))
         # Every call draws from the same seeds: a step is judged the same way whenever it is asked about.
-        seeded = seed_requests(generations, derive_seed(self.seed, "self-verification"))
-        results = self.policy.invoke(seeded) if generations else []
+        return seed_requests(generations, derive_seed(self.seed, "self-verification")), owners
+
+    def _verdicts(
+        self, requests: list[ScoreRequest], owners: list[tuple[int, str]], results: list[GenerationResult]
+    ) -> list[StepScores]:
         scores: list[list[float]] = [[] for _ in requests]
         tokens = [0] * len(requests)
         for (index, step), result in zip(owners, results, strict=True):
@@ -120,3 +124,13 @@ class SelfVerificationPRM(PRMEngine):
             scores[index].append(agreeing / len(result.completions))
             tokens[index] += sum(c.num_tokens for c in result.completions)
         return [StepScores(scores=s, num_tokens=t) for s, t in zip(scores, tokens, strict=True)]
+
+    def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
+        generations, owners = self._requests(requests)
+        results = self.policy.invoke(generations) if generations else []
+        return self._verdicts(requests, owners, results)
+
+    async def _ascore(self, requests: list[ScoreRequest]) -> list[StepScores]:
+        generations, owners = self._requests(requests)
+        results = await self.policy.ainvoke(generations) if generations else []
+        return self._verdicts(requests, owners, results)

@@ -31,7 +31,7 @@ from langchain_ttc.evaluation.datasets import EvalProblem
 from langchain_ttc.evaluation.fit import accuracy, fit_choices, held_out_accuracy
 from langchain_ttc.evaluation.report import wilson
 from langchain_ttc.evaluation.run import grade
-from langchain_ttc.strategies.common import conversation_from_input, reaggregated
+from langchain_ttc.strategies.common import conversation_from_input, reaggregated, run_calls
 from langchain_ttc.strategies.config import StrategyConfig, validated
 from langchain_ttc.strategies.registry import applicable, create_strategy_graph, sampler_for, strategy_spec
 from langchain_ttc.strategies.routing.compute_optimal import draw_pilots, strategy_seed
@@ -107,10 +107,11 @@ class Calibration:
         """Pilots, difficulty estimates, and every runnable candidate at every budget on one problem."""
         config = validated(StrategyConfig, n=self.pilots, seed=self.seed, **applicable_to_all(self.options))
         _, conversation = conversation_from_input({"problem": problem.problem}, system_prompt=config.system_prompt)
-        pilots, _ = draw_pilots(
+        draw = draw_pilots(
             self.policy, self.prm, problem.problem, conversation, count=self.pilots, config=config,
             aggregation=self.aggregation,
         )  # fmt: skip
+        pilots, _ = run_calls(draw)
         data = {"problem": problem.problem, "pilots": [c.model_dump() for c in pilots]}
         correct: dict[str, dict[str, bool]] = {}
         for budget in self.budgets:

@@ -4,23 +4,32 @@ In: the graph input (``{"problem": str}`` or ``{"messages": [...]}``). Out: the 
 the policy, candidates built from completions, PRM scores attached to candidates, usage, and the
 ``{"answer", "result"}`` output every strategy graph returns. Nodes call these helpers; the
 selection rules themselves live in :mod:`langchain_ttc.core.voting`.
+
+**One node body, sync and async.** A node that calls an engine (or a subgraph) is written once, as
+a generator that *yields* its calls (``results = yield from call(policy, requests)``) and returns
+its state update. :func:`as_node` turns it into a LangGraph node with both drivers: under
+``invoke`` each call runs with ``invoke``; under ``ainvoke`` / ``astream`` / ``abatch`` it is awaited
+with ``ainvoke`` on the event loop, so no engine call is parked in a worker thread. Plain functions
+(nodes that call nothing) get both drivers too.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar
 
 from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import DEFAULT_RECURSION_LIMIT
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Checkpointer
 
 from langchain_ttc.core.aggregation import aggregate
@@ -43,6 +52,7 @@ from langchain_ttc.strategies.config import StrategyConfig
 from langchain_ttc.strategies.context import TTCContext, context_options, policy_for_run
 
 C = TypeVar("C", bound=StrategyConfig)
+T = TypeVar("T")
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -81,6 +91,101 @@ class SelectionState(StrategyInput, total=False):
     usage: dict[str, Any]
     answer: str | None
     result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call a node body hands its driver: ``runnable.invoke(input, **kwargs)`` or, async, ``ainvoke``.
+
+    Attributes:
+        runnable: An engine, a chat model or a compiled subgraph.
+        input: Its input (a list of inputs with ``many=True``).
+        kwargs: Keyword arguments of the call (for example a subgraph's ``context``).
+        many: Call ``batch`` / ``abatch`` instead.
+
+    """
+
+    runnable: Runnable[Any, Any]
+    input: Any
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    many: bool = False
+
+    def run(self) -> Any:
+        """Make the call synchronously."""
+        return (self.runnable.batch if self.many else self.runnable.invoke)(self.input, **self.kwargs)
+
+    async def arun(self) -> Any:
+        """Make the call on the running event loop."""
+        return await (self.runnable.abatch if self.many else self.runnable.ainvoke)(self.input, **self.kwargs)
+
+
+Calls = Generator[Call, Any, T]
+"""A node body (or a helper of one): yields :class:`Call` objects, is sent their results, returns ``T``."""
+
+
+def call(runnable: Runnable[Any, Any], input: Any, **kwargs: Any) -> Calls[Any]:
+    """Hand one engine call to the node's driver and return its result (a node writes ``yield from``).
+
+    Example:
+        >>> steps = call(RunnableLambda(lambda x: x + 1), 1)
+        >>> next(steps).run()
+        2
+
+    """
+    return (yield Call(runnable, input, kwargs))
+
+
+def call_batch(runnable: Runnable[Any, Any], inputs: list[Any]) -> Calls[list[Any]]:
+    """Yield one ``batch`` call to the node's driver and return its results."""
+    return (yield Call(runnable, inputs, many=True))
+
+
+def run_calls(body: Calls[T]) -> T:
+    """Drive a generator of calls synchronously (outside a graph, for example in a benchmark)."""
+    reply = None
+    while True:
+        try:
+            step = body.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply = step.run()
+
+
+async def arun_calls(body: Calls[T]) -> T:
+    """Drive a generator of calls on the running event loop."""
+    reply = None
+    while True:
+        try:
+            step = body.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply = await step.arun()
+
+
+def as_node(
+    function: Callable[..., Any], *, name: str | None = None, subgraph: Runnable[Any, Any] | None = None
+) -> Runnable[Any, Any]:
+    """A LangGraph node with a sync and an async driver for ``function(state[, runtime])``.
+
+    ``function`` is a generator of :class:`Call` objects (see the module docs) or a plain function.
+    The run's :class:`~langgraph.runtime.Runtime` is passed when ``function`` takes ``runtime``.
+    ``subgraph`` names a compiled graph the node runs, so LangGraph sees it (drawing with
+    ``xray``, streaming with ``subgraphs=True``, checkpoint namespaces).
+    """
+    with_runtime = "runtime" in inspect.signature(function).parameters
+    calls = inspect.isgeneratorfunction(function)
+
+    def start(state: Any) -> Any:
+        return function(state, get_runtime()) if with_runtime else function(state)
+
+    def run(state: Any) -> Any:
+        _ = subgraph  # referenced here so that LangGraph finds the subgraph among the node's dependencies
+        return run_calls(start(state)) if calls else start(state)
+
+    async def arun(state: Any) -> Any:
+        return await arun_calls(start(state)) if calls else start(state)
+
+    return RunnableLambda(run, afunc=arun, name=name or function.__name__)
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -149,7 +254,7 @@ def build_pipeline(
         SelectionState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
     )
     for node_name, node in nodes:
-        builder.add_node(node_name, node)
+        builder.add_node(node_name, as_node(node, name=node_name))
     names = [START, *(node_name for node_name, _ in nodes), END]
     for first, second in itertools.pairwise(names):
         builder.add_edge(first, second)
@@ -240,9 +345,9 @@ def policy_call_usage(results: Sequence[GenerationResult]) -> Usage:
 
 def sample(
     policy: PolicyEngine, request: GenerationRequest, *, delimiter: str, key: AnswerKey = MATH_ANSWERS
-) -> tuple[list[Candidate], Usage]:
+) -> Calls[tuple[list[Candidate], Usage]]:
     """One batched policy call for ``request.n`` whole solutions."""
-    results = policy.invoke([request])
+    results = yield from call(policy, [request])
     candidates = [candidate_from_completion(c, delimiter=delimiter, key=key) for c in results[0].completions]
     return candidates, policy_call_usage(results)
 
@@ -257,13 +362,13 @@ def reaggregated(candidates: Sequence[Candidate], *, aggregation: str) -> list[C
 
 def score_candidates(
     prm: PRMEngine, problem: str, candidates: Sequence[Candidate], *, aggregation: str
-) -> tuple[list[Candidate], Usage]:
+) -> Calls[tuple[list[Candidate], Usage]]:
     """One batched PRM call for every candidate with steps and no scores yet; attach step scores and the aggregate."""
     scored = reaggregated(candidates, aggregation=aggregation)  # already scored (reused pilots): no PRM call
     todo = [i for i, c in enumerate(candidates) if c.steps and c.step_scores is None]
     if not todo:
         return scored, Usage()
-    results = prm.invoke([ScoreRequest(problem=problem, steps=candidates[i].steps) for i in todo])
+    results = yield from call(prm, [ScoreRequest(problem=problem, steps=candidates[i].steps) for i in todo])
     for i, step_scores in zip(todo, results, strict=True):
         scores = step_scores.scores
         scored[i] = candidates[i].model_copy(update={"step_scores": scores, "score": aggregate(scores, aggregation)})
@@ -312,7 +417,7 @@ def make_generate_node(policy: PolicyEngine, config: StrategyConfig, *, key: Ans
     before the call); the run's config is stored in the state for the nodes after it.
     """
 
-    def generate(state: SelectionState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def generate(state: SelectionState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         run = run_config(config, runtime)
         problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
@@ -322,7 +427,9 @@ def make_generate_node(policy: PolicyEngine, config: StrategyConfig, *, key: Ans
             request = sampling_request(
                 run, conversation, n=run.n - len(candidates), seed=derive_seed(run.seed, "samples")
             )
-            sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=run.step_delimiter, key=key)
+            sampled, usage = yield from sample(
+                policy_for_run(policy, runtime), request, delimiter=run.step_delimiter, key=key
+            )
             candidates += sampled
         emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
         total = usage_of(state) + usage + elapsed_since(started)

@@ -63,9 +63,13 @@ from langchain_ttc.core.voting import majority_vote, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.self_verification import SelfVerificationPRM
 from langchain_ttc.strategies.common import (
+    Calls,
     StrategyGraph,
     StrategyInput,
     StrategyOutput,
+    as_node,
+    call,
+    call_batch,
     candidate_from_completion,
     check_policy,
     compile_loop,
@@ -233,7 +237,7 @@ def build_self_refine_graph(
     prompts = prompts or RefinePrompts()
     max_revisions, aggregation, step_delimiter = config.max_revisions, config.aggregation, config.step_delimiter
 
-    def draft(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def draft(state: RefineState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         run = run_config(config, runtime)
         chains = run.chains
@@ -245,7 +249,7 @@ def build_self_refine_graph(
         firsts, usage = pilots[:chains], Usage()
         if len(firsts) < chains:
             request = sampling_request(run, conversation, n=chains - len(firsts), seed=derive_seed(run.seed, "drafts"))
-            sampled, usage = sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
+            sampled, usage = yield from sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
             firsts += sampled
         drafts = [Draft(chain=i, revision=0, candidate=c) for i, c in enumerate(firsts)]
         for d in drafts:
@@ -262,12 +266,12 @@ def build_self_refine_graph(
             "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
         }
 
-    def critique(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def critique(state: RefineState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         chains_now = [[Draft.model_validate(d) for d in chain] for chain in state["chains"]]
         active = [i for i, reason in enumerate(state["stopped"]) if reason is None]
         lasts = [chains_now[i][-1] for i in active]
-        critiques, usage = _critiques(state, runtime, [d.candidate for d in lasts])
+        critiques, usage = yield from _critiques(state, runtime, [d.candidate for d in lasts])
         stopped = list(state["stopped"])
         for i, last, found in zip(active, lasts, critiques, strict=True):
             chains_now[i][-1] = last.model_copy(update={"critique": found[0], "candidate": found[1]})
@@ -282,16 +286,17 @@ def build_self_refine_graph(
 
     def _critiques(
         state: RefineState, runtime: Runtime[TTCContext], drafts: list[Candidate]
-    ) -> tuple[list[tuple[Critique, Candidate]], Usage]:
+    ) -> Calls[tuple[list[tuple[Critique, Candidate]], Usage]]:
         problem = state["problem"]
         if isinstance(critic, PRMEngine):
-            scored, usage = score_candidates(critic, problem, drafts, aggregation=aggregation)
+            scored, usage = yield from score_candidates(critic, problem, drafts, aggregation=aggregation)
             return [
                 (critique_from_scores(c.steps, c.step_scores or [], threshold=config.critique_threshold), c)
                 for c in scored
             ], usage
         if isinstance(critic, Runnable):  # e.g. a chat model: one batched call for every draft
-            replies = critic.batch([critique_messages(problem, c.steps, prompts) for c in drafts]) if drafts else []
+            messages = [critique_messages(problem, c.steps, prompts) for c in drafts]
+            replies = (yield from call_batch(critic, messages)) if drafts else []
             return [
                 (parse_critique(str(getattr(reply, "content", reply)), num_steps=len(c.steps)), c)
                 for c, reply in zip(drafts, replies, strict=True)
@@ -303,13 +308,13 @@ def build_self_refine_graph(
                               max_tokens=CRITIQUE_MAX_TOKENS)
             for c in drafts
         ]  # fmt: skip
-        results = policy_for_run(policy, runtime).invoke(requests) if requests else []
+        results = (yield from call(policy_for_run(policy, runtime), requests)) if requests else []
         return [
             (parse_critique(r.completions[0].text, num_steps=len(c.steps)), c)
             for c, r in zip(drafts, results, strict=True)
         ], policy_call_usage(results)
 
-    def revise(state: RefineState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def revise(state: RefineState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         run = config_of(state, SelfRefineConfig)
         engine = policy_for_run(policy, runtime)
@@ -328,7 +333,7 @@ def build_self_refine_graph(
             requests.append(sampling_request(run, messages, partial=prefix))
             prefixes.append(prefix)
         seeds = derive_seed(run.seed, "revision", state["round"])
-        results = engine.invoke(seed_requests(requests, seeds)) if requests else []
+        results = (yield from call(engine, seed_requests(requests, seeds))) if requests else []
         stopped = list(state["stopped"])
         for i, prefix, result in zip(active, prefixes, results, strict=True):
             completion = result.completions[0]
@@ -345,7 +350,7 @@ def build_self_refine_graph(
             "usage": (usage_of(state) + policy_call_usage(results) + elapsed_since(started)).model_dump(),
         }
 
-    def select(state: RefineState) -> dict[str, Any]:
+    def select(state: RefineState) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         drafts = [Draft.model_validate(d) for chain in state["chains"] for d in chain]
         extra = [Candidate.model_validate(c) for c in state.get("extra") or []]
@@ -355,7 +360,9 @@ def build_self_refine_graph(
             if verifier is not critic:
                 candidates = [c.model_copy(update={"step_scores": None, "score": None}) for c in candidates]
             assert verifier is not None  # checked at construction
-            candidates, scoring = score_candidates(verifier, state["problem"], candidates, aggregation=aggregation)
+            candidates, scoring = yield from score_candidates(
+                verifier, state["problem"], candidates, aggregation=aggregation
+            )
             usage = usage + scoring
             rule = weighted_best_of_n(candidates)
         elif chosen_selection == "vote":
@@ -387,10 +394,8 @@ def build_self_refine_graph(
     builder = StateGraph(
         RefineState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
     )
-    builder.add_node("draft", draft)
-    builder.add_node("critique", critique)
-    builder.add_node("revise", revise)
-    builder.add_node("select", select)
+    for node in (draft, critique, revise, select):
+        builder.add_node(node.__name__, as_node(node))
     builder.add_edge(START, "draft")
     builder.add_conditional_edges("draft", after_round, ["critique", "select"])
     builder.add_conditional_edges("critique", after_critique, ["revise", "select"])

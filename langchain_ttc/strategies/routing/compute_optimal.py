@@ -43,9 +43,12 @@ from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.types import Candidate, Message, TTCResult, Usage
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
+    Calls,
     StrategyGraph,
     StrategyInput,
     StrategyOutput,
+    as_node,
+    call,
     check_policy,
     check_prm,
     compile_loop,
@@ -125,16 +128,17 @@ def draw_pilots(
     count: int,
     config: StrategyConfig,
     aggregation: str,
-) -> tuple[list[Candidate], Usage]:
+) -> Calls[tuple[list[Candidate], Usage]]:
     """The pilot samples (one policy call) and, with a PRM, their step scores (one PRM call).
 
-    The graph's ``pilots`` node and calibration both call it, so a table is calibrated on the
-    router's own pilots.
+    The graph's ``pilots`` node and calibration both call it (calibration through
+    :func:`~langchain_ttc.strategies.common.run_calls`), so a table is calibrated on the router's own
+    pilots.
     """
     request = sampling_request(config, conversation, n=count, seed=derive_seed(config.seed, "pilots"))
-    candidates, usage = sample(policy, request, delimiter=config.step_delimiter)
+    candidates, usage = yield from sample(policy, request, delimiter=config.step_delimiter)
     if prm is not None:
-        candidates, scoring = score_candidates(prm, problem, candidates, aggregation=aggregation)
+        candidates, scoring = yield from score_candidates(prm, problem, candidates, aggregation=aggregation)
         usage = usage + scoring
     return candidates, usage
 
@@ -222,13 +226,13 @@ def build_compute_optimal_graph(
     score_pilots = needs_prm or (prm is not None and callable(estimator))
     nodes, routes = route_nodes(checked)
 
-    def sample_pilots(state: RouterState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def sample_pilots(state: RouterState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         run = run_config(config, runtime)
         check_budget(run.n, checked, parameter="context n")
         problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
         scorer = prm_for_run(prm, runtime) if score_pilots and prm is not None else None
-        candidates, usage = draw_pilots(
+        candidates, usage = yield from draw_pilots(
             policy_for_run(policy, runtime), scorer, problem, conversation, count=checked.pilots, config=run,
             aggregation=checked.aggregation,
         )  # fmt: skip
@@ -271,8 +275,8 @@ def build_compute_optimal_graph(
     builder = StateGraph(
         RouterState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
     )
-    builder.add_node("pilots", sample_pilots)
-    builder.add_node("route", route)
+    builder.add_node("pilots", as_node(sample_pilots, name="pilots"))
+    builder.add_node("route", as_node(route))
     common = {name: getattr(config, name) for name in StrategyConfig.model_fields if name != "n"}
     common["seed"] = strategy_seed(config.seed)
     for node, (choice, n) in nodes.items():
@@ -280,9 +284,9 @@ def build_compute_optimal_graph(
         scored = {"aggregation": checked.aggregation} if "aggregation" in spec.config.model_fields else {}
         options = {**common, **scored, **choice.options}  # the table's options win (aggregation included)
         subgraph = create_strategy_graph(choice.strategy, policy, prm, n=n, name=node, **options)
-        builder.add_node(node, strategy_node(subgraph))
+        builder.add_node(node, as_node(strategy_node(subgraph), name=node, subgraph=subgraph))
         builder.add_edge(node, "finish")
-    builder.add_node("finish", finish)
+    builder.add_node("finish", as_node(finish))
     builder.add_edge(START, "pilots")
     builder.add_edge("pilots", "route")
     builder.add_conditional_edges("route", lambda state: state["route"], list(nodes))
@@ -308,12 +312,12 @@ def strategy_node(subgraph: StrategyGraph) -> Any:
     ``beam_width``, ``aggregation``, ...): a Studio "n" is the router's budget, not the subgraph's.
     """
 
-    def run_strategy(state: RouterState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def run_strategy(state: RouterState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         context = context_of(runtime)
         if context is not None:
             cleared: dict[str, Any] = dict.fromkeys(ROUTED_FIELDS)
             context = replace(context, **cleared, seed=strategy_seed(context.seed))
-        output = subgraph.invoke({"problem": state["problem"], "pilots": state["pilots"]}, context=context)
+        output = yield from call(subgraph, {"problem": state["problem"], "pilots": state["pilots"]}, context=context)
         return {"answer": output["answer"], "result": output["result"]}
 
     return run_strategy

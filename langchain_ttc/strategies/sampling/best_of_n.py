@@ -35,6 +35,7 @@ from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
+    Calls,
     SelectionState,
     StrategyGraph,
     build_pipeline,
@@ -151,12 +152,13 @@ def build_best_of_n_graph(
     strategy = name or ("weighted_best_of_n" if weighted else "best_of_n")
     rule = partial(weighted_best_of_n, key=answer_key) if weighted else best_of_n
 
-    def score(state: SelectionState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def score(state: SelectionState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         run = config_of(state, BestOfNConfig)
         candidates = [Candidate.model_validate(c) for c in state["candidates"]]
-        scored, usage = score_candidates(prm_for_run(prm, runtime), state["problem"], candidates,
-                                         aggregation=run.aggregation)  # fmt: skip
+        scored, usage = yield from score_candidates(
+            prm_for_run(prm, runtime), state["problem"], candidates, aggregation=run.aggregation
+        )
         best = max((c.score for c in scored if c.score is not None), default=None)
         emit({"type": "ttc.scored", "candidates": len(scored), "best_score": best})
         total = usage_of(state) + usage + elapsed_since(started)

@@ -33,9 +33,12 @@ from langchain_ttc.core.types import Candidate, Message, ScoreRequest, Usage
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import (
+    Calls,
     LoopingGraph,
     StrategyInput,
     StrategyOutput,
+    as_node,
+    call,
     check_policy,
     check_prm,
     compile_loop,
@@ -100,7 +103,7 @@ def beams_of(state: SearchState, key: str) -> list[Beam]:
 
 def _roll_out(
     policy: PolicyEngine, children: list[Beam], conversation: list[Message], config: StepSearchConfig
-) -> tuple[list[Beam], Usage]:
+) -> Calls[tuple[list[Beam], Usage]]:
     """Roll each active child ``lookahead`` steps further at temperature 0 (one call per step)."""
     usage = Usage()
     rolling = [i for i, c in enumerate(children) if c.active]
@@ -108,8 +111,8 @@ def _roll_out(
         if not rolling:
             break
         request = sampling_request(config, conversation, stop=[config.step_delimiter], temperature=0.0)
-        results = policy.invoke(
-            [request.model_copy(update={"partial": children[i].text + children[i].lookahead}) for i in rolling]
+        results = yield from call(
+            policy, [request.model_copy(update={"partial": children[i].text + children[i].lookahead}) for i in rolling]
         )
         still = []
         for i, result in zip(rolling, results, strict=True):
@@ -159,7 +162,7 @@ def make_search_nodes(
             "iterations": [],
         }
 
-    def generate(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def generate(state: SearchState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         run, iteration = config_of(state, type(config)), state["iteration"]
         last = iteration == run.max_iterations - 1
@@ -168,7 +171,7 @@ def make_search_nodes(
         step = sampling_request(run, state["conversation"], stop=[] if last else [run.step_delimiter])
         requests = [step.model_copy(update={"partial": b.text, "n": width}) for b, width in parents]
         run_policy = policy_for_run(policy, runtime)
-        results = run_policy.invoke(seed_requests(requests, derive_seed(run.seed, "iteration", iteration)))
+        results = yield from call(run_policy, seed_requests(requests, derive_seed(run.seed, "iteration", iteration)))
         children = interleave(
             [
                 [extend(parent, c, iteration=iteration) for c in result.completions]
@@ -179,7 +182,7 @@ def make_search_nodes(
         children = [c.model_copy(update={"id": first_id + i}) for i, c in enumerate(children)]
         usage = policy_call_usage(results)
         if run.lookahead and not last:
-            children, rollout_usage = _roll_out(run_policy, children, state["conversation"], run)
+            children, rollout_usage = yield from _roll_out(run_policy, children, state["conversation"], run)
             usage = usage + rollout_usage
         before = usage_of(state)
         return {
@@ -189,7 +192,7 @@ def make_search_nodes(
             "iteration_start_usage": before.model_dump(),
         }
 
-    def score(state: SearchState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
+    def score(state: SearchState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         started = time.perf_counter()
         run = config_of(state, StepSearchConfig)
         delimiter = run.step_delimiter
@@ -204,7 +207,7 @@ def make_search_nodes(
                 )
                 for i in todo
             ]
-            results = prm_for_run(prm, runtime).invoke(requests)
+            results = yield from call(prm_for_run(prm, runtime), requests)
             for i, result in zip(todo, results, strict=True):
                 candidates[i] = candidates[i].model_copy(
                     update={"step_scores": result.scores, "score": aggregate(result.scores, run.aggregation)}
@@ -312,7 +315,7 @@ def build_search_graph(
         SearchState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
     )
     for node_name, node in {**nodes, "prune": prune, "select": make_select_node(name)}.items():
-        builder.add_node(node_name, node)
+        builder.add_node(node_name, as_node(node, name=node_name))
     builder.add_edge(START, "start")
     builder.add_edge("start", "generate")
     builder.add_edge("generate", "score")
