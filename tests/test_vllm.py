@@ -272,3 +272,46 @@ def test_cli_points_strategies_at_a_server_by_url(server_url: str) -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(json.loads(run.stdout)["candidates"]) == 4
+
+
+def test_concurrent_async_runs_share_one_limit_and_stay_on_the_event_loop(
+    server_url: str, trimming_policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import threading
+
+    import httpx
+
+    policy = OpenAICompatiblePolicy(server_url, model=str(trimming_policy_dir), max_concurrency=3)
+    prm = VLLMPRM.from_server(server_url, model=str(trimming_policy_dir), max_concurrency=3)
+    in_flight, peak, sent = {"policy": 0, "prm": 0}, {"policy": 0, "prm": 0}, {"policy": 0, "prm": 0}
+    threads: set[int] = set()
+    send = httpx.AsyncClient.send
+
+    async def counting_send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        kind = "prm" if b"logprob_token_ids" in request.content else "policy"
+        threads.add(threading.get_ident())
+        in_flight[kind] += 1
+        sent[kind] += 1
+        peak[kind] = max(peak[kind], in_flight[kind])
+        try:
+            return await send(self, request, **kwargs)
+        finally:
+            in_flight[kind] -= 1
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", counting_send)
+    search = create_beam_search_graph(policy, prm, n=4, beam_width=2, seed=0, max_tokens=64, max_iterations=4)
+    problems = make_problems(6, 4, seed=79)
+
+    async def run() -> tuple[list[Any], int]:
+        outputs = await asyncio.gather(*(search.ainvoke({"problem": p.problem}) for p in problems))
+        return list(outputs), threading.get_ident()
+
+    outputs, loop_thread = asyncio.run(run())
+    assert all(o["result"]["usage"]["completion_tokens"] > 0 for o in outputs)
+    # Six searches, each with two beams to extend and four to score per iteration, all in flight at
+    # once: the policy's and the PRM's limit of 3 held across every concurrent call...
+    assert sent["policy"] > 6 * 2 and sent["prm"] > 6 * 4
+    assert peak["policy"] == 3 and peak["prm"] == 3
+    # ...and every request went out from the event loop's own thread, none from a worker thread.
+    assert threads == {loop_thread}
