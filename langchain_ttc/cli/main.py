@@ -9,6 +9,11 @@ Example::
     ttc solve "Keep only the last digit after each step. What is 3+4*3?" --strategy weighted_best_of_n --n 8
     ttc solve "... What is 3+4*3-5+7*9-2*7+8?" --strategy beam_search --n 16 --beam-width 4
     ttc solve "..." --policy meta-llama/Llama-3.2-1B-Instruct --prm peiyi9979/math-shepherd-mistral-7b-prm --json
+    TTC_POLICY_URL=http://127.0.0.1:8001 ttc serve --port 8000 --api-key secret
+
+Models come from the flags, else the ``TTC_POLICY_*`` / ``TTC_PRM_*`` environment variables, else the
+config file (``--config`` or ``TTC_CONFIG``), else the shipped Arith checkpoints
+(:mod:`langchain_ttc.engines.settings`).
 """
 
 from __future__ import annotations
@@ -176,6 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--output", type=Path, default=None, help="JSONL results (default: ttc_eval/<dataset>.jsonl)."
     )
+
+    serve = commands.add_parser(
+        "serve",
+        help="Serve the strategies behind an OpenAI-compatible API (model: '<strategy>[:<n>]').",
+        description="An OpenAI-compatible HTTP server: /v1/chat/completions runs the strategy its model names "
+        "(weighted_best_of_n:16, beam_search:16, compute_optimal:16, ...) on the configured policy and PRM. "
+        "Every flag left out keeps its TTC_SERVE_* / TTC_POLICY_* / TTC_PRM_* variable or config-file setting.",
+    )
+    serve.add_argument("--host", default=None, help="Address to listen on. Default: TTC_SERVE_HOST, else 127.0.0.1.")
+    serve.add_argument("--port", type=int, default=None, help="Port. Default: TTC_SERVE_PORT, else 8000.")
+    serve.add_argument(
+        "--api-key", default=None, help="Bearer token clients must send. Default: TTC_SERVE_API_KEY, else none."
+    )
+    serve.add_argument(
+        "--default-n", type=_positive_int, default=None, help="Budget of a bare strategy name (default 16)."
+    )
+    serve.add_argument("--max-n", type=_positive_int, default=None, help="Largest budget a request may ask (64).")
+    serve.add_argument(
+        "--max-tokens", type=_positive_int, default=None, help="Tokens per solution (per step); default: strategy's."
+    )
+    add_engine_options(serve)
 
     calibrate = commands.add_parser(
         "calibrate", help="Calibrate a compute-optimal strategy table: candidates per difficulty bin and budget."
@@ -389,13 +415,29 @@ def calibrate_table(args: argparse.Namespace) -> int:
     return calibrate_command(args, parse_difficulty=_difficulty, settings=settings)
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Run ``ttc serve`` until interrupted; return the exit code. Settings are checked before any model loads."""
+    from langchain_ttc.serving import load_serve_settings, run_server
+
+    flags = {"host": "--host", "port": "--port", "api_key": "--api-key", "default_n": "--default-n",
+             "max_n": "--max-n", "max_tokens": "--max-tokens"}  # fmt: skip
+    given = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
+    serve_settings = load_serve_settings(overrides=given, config=args.config, origins=flags)
+    engines = engine_settings(args)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    run_server(engines, serve_settings)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ttc`` command."""
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for results (--json)
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     try:
-        commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve}
+        commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve, "serve": serve}
         return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"ttc {args.command}: error: {error}", file=sys.stderr)

@@ -255,7 +255,10 @@ def build_settings(cls: type[S], values: Mapping[str, Any], origins: Mapping[str
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            key = str(item["loc"][0]) if item["loc"] else ""
+            if not item["loc"]:  # a check across fields: its message names them
+                problems.append(item["msg"].removeprefix("Value error, "))
+                continue
+            key = str(item["loc"][0])
             annotation = cls.model_fields[key].annotation if key in cls.model_fields else None
             choices = [a for arg in get_args(annotation) for a in (get_args(arg) or ())] or list(get_args(annotation))
             choices = [c for c in choices if isinstance(c, str)]
