@@ -44,7 +44,7 @@ class ServeSettings(BaseModel):
 
     host: str = Field("127.0.0.1", min_length=1, description="The address to listen on, e.g. 0.0.0.0.")
     port: int = Field(8000, ge=0, le=65535, description="A TCP port, 0 to 65535.")
-    api_key: str | None = Field(None, repr=False, description="The bearer token clients must send.")
+    api_key: str | None = Field(None, min_length=1, repr=False, description="The bearer token clients must send.")
     default_n: int = Field(16, ge=1, description="An integer >= 1: the budget of a bare strategy name.")
     max_n: int = Field(64, ge=1, description="An integer >= 1: the largest budget a request may ask for.")
     max_tokens: int | None = Field(None, ge=1, description="An integer >= 1: tokens per solution (per step).")
