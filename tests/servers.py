@@ -75,3 +75,11 @@ def vllm_server_command(model: str, port: int, *extra: str) -> list[str]:
         *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024"],
         *["--kv-cache-memory-bytes", str(256 * 2**20), "--enforce-eager", *extra],
     ]
+
+
+def vllm_requests_served(url: str) -> float:
+    """How many requests a vLLM server has finished (its Prometheus counter ``vllm:request_success_total``)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith("vllm:request_success_total")]
+    return sum(float(count) for count in counts)

@@ -1,5 +1,6 @@
-"""A real ``langgraph dev`` server on a free loopback port serves every strategy graph offline;
-each runs through ``langgraph_sdk`` with its progress events. The server is stopped by its PID."""
+"""A real ``langgraph dev`` server on a free loopback port serves every strategy graph offline with no
+configuration; each runs through ``langgraph_sdk`` with its progress events. A second one, configured
+by environment variables only, runs its graphs on a real vLLM policy server. Servers are stopped by PID."""
 
 from __future__ import annotations
 
@@ -13,19 +14,24 @@ from typing import Any
 import pytest
 
 from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
-from tests.servers import free_port, running_server
+from tests.servers import free_port, running_server, vllm_requests_served
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "Keep only the last digit after each step. What is 2+3*7?"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def _langgraph_dev(**env: str) -> tuple[list[str], str, dict[str, str]]:
+    """The command, URL and environment of a ``langgraph dev`` on a free port (no TTC_* settings but ``env``)."""
     port = free_port()
     langgraph = Path(sys.executable).parent / "langgraph"
     command = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port), "--host", "127.0.0.1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LANGSMITH_TRACING": "false"}
-    url = f"http://127.0.0.1:{port}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TTC_")}
+    return command, f"http://127.0.0.1:{port}", {**clean, "LANGSMITH_TRACING": "false", **env}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    command, url, env = _langgraph_dev()  # langgraph.json forces no offline mode: the Arith world is package data
     with running_server(command, f"{url}/ok", cwd=ROOT, env=env):
         yield url
 
@@ -76,3 +82,20 @@ def test_graph_runs_through_the_sdk_with_progress_events(server: str, graph_id: 
         assert routed["budget"] == 4 and result["metadata"]["routing"] == {
             k: v for k, v in routed.items() if k != "type"
         }
+
+
+@pytest.fixture(scope="module")
+def configured_server(arith_vllm_server: str) -> Iterator[str]:
+    command, url, env = _langgraph_dev(TTC_POLICY_URL=arith_vllm_server)
+    with running_server(command, f"{url}/ok", cwd=ROOT, env=env):
+        yield url
+
+
+def test_graphs_run_on_the_policy_server_the_environment_names(configured_server: str, arith_vllm_server: str) -> None:
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=configured_server)
+    before = vllm_requests_served(arith_vllm_server)
+    values = client.runs.wait(None, "majority_vote", input={"problem": PROBLEM}, context={"n": 2, "seed": 0})
+    assert isinstance(values, dict) and len(values["result"]["candidates"]) == 2
+    assert vllm_requests_served(arith_vllm_server) >= before + 2  # both samples were written by the vLLM server

@@ -19,22 +19,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from langchain_ttc.engines.settings import EngineSettings
 from langchain_ttc.evaluation.calibrate import Calibration, default_candidates, fit_table, plot_calibration
 from langchain_ttc.evaluation.datasets import load_problems
 from langchain_ttc.strategies.routing.table import load_table, save_table
 
 
-def _run_calibration(args: argparse.Namespace, candidates: list[Any], difficulty: tuple[int, int]) -> list[Any]:
+def _run_calibration(
+    args: argparse.Namespace, candidates: list[Any], difficulty: tuple[int, int], settings: EngineSettings
+) -> list[Any]:
     """Run the candidates on the calibration problems (``ttc calibrate`` without ``--from-records``)."""
     from transformers.utils import logging as hf_logging
 
     from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
-    from langchain_ttc.engines.loading import load_policy, load_prm
 
     problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
     hf_logging.disable_progress_bar()
-    policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
-    prm = MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol))
+    settings.check()
+    policy = MicroBatchingPolicy(settings.load_policy())
+    prm = MicroBatchingPRM(settings.load_prm())
     calibration = Calibration(
         policy, prm, budgets=args.budgets, candidates=candidates, pilots=args.pilots, aggregation=args.aggregation,
         seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
@@ -42,8 +45,13 @@ def _run_calibration(args: argparse.Namespace, candidates: list[Any], difficulty
     return calibration.run(problems, concurrency=args.concurrency)
 
 
-def calibrate_command(args: argparse.Namespace, *, parse_difficulty: Callable[[str], tuple[int, int]]) -> int:
-    """Run ``ttc calibrate`` from parsed arguments; return the exit code. Inputs are checked before any model loads."""
+def calibrate_command(
+    args: argparse.Namespace, *, parse_difficulty: Callable[[str], tuple[int, int]], settings: EngineSettings
+) -> int:
+    """Run ``ttc calibrate`` from parsed arguments; return the exit code. Inputs are checked before any model loads.
+
+    ``settings`` are the policy and PRM (flags over environment over config file).
+    """
     difficulty = parse_difficulty(args.difficulty)
     every = default_candidates(beam_width=args.beam_width, max_revisions=args.max_revisions, critic=args.critic)
     candidates = [c for c in every if c.strategy in args.strategies]
@@ -64,7 +72,7 @@ def calibrate_command(args: argparse.Namespace, *, parse_difficulty: Callable[[s
         if args.from_records.resolve() != records_path.resolve():
             records_path.write_text(args.from_records.read_text())
     else:
-        records = _run_calibration(args, candidates, difficulty)
+        records = _run_calibration(args, candidates, difficulty, settings)
         records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     provenance = {
         "command": "ttc " + shlex.join(args.argv),

@@ -9,6 +9,11 @@ Example::
     ttc solve "Keep only the last digit after each step. What is 3+4*3?" --strategy weighted_best_of_n --n 8
     ttc solve "... What is 3+4*3-5+7*9-2*7+8?" --strategy beam_search --n 16 --beam-width 4
     ttc solve "..." --policy meta-llama/Llama-3.2-1B-Instruct --prm peiyi9979/math-shepherd-mistral-7b-prm --json
+    TTC_POLICY_URL=http://127.0.0.1:8001 ttc serve --port 8000 --api-key secret
+
+Models come from the flags, else the ``TTC_POLICY_*`` / ``TTC_PRM_*`` environment variables, else the
+config file (``--config`` or ``TTC_CONFIG``), else the shipped Arith checkpoints
+(:mod:`langchain_ttc.engines.settings`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from langchain_ttc.core.aggregation import AGGREGATIONS
 from langchain_ttc.core.types import TTCResult
 from langchain_ttc.engines.loading import BACKENDS, PRM_PROTOCOLS
 from langchain_ttc.engines.openai_policy import ServerError
+from langchain_ttc.engines.settings import EngineSettings, ModelSettings, load_engine_settings
 from langchain_ttc.evaluation.scaling import sample_strategies
 from langchain_ttc.strategies.config import validated
 from langchain_ttc.strategies.registry import DEFAULT_STRATEGY, STRATEGIES, option_fields, strategy_spec
@@ -69,6 +75,60 @@ def add_strategy_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ..
     return names
 
 
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The policy and PRM flags; each one left out keeps the environment's or config file's setting.
+
+    See :mod:`langchain_ttc.engines.settings` (``TTC_POLICY_*``, ``TTC_PRM_*``, ``TTC_CONFIG``).
+    """
+    parser.add_argument(
+        "--policy",
+        help="Policy: a directory, a hub id, arith:small|large, smollm2, or a server URL. "
+        "Default: TTC_POLICY_URL / TTC_POLICY_MODEL, else arith:small.",
+    )
+    parser.add_argument(
+        "--prm", help="PRM: a directory, a hub id, arith:prm, or a server URL. Default: TTC_PRM_*, else arith:prm."
+    )
+    parser.add_argument(
+        "--backend",
+        default=None,
+        choices=BACKENDS,
+        help="Engine of both: transformers, vllm (in process), openai (a vLLM server; --policy/--prm are URLs). "
+        "Default: TTC_POLICY_BACKEND / TTC_PRM_BACKEND, else openai for a URL and transformers otherwise.",
+    )
+    parser.add_argument(
+        "--prm-protocol", default=None, choices=PRM_PROTOCOLS, help="How the PRM reads steps. Default: math_shepherd."
+    )
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    parser.add_argument(
+        "--config", type=Path, default=None, help="A TOML config file with [policy] and [prm] (default: TTC_CONFIG)."
+    )
+
+
+def engine_settings(args: argparse.Namespace) -> EngineSettings:
+    """The policy's and PRM's settings: the flags given, over the environment, over the config file.
+
+    A ``--policy``/``--prm`` that is an http(s) URL names a server; anything else a model to load.
+    """
+    sections: dict[str, dict[str, Any]] = {"policy": {}, "prm": {}}
+    origins: dict[str, str] = {}
+    for section in sections:
+        given = getattr(args, section)
+        flag = f"--{section}"
+        if given is not None:
+            is_url = given.startswith(("http://", "https://"))
+            sections[section].update({"url": given, "model": None} if is_url else {"model": given, "url": None})
+            origins.update({f"{section}.url": flag, f"{section}.model": flag})
+        if args.backend is not None:
+            sections[section]["backend"] = args.backend
+            origins[f"{section}.backend"] = "--backend"
+    if args.prm_protocol is not None:
+        sections["prm"]["protocol"] = args.prm_protocol
+        origins["prm.protocol"] = "--prm-protocol"
+    if args.trust_remote_code:
+        sections["prm"]["trust_remote_code"] = True
+    return load_engine_settings(policy=sections["policy"], prm=sections["prm"], config=args.config, origins=origins)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ttc``."""
     parser = argparse.ArgumentParser(prog="ttc", description="Test-time compute scaling for LangChain and LangGraph.")
@@ -79,22 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument(
         "--n", type=_positive_int, default=8, help="Number of samples (the budget). Default: %(default)s."
     )
-    solve.add_argument(
-        "--policy", help="Policy: a directory, a hub id, arith:small|large, smollm2, or a URL (--backend openai)."
-    )
-    solve.add_argument(
-        "--prm", help="PRM: a directory, a hub id, arith:prm, or a URL (--backend openai). Default: arith:prm."
-    )
-    solve.add_argument(
-        "--backend",
-        default="transformers",
-        choices=BACKENDS,
-        help="Engine: transformers, vllm (in-process), openai (a vLLM server; --policy/--prm are URLs).",
-    )
-    solve.add_argument(
-        "--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS, help="How the PRM reads steps."
-    )
-    solve.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    add_engine_options(solve)
     solve.add_argument("--temperature", type=float, default=0.8, help="Default: %(default)s.")
     solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
     solve.add_argument("--max-tokens", type=_positive_int, default=2048, help="Default: %(default)s.")
@@ -118,11 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(STRATEGIES),
     )
     evaluate.add_argument("--n-max", type=_positive_int, default=16, help="Largest budget (a power of two).")
-    evaluate.add_argument("--policy", default="arith:small", help="Directory, hub id, arith:small|large, or smollm2.")
-    evaluate.add_argument("--prm", default="arith:prm", help="PRM: directory, hub id, arith:prm or URL.")
-    evaluate.add_argument("--backend", default="transformers", choices=BACKENDS, help="Engine for --policy and --prm.")
-    evaluate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
-    evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    add_engine_options(evaluate)
     evaluate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     evaluate.add_argument("--temperature", type=float, default=0.8)
     evaluate.add_argument("--max-tokens", type=_positive_int, default=2048)
@@ -140,6 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--output", type=Path, default=None, help="JSONL results (default: ttc_eval/<dataset>.jsonl)."
     )
+
+    serve = commands.add_parser(
+        "serve",
+        help="Serve the strategies behind an OpenAI-compatible API (model: '<strategy>[:<n>]').",
+        description="An OpenAI-compatible HTTP server: /v1/chat/completions runs the strategy its model names "
+        "(weighted_best_of_n:16, beam_search:16, compute_optimal:16, ...) on the configured policy and PRM. "
+        "Every flag left out keeps its TTC_SERVE_* / TTC_POLICY_* / TTC_PRM_* variable or config-file setting.",
+    )
+    serve.add_argument("--host", default=None, help="Address to listen on. Default: TTC_SERVE_HOST, else 127.0.0.1.")
+    serve.add_argument("--port", type=int, default=None, help="Port. Default: TTC_SERVE_PORT, else 8000.")
+    serve.add_argument(
+        "--api-key", default=None, help="Bearer token clients must send. Default: TTC_SERVE_API_KEY, else none."
+    )
+    serve.add_argument(
+        "--default-n", type=_positive_int, default=None, help="Budget of a bare strategy name (default 16)."
+    )
+    serve.add_argument("--max-n", type=_positive_int, default=None, help="Largest budget a request may ask (64).")
+    serve.add_argument(
+        "--max-tokens", type=_positive_int, default=None, help="Tokens per solution (per step); default: strategy's."
+    )
+    add_engine_options(serve)
 
     calibrate = commands.add_parser(
         "calibrate", help="Calibrate a compute-optimal strategy table: candidates per difficulty bin and budget."
@@ -159,10 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--estimator", default="prm_score", choices=sorted(ESTIMATORS))
     calibrate.add_argument("--bins", type=_positive_int, default=4, help="Difficulty bins (quantiles).")
     calibrate.add_argument("--folds", type=_positive_int, default=2, help="Held-out folds for the accuracy estimate.")
-    calibrate.add_argument("--policy", default="arith:small")
-    calibrate.add_argument("--prm", default="arith:prm")
-    calibrate.add_argument("--backend", default="transformers", choices=BACKENDS)
-    calibrate.add_argument("--prm-protocol", default="math_shepherd", choices=PRM_PROTOCOLS)
+    add_engine_options(calibrate)
     calibrate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     calibrate.add_argument("--temperature", type=float, default=0.8)
     calibrate.add_argument("--max-tokens", type=_positive_int, default=2048)
@@ -233,8 +292,6 @@ def solve(args: argparse.Namespace) -> int:
         raise ValueError(f"problem={args.problem!r} is empty; pass the text of the problem.")
     from transformers.utils import logging as hf_logging
 
-    from langchain_ttc.engines.loading import load_policy, load_prm
-    from langchain_ttc.engines.references import resolve_model_reference, resolve_reference
     from langchain_ttc.strategies.registry import create_strategy_graph
 
     hf_logging.disable_progress_bar()
@@ -261,17 +318,10 @@ def solve(args: argparse.Namespace) -> int:
 
         load_table(options.get("table")).choices_at(args.n)
     needs_prm = spec.uses_prm(config)
-    policy_ref, prm_ref = args.policy or "arith:small", args.prm or "arith:prm"
-    if args.backend != "openai":  # check local paths before any weights load
-        resolve_model_reference(resolve_reference(policy_ref), parameter="--policy")
-        if needs_prm:
-            resolve_model_reference(resolve_reference(prm_ref), parameter="--prm")
-    policy = load_policy(policy_ref, args.backend)
-    prm = (
-        load_prm(prm_ref, args.backend, args.prm_protocol, trust_remote_code=args.trust_remote_code)
-        if needs_prm
-        else None
-    )
+    settings = engine_settings(args)
+    settings.check(prm=needs_prm)  # local paths exist, before any weights load
+    policy = settings.load_policy()
+    prm = settings.load_prm() if needs_prm else None
     graph = create_strategy_graph(args.strategy, policy, prm, **options)
     output: dict[str, Any] = {}
     progressed = False
@@ -298,6 +348,11 @@ def solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(settings: ModelSettings) -> str:
+    """What a record calls a model: its server URL or its reference."""
+    return str(settings.url if settings.on_server else settings.model)
+
+
 def _difficulty(text: str) -> tuple[int, int]:
     low, _, high = text.partition("-")
     try:
@@ -313,12 +368,13 @@ def evaluate(args: argparse.Namespace) -> int:
     from langchain_ttc.evaluation.run import EvalConfig, run_evaluation
 
     difficulty = _difficulty(args.difficulty)
+    settings = engine_settings(args)
     config = EvalConfig(
         dataset=args.dataset,
         strategies=list(dict.fromkeys(args.strategy)),
         n_max=args.n_max,
-        policy=args.policy,
-        prm=args.prm,
+        policy=_reference(settings.policy),
+        prm=_reference(settings.prm),
         aggregation=args.aggregation,
         temperature=args.temperature,
         max_tokens=args.max_tokens,
@@ -329,23 +385,19 @@ def evaluate(args: argparse.Namespace) -> int:
         dataset_options={"difficulty": list(difficulty), "count": args.count, "limit": args.limit},
     )
     config.check()
+    settings.check(prm=config.needs_prm)
     problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
     output = args.output or Path("ttc_eval") / f"{Path(args.dataset).stem}.jsonl"
 
     from transformers.utils import logging as hf_logging
 
     from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
-    from langchain_ttc.engines.loading import load_policy, load_prm
 
     hf_logging.disable_progress_bar()
-    policy = MicroBatchingPolicy(load_policy(args.policy, args.backend))
-    prm = (
-        MicroBatchingPRM(load_prm(args.prm, args.backend, args.prm_protocol, trust_remote_code=args.trust_remote_code))
-        if config.needs_prm
-        else None
-    )
+    policy = MicroBatchingPolicy(settings.load_policy())
+    prm = MicroBatchingPRM(settings.load_prm()) if config.needs_prm else None
     records = run_evaluation(config, problems, output, policy=policy, prm=prm, concurrency=args.concurrency)
-    title = f"{args.dataset}: {', '.join(config.strategies)} (policy {args.policy})"
+    title = f"{args.dataset}: {', '.join(config.strategies)} (policy {config.policy})"
     summary = summary_markdown(records, title=title)
     output.with_suffix(".md").write_text(summary)
     plot(records, output.with_suffix(".png"), title=title)
@@ -358,7 +410,25 @@ def calibrate_table(args: argparse.Namespace) -> int:
     """Run ``ttc calibrate`` (see :mod:`langchain_ttc.cli.calibrate`); return the exit code."""
     from langchain_ttc.cli.calibrate import calibrate_command
 
-    return calibrate_command(args, parse_difficulty=_difficulty)
+    settings = engine_settings(args)
+    args.policy, args.prm = _reference(settings.policy), _reference(settings.prm)
+    return calibrate_command(args, parse_difficulty=_difficulty, settings=settings)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run ``ttc serve`` until interrupted; return the exit code. Settings are checked before any model loads."""
+    from langchain_ttc.serving import load_serve_settings, run_server
+
+    flags = {"host": "--host", "port": "--port", "api_key": "--api-key", "default_n": "--default-n",
+             "max_n": "--max-n", "max_tokens": "--max-tokens"}  # fmt: skip
+    given = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
+    serve_settings = load_serve_settings(overrides=given, config=args.config, origins=flags)
+    engines = engine_settings(args)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    run_server(engines, serve_settings)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     try:
-        commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve}
+        commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve, "serve": serve}
         return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"ttc {args.command}: error: {error}", file=sys.stderr)

@@ -37,26 +37,44 @@ def _vllm_engine_options() -> dict[str, Any]:
     return {"dtype": "float32", "kv_cache_memory_bytes": 256 * 2**20, "enforce_eager": True}
 
 
-def served_model(url: str) -> str:
+def served_model(url: str, *, api_key: str | None = None) -> str:
     """The first model a vLLM/OpenAI-compatible server serves (``GET /v1/models``)."""
     import httpx
 
     from langchain_ttc.engines.openai_policy import check_base_urls
 
     (base,) = check_base_urls(url)
-    response = httpx.get(f"{base}/v1/models", timeout=30)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(f"{base}/v1/models", timeout=30, headers=headers)
     response.raise_for_status()
     return str(response.json()["data"][0]["id"])
 
 
 @functools.lru_cache(maxsize=8)
-def load_policy(model: str, backend: str = "transformers") -> PolicyEngine:
-    """Load (once) a policy engine; with ``backend="openai"``, ``model`` is the server's URL."""
+def load_policy(
+    model: str,
+    backend: str = "transformers",
+    *,
+    served_model_name: str | None = None,
+    api_key: str | None = None,
+    tokenizer: str | None = None,
+) -> PolicyEngine:
+    """Load (once) a policy engine; with ``backend="openai"``, ``model`` is the server's URL.
+
+    Args:
+        model: A model reference, or a server URL with ``backend="openai"``.
+        backend: One of :data:`BACKENDS`.
+        served_model_name: ``openai``: the model name the server serves (default: the first it lists).
+        api_key: ``openai``: the server's bearer token.
+        tokenizer: ``openai``: the tokenizer that renders prompts (default: loaded from the served name).
+
+    """
     _check_backend(backend)
     if backend == "openai":
         from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy
 
-        return OpenAICompatiblePolicy(model, model=served_model(model))
+        name = served_model_name or served_model(model, api_key=api_key)
+        return OpenAICompatiblePolicy(model, model=name, api_key=api_key, tokenizer=tokenizer)
     if backend == "vllm":
         from langchain_ttc.engines.vllm_policy import VLLMPolicy
 
@@ -68,7 +86,14 @@ def load_policy(model: str, backend: str = "transformers") -> PolicyEngine:
 
 @functools.lru_cache(maxsize=8)
 def load_prm(
-    model: str, backend: str = "transformers", protocol: str = "math_shepherd", *, trust_remote_code: bool = False
+    model: str,
+    backend: str = "transformers",
+    protocol: str = "math_shepherd",
+    *,
+    trust_remote_code: bool = False,
+    served_model_name: str | None = None,
+    api_key: str | None = None,
+    tokenizer: str | None = None,
 ) -> PRMEngine:
     """Load (once) a PRM engine with an explicit protocol; ``openai``: ``model`` is the server's URL.
 
@@ -78,6 +103,9 @@ def load_prm(
         protocol: One of :data:`PRM_PROTOCOLS` (never guessed from the model name).
         trust_remote_code: Run the checkpoint's own modelling code (transformers; the published
             Qwen2.5-Math-PRM needs it there, vLLM has the architecture built in).
+        served_model_name: ``openai``: the model name the server serves (default: the first it lists).
+        api_key: ``openai``: the server's bearer token (sent once the PRM server client takes one).
+        tokenizer: ``openai``: the PRM's tokenizer (default: loaded from the served name).
 
     """
     _check_backend(backend)
@@ -91,7 +119,9 @@ def load_prm(
     if backend == "openai":
         from langchain_ttc.engines.vllm_prm import VLLMPRM
 
-        return VLLMPRM.from_server(model, model=served_model(model), prm_format=prm_format)
+        name = served_model_name or served_model(model, api_key=api_key)
+        keyed: dict[str, Any] = {"api_key": api_key} if api_key else {}
+        return VLLMPRM.from_server(model, model=name, prm_format=prm_format, tokenizer=tokenizer, **keyed)
     if backend == "vllm":
         from vllm import LLM
 
