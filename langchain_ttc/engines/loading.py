@@ -104,7 +104,7 @@ def load_prm(
         trust_remote_code: Run the checkpoint's own modelling code (transformers; the published
             Qwen2.5-Math-PRM needs it there, vLLM has the architecture built in).
         served_model_name: ``openai``: the model name the server serves (default: the first it lists).
-        api_key: ``openai``: the server's bearer token (sent once the PRM server client takes one).
+        api_key: ``openai``: the server's bearer token (default: ``OPENAI_API_KEY`` when set).
         tokenizer: ``openai``: the PRM's tokenizer (default: loaded from the served name).
 
     """
@@ -120,8 +120,7 @@ def load_prm(
         from langchain_ttc.engines.vllm_prm import VLLMPRM
 
         name = served_model_name or served_model(model, api_key=api_key)
-        keyed: dict[str, Any] = {"api_key": api_key} if api_key else {}
-        return VLLMPRM.from_server(model, model=name, prm_format=prm_format, tokenizer=tokenizer, **keyed)
+        return VLLMPRM.from_server(model, model=name, prm_format=prm_format, tokenizer=tokenizer, api_key=api_key)
     if backend == "vllm":
         from vllm import LLM
 

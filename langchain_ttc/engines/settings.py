@@ -39,7 +39,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import os
 import tomllib
 from collections.abc import Mapping
@@ -349,18 +348,4 @@ def load_engine_settings(
         parsed = build_settings(cls, values, origin)
         sections[section] = _finish_model(section, parsed, origin, env)
         where.update({f"{section}.{k}": v for k, v in origin.items()})
-    if sections["prm"].api_key and not _prm_server_takes_api_key():
-        if where["prm.api_key"] != API_KEY_FALLBACK:
-            raise ValueError(
-                f"{where['prm.api_key']} is set, but this version's PRM server client sends no API key; "
-                "unset it, or put the PRM server behind a gateway that adds the key."
-            )
-        sections["prm"] = sections["prm"].model_copy(update={"api_key": None})  # the fallback is not sent
     return EngineSettings(policy=sections["policy"], prm=sections["prm"], origins=where)
-
-
-def _prm_server_takes_api_key() -> bool:
-    """Whether ``VLLMPRM.from_server`` sends an API key (it gains the option with the async PRM client)."""
-    from langchain_ttc.engines.vllm_prm import VLLMPRM
-
-    return "api_key" in inspect.signature(VLLMPRM.from_server).parameters
