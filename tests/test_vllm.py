@@ -27,7 +27,7 @@ from langchain_ttc.core.types import GenerationRequest, ScoreRequest
 from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy, ServerError
 from langchain_ttc.engines.prm_formats import MathShepherdFormat
 from langchain_ttc.engines.transformers_prm import MathShepherdPRM
-from langchain_ttc.engines.vllm_policy import VLLMPolicy
+from langchain_ttc.engines.vllm_policy import AsyncVLLMPolicy, VLLMPolicy
 from langchain_ttc.engines.vllm_prm import VLLMPRM
 from tests.servers import CPU_ENGINE, free_port, running_server, vllm_server_command
 
@@ -315,3 +315,54 @@ def test_concurrent_async_runs_share_one_limit_and_stay_on_the_event_loop(
     assert peak["policy"] == 3 and peak["prm"] == 3
     # ...and every request went out from the event loop's own thread, none from a worker thread.
     assert threads == {loop_thread}
+
+
+@pytest.fixture(scope="module")
+def async_vllm_policy() -> Iterator[AsyncVLLMPolicy]:
+    policy = AsyncVLLMPolicy.from_pretrained(arith_checkpoint("small"), **CPU_ENGINE)
+    yield policy
+    policy.shutdown()
+
+
+def test_async_vllm_engine_batches_concurrent_runs(async_vllm_policy: AsyncVLLMPolicy, arith_policy: Any) -> None:
+    import asyncio
+
+    # Sync calls work, and greedy float32 decoding agrees with transformers.
+    request = {"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 300}
+    (served,), (reference,) = async_vllm_policy.invoke([request]), arith_policy.invoke([request])
+    assert served.completions[0].text == reference.completions[0].text
+
+    active, peak = 0, 0
+    generate = async_vllm_policy.engine.generate
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            async for output in generate(*args, **kwargs):
+                yield output
+        finally:
+            active -= 1
+
+    async_vllm_policy.engine.generate = counting
+    try:
+        search = create_beam_search_graph(async_vllm_policy, arith_prm_stub(), n=4, beam_width=2, max_tokens=64)
+
+        async def run() -> list[Any]:
+            problems = make_problems(4, 4, seed=83)
+            return list(await asyncio.gather(*(search.ainvoke({"problem": p.problem}) for p in problems)))
+
+        outputs = asyncio.run(run())
+    finally:
+        async_vllm_policy.engine.generate = generate
+    assert all(o["result"]["usage"]["completion_tokens"] > 0 for o in outputs)
+    # One call extends two beams; four concurrent runs put more requests into vLLM's scheduler at once.
+    assert peak > 2
+
+
+def arith_prm_stub() -> Any:
+    """A PRM that prefers shorter steps (this test is about the policy engine's batching)."""
+    from langchain_ttc.engines.function_prm import FunctionPRM
+
+    return FunctionPRM(lambda problem, steps: [1.0 / (1 + len(s)) for s in steps])

@@ -127,7 +127,10 @@ def load_prm(
         from langchain_ttc.engines.vllm_prm import VLLMPRM
 
         runner = {"runner": "pooling"} if protocol == "qwen_math" else {"enable_prefix_caching": True}
-        engine = LLM(model=resolve_reference(model), **runner, **_vllm_engine_options())
+        from langchain_ttc.engines.vllm_policy import PRM_GPU_SHARE
+
+        share: dict[str, Any] = {"gpu_memory_utilization": PRM_GPU_SHARE}  # beside a policy in the same process
+        engine = LLM(model=resolve_reference(model), **runner, **share, **_vllm_engine_options())
         return VLLMPRM.from_engine(engine, prm_format=prm_format)
     from langchain_ttc.engines.transformers_prm import load_prm as load_transformers_prm
 

