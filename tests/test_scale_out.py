@@ -38,7 +38,9 @@ from tests.servers import free_port, running_servers, vllm_server_command
 POLICY = str(arith_checkpoint("small"))
 PRM = str(arith_checkpoint("prm"))
 ROUTER = Path(sys.executable).parent / "vllm-router"
-PROBLEMS = make_problems(8, (2, 5), seed=151)  # 8 problems: 2 replicas are both used unless 1 in 128 comes up
+PROBLEMS = make_problems(16, (2, 5), seed=151)
+MIN_PROBLEMS = 6  # the search runs these, then more until both replicas have served (with a per-problem key,
+# consistent hashing puts k problems on one replica with probability 2**(1 - k); 16 problems: 3e-5)
 OPTIONS: dict[str, Any] = {"n": 4, "beam_width": 2, "seed": 0, "max_tokens": 64}
 
 
@@ -119,7 +121,7 @@ def engines(stack: Stack) -> tuple[OpenAICompatiblePolicy, VLLMPRM]:
 
 @pytest.fixture(scope="module")
 def searched(stack: Stack) -> Searched:
-    """Beam search on every problem, one after another (to tell each problem's requests apart)."""
+    """Beam search on problem after problem (one at a time, to tell their requests apart) until both replicas served."""
     policy, prm = engines(stack)
     record = Searched()
 
@@ -128,6 +130,8 @@ def searched(stack: Stack) -> Searched:
             await saver.setup()
             graph = create_beam_search_graph(policy, prm, checkpointer=saver, **OPTIONS)
             for index, problem in enumerate(PROBLEMS):
+                if index >= MIN_PROBLEMS and all(map(any, zip(*record.routed, strict=True))):
+                    break
                 before = [*routed(stack), *(served(url) for url in [*stack.replicas, stack.prm])]
                 thread = f"problem-{index}"
                 output = await graph.ainvoke({"problem": problem.problem}, {"configurable": {"thread_id": thread}})
@@ -144,14 +148,15 @@ def searched(stack: Stack) -> Searched:
 
 
 def test_search_runs_through_the_router_and_the_prm_server(searched: Searched) -> None:
-    for problem, output in zip(PROBLEMS, searched.outputs, strict=True):
+    for problem, output in zip(PROBLEMS, searched.outputs, strict=False):
         result = TTCResult.model_validate(output["result"])
         assert output["answer"] == result.answer and result.answer
         usage = result.usage
         assert usage.policy_calls == len(result.metadata["iterations"]) >= 1
         assert usage.prompt_tokens > 0 and usage.completion_tokens > 0 and usage.prm_calls >= 1
         assert any(c.finished for c in result.candidates), problem.problem
-    assert sum(output["answer"] == p.answer for p, output in zip(PROBLEMS, searched.outputs, strict=True)) >= 4
+    right = sum(output["answer"] == p.answer for p, output in zip(PROBLEMS, searched.outputs, strict=False))
+    assert right >= len(searched.outputs) / 2
     per_replica = [sum(column) for column in zip(*searched.routed, strict=True)]
     assert all(count > 0 for count in per_replica), f"the router sent one replica nothing: {per_replica}"
     # Each replica served what the router sent it and nothing else; the PRM requests went to the PRM server.
