@@ -26,24 +26,38 @@ def free_port() -> int:
 def running_server(command: list[str], health_url: str, *, cwd: Path | None = None, env: dict[str, Any] | None = None,
                    timeout_s: float = 300) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
     """Start ``command`` in its own process group, wait for ``health_url``, and stop it by PID on exit."""
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.time() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(health_url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"{command[:3]} did not start (exit code {process.poll()})")
-            time.sleep(1)
+    with running_servers([(command, health_url)], cwd=cwd, env=env, timeout_s=timeout_s) as (process,):
         yield process
+
+
+@contextmanager
+def running_servers(servers: list[tuple[list[str], str]], *, cwd: Path | None = None, env: dict[str, Any] | None = None,
+                    timeout_s: float = 600) -> Iterator[list[subprocess.Popen[bytes]]]:  # fmt: skip
+    """Start every ``(command, health_url)`` at once (their start-ups overlap), wait until each answers
+    its health URL, and stop them all by PID on exit."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        for command, _ in servers:
+            processes.append(subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, **quiet))
+        deadline = time.time() + timeout_s
+        for process, (command, health_url) in zip(processes, servers, strict=True):
+            while not _answers(health_url):
+                if process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{command[:3]} did not start (exit code {process.poll()})")
+                time.sleep(1)
+        yield processes
     finally:
-        stop(process)
+        for process in processes:
+            stop(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
