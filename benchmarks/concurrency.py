@@ -107,7 +107,13 @@ def run_raw(sent: list[tuple[str, str, dict[str, Any]]], policy_url: str) -> dic
 
             async def one(url: str, path: str, body: dict[str, Any]) -> int:
                 async with limit:
-                    reply = (await client.post(url + path, json=body)).json()
+                    for attempt in range(3):  # a keep-alive connection the server closed: send again
+                        try:
+                            reply = (await client.post(url + path, json=body)).json()
+                            break
+                        except httpx.TransportError:
+                            if attempt == 2:
+                                raise
                 return int(reply["usage"]["completion_tokens"]) if url == policy_url else 0
 
             started = time.perf_counter()

@@ -63,6 +63,7 @@ class Searched:
     routed: list[list[float]] = field(default_factory=list)  # per problem, per replica: the router's count
     served: list[list[float]] = field(default_factory=list)  # per problem, per replica: the replica's count
     prm_requests: list[float] = field(default_factory=list)
+    solutions_scored: list[int] = field(default_factory=list)  # per problem: the solutions sent to the PRM
 
 
 def counter(url: str, name: str, **labels: str) -> float:
@@ -125,6 +126,14 @@ def searched(stack: Stack) -> Searched:
     """Beam search on problem after problem (one at a time, to tell their requests apart) until both replicas served."""
     policy, prm = engines(stack)
     record = Searched()
+    scored: list[int] = []
+    ascore = prm._ascore
+
+    async def counting(requests: list[Any]) -> Any:
+        scored.append(len(requests))
+        return await ascore(requests)
+
+    prm._ascore = counting  # type: ignore[method-assign]
 
     async def search() -> None:
         async with AsyncPostgresSaver.from_conn_string(stack.postgres) as saver:
@@ -134,6 +143,7 @@ def searched(stack: Stack) -> Searched:
                 if index >= MIN_PROBLEMS and all(map(any, zip(*record.routed, strict=True))):
                     break
                 before = [*routed(stack), *(served(url) for url in [*stack.replicas, stack.prm])]
+                solutions_before = sum(scored)
                 thread = f"problem-{index}"
                 output = await graph.ainvoke({"problem": problem.problem}, {"configurable": {"thread_id": thread}})
                 after = [*routed(stack), *(served(url) for url in [*stack.replicas, stack.prm])]
@@ -143,6 +153,7 @@ def searched(stack: Stack) -> Searched:
                 record.routed.append(delta[:2])
                 record.served.append(delta[2:4])
                 record.prm_requests.append(delta[4])
+                record.solutions_scored.append(sum(scored) - solutions_before)
 
     asyncio.run(search())
     return record
@@ -166,11 +177,13 @@ def test_search_runs_through_the_router_and_the_prm_server(searched: Searched) -
     assert all(count > 0 for count in searched.prm_requests)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs OpenAICompatiblePolicy to send a stable per-problem key (header X-Session-ID), which the "
-    "router's consistent_hash policy keys on; drop this mark once the engine sends it",
-)
+def test_the_prm_server_gets_one_request_per_solution(searched: Searched) -> None:
+    # Every step of a solution is scored in one prefill: as many PRM requests as solutions, not steps.
+    assert searched.prm_requests == searched.solutions_scored
+    steps = sum(len(c["steps"]) for o in searched.outputs for c in o["result"]["candidates"])
+    assert steps > sum(len(o["result"]["candidates"]) for o in searched.outputs)  # several steps per solution
+
+
 def test_each_problem_stays_on_one_replica(searched: Searched) -> None:
     # consistent_hash on X-Session-ID: a problem's requests share one replica (and its prefix cache).
     for index, counts in enumerate(searched.routed):
