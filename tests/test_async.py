@@ -127,3 +127,31 @@ def test_engines_without_a_native_async_path_run_in_a_worker_thread() -> None:
 
     loop_thread = asyncio.run(run())
     assert seen and seen[0] != loop_thread
+
+
+def test_engine_runs_carry_model_provider_and_token_usage_for_tracers() -> None:
+    from langchain_core.tracers.context import collect_runs
+
+    policy, prm = AsyncPolicy(), AsyncPRM()
+    policy.model_name, prm.model_name = "scripted-policy", "scripted-prm"
+    graph = create_strategy_graph("weighted_best_of_n", policy, prm, n=4, seed=0)
+    with collect_runs() as collected:
+        output = asyncio.run(graph.ainvoke({"problem": PROBLEM}))
+    runs, engine_runs = list(collected.traced_runs), {}
+    while runs:  # walk the run tree down to the engine runs
+        run = runs.pop()
+        runs += run.child_runs
+        if run.name in ("ttc:policy", "ttc:prm"):
+            engine_runs[run.name] = run
+    policy_run, prm_run = engine_runs["ttc:policy"], engine_runs["ttc:prm"]
+    assert policy_run.run_type == prm_run.run_type == "llm"
+    assert policy_run.extra["metadata"]["ls_model_name"] == "scripted-policy"
+    assert prm_run.extra["metadata"]["ls_model_name"] == "scripted-prm"
+    assert policy_run.extra["metadata"]["ls_provider"] == "langchain_ttc"
+    usage = output["result"]["usage"]
+    assert policy_run.outputs["usage_metadata"] == {
+        "input_tokens": usage["prompt_tokens"],
+        "output_tokens": usage["completion_tokens"],
+        "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+    }
+    assert prm_run.outputs["usage_metadata"]["input_tokens"] == usage["prm_tokens"] > 0
