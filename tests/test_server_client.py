@@ -1,0 +1,111 @@
+"""The server engines' HTTP client on a real loopback HTTP server (uvicorn): Retry-After, the shared
+limit, routing keys and the API key."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from langchain_ttc.engines.server_client import ROUTING_HEADER, ServerClient, ServerError
+from tests.servers import free_port
+
+
+class Recorder:
+    """A loopback server that answers 429 (with Retry-After) to the first ``refuse`` requests."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.seen: list[tuple[float, dict[str, str], dict[str, Any]]] = []
+        self.in_flight = self.peak = 0
+        app = FastAPI()
+
+        @app.post("/v1/completions")
+        async def complete(request: Request) -> JSONResponse:
+            self.seen.append((time.monotonic(), dict(request.headers), await request.json()))
+            if len(self.seen) <= self.refuse:
+                return JSONResponse({"error": "busy"}, status_code=429, headers={"Retry-After": "0.5"})
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            await asyncio.sleep(0.05)
+            self.in_flight -= 1
+            return JSONResponse({"ok": True})
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def recorder(request: pytest.FixtureRequest) -> Iterator[Recorder]:
+    server = Recorder(refuse=getattr(request, "param", 0))
+    thread = threading.Thread(target=server.server.run, daemon=True)
+    thread.start()
+    while not server.server.started:
+        time.sleep(0.01)
+    yield server
+    server.server.should_exit = True
+    thread.join()
+
+
+@pytest.mark.parametrize("recorder", [2], indirect=True)
+def test_retry_after_is_honoured_then_the_request_succeeds(recorder: Recorder) -> None:
+    client = ServerClient(recorder.url, max_retries=3, backoff_s=0.01)
+    assert client.run(client.apost("/v1/completions", {"prompt": "x"})) == {"ok": True}
+    times = [t for t, _, _ in recorder.seen]
+    assert len(times) == 3
+    # The server asked for 0.5 s twice; the client's own backoff (0.01 s) would have been far shorter.
+    assert all(later - earlier >= 0.45 for earlier, later in itertools.pairwise(times))
+
+
+@pytest.mark.parametrize("recorder", [5], indirect=True)
+def test_a_server_that_keeps_refusing_is_reported(recorder: Recorder) -> None:
+    client = ServerClient(recorder.url, max_retries=1, backoff_s=0.01)
+    with pytest.raises(ServerError, match=r"failed after 2 attempts .*HTTP 429"):
+        client.run(client.apost("/v1/completions", {"prompt": "x"}))
+
+
+def test_the_limit_is_shared_by_concurrent_calls_and_keys_and_api_key_are_sent(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    client = ServerClient(recorder.url, max_concurrency=3)
+
+    async def call(key: str) -> Any:  # one "engine call" of four requests
+        return await asyncio.gather(*(client.apost("/v1/completions", {"i": i}, key=key) for i in range(4)))
+
+    async def run() -> None:
+        await asyncio.gather(*(call(f"problem-{k}") for k in range(5)))
+
+    asyncio.run(run())
+    assert len(recorder.seen) == 20 and recorder.peak == 3  # five calls of four, never more than 3 at once
+    headers = [h for _, h, _ in recorder.seen]
+    assert {h["authorization"] for h in headers} == {"Bearer sk-test"}
+    assert {h[ROUTING_HEADER.lower()] for h in headers} == {f"problem-{k}" for k in range(5)}
+    assert all(body["user"] == h[ROUTING_HEADER.lower()] for (_, h, body) in recorder.seen)
+
+
+def test_replicas_are_chosen_by_key_stably_and_spread() -> None:
+    client = ServerClient(["http://a:1", "http://b:1", "http://c:1"])
+    orders = {key: client.replica_order(key) for key in (f"problem-{k}" for k in range(30))}
+    assert all(client.replica_order(key) == order for key, order in orders.items())  # stable per key
+    assert {order[0] for order in orders.values()} == set(client.base_urls)  # problems spread over replicas
+    assert all(sorted(order) == sorted(client.base_urls) for order in orders.values())  # failures move on
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_concurrency=0 is out of range; pass max_concurrency >= 1"):
+        ServerClient("http://127.0.0.1:1", max_concurrency=0)
+    with pytest.raises(ValueError, match=r"base_url='127\.0\.0\.1:1' is not an http"):
+        ServerClient("127.0.0.1:1")
