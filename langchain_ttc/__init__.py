@@ -14,6 +14,7 @@ Example:
 from langchain_ttc.arith import ArithProblem, check_steps, make_problems
 from langchain_ttc.core.aggregation import AGGREGATIONS, aggregate
 from langchain_ttc.core.answers import answers_equivalent, extract_boxed, group_equivalent
+from langchain_ttc.core.tool_calls import TOOL_CALL_ANSWERS, tool_call_answers
 from langchain_ttc.core.types import (
     AnswerGroup,
     Candidate,
@@ -22,6 +23,7 @@ from langchain_ttc.core.types import (
     GenerationResult,
     ScoreRequest,
     StepScores,
+    ToolCall,
     TTCResult,
     Usage,
 )
@@ -42,6 +44,7 @@ from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
 __all__ = [
     "AGGREGATIONS",
     "STRATEGIES",
+    "TOOL_CALL_ANSWERS",
     "AnswerGroup",
     "ArithProblem",
     "Candidate",
@@ -54,6 +57,7 @@ __all__ = [
     "Selection",
     "StepScores",
     "TTCResult",
+    "ToolCall",
     "Usage",
     "aggregate",
     "answers_equivalent",
@@ -72,5 +76,6 @@ __all__ = [
     "group_equivalent",
     "majority_vote",
     "make_problems",
+    "tool_call_answers",
     "weighted_best_of_n",
 ]

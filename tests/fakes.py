@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import PrivateAttr
 
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult, ScoreRequest, StepScores
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
@@ -93,3 +105,87 @@ def assert_disjoint_streams(calls: list[list[GenerationRequest]]) -> None:
     seeds = [seed for span in seed_ranges(calls) for seed in span]
     assert len(seeds) == sum(r.n for call in calls for r in call if r.temperature > 0)
     assert len(set(seeds)) == len(seeds), "two samples share a random stream"
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model that calls tools: returns the scripted replies in order (cycling), records every call.
+
+    ``calls`` holds ``(messages, tools, tool_choice)`` per call; ``bind_tools`` binds OpenAI schemas as
+    real chat models do. A reply given as a dict ``{"name": ..., "args": ...}`` is a tool call.
+    """
+
+    replies: list[Any]
+    delay_s: float = 0.0
+    _next: int = PrivateAttr(default=0)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _calls: list[tuple[list[BaseMessage], Any, Any]] = PrivateAttr(default_factory=list)
+    _in_flight: int = PrivateAttr(default=0)
+    _most_in_flight: int = PrivateAttr(default=0)
+    _async_calls: int = PrivateAttr(default=0)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def calls(self) -> list[tuple[list[BaseMessage], Any, Any]]:
+        return self._calls
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most calls that were ever in flight at once."""
+        return self._most_in_flight
+
+    @property
+    def async_calls(self) -> int:
+        """Calls that came through the async API."""
+        return self._async_calls
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._most_in_flight = max(self._most_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], tool_choice=tool_choice, **kwargs)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._enter()
+        time.sleep(self.delay_s)
+        self._leave()
+        return self._reply(messages, kwargs)
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        self._enter()
+        self._async_calls += 1
+        await asyncio.sleep(self.delay_s)
+        self._leave()
+        return self._reply(messages, kwargs)
+
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
+        with self._lock:
+            reply = self.replies[self._next % len(self.replies)]
+            self._next += 1
+            self._calls.append((messages, kwargs.get("tools"), kwargs.get("tool_choice")))
+        if isinstance(reply, dict):
+            call = {"name": reply["name"], "args": reply["args"], "id": f"call_{self._next}", "type": "tool_call"}
+            message = AIMessage(content=reply.get("text", ""), tool_calls=[call])
+        else:
+            message = AIMessage(content=str(reply))
+        message.usage_metadata = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+        message.response_metadata = {"finish_reason": "tool_calls" if isinstance(reply, dict) else "stop"}
+        return ChatResult(generations=[ChatGeneration(message=message)])

@@ -179,5 +179,5 @@ def test_facade_is_the_model_of_an_agent(arith_policy: Any, arith_prm: Any) -> N
     messages = agent.invoke({"messages": [HumanMessage(PROBLEM.problem)]})["messages"]
     assert isinstance(messages[-1], AIMessage) and messages[-1].content == (expected or "")
     assert messages[-1].response_metadata["strategy"] == "weighted_best_of_n"
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(TypeError, match=r"policy=TransformersPolicy cannot call tools: .* ChatModelPolicy"):
         TTCChatModel(graph=graph).bind_tools([create_ttc_tool(graph)])

@@ -23,6 +23,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from langchain_ttc.core.types import ToolCall
+
 _BOXED = ("\\boxed", "\\fbox")
 _MAX_VERIFY_CHARS = 500
 """Longer answers are compared as strings: math-verify runs without a timeout, so bound its input."""
@@ -97,6 +99,15 @@ class AnswerKey:
     The math key reads ``\\boxed{}`` and compares with math-verify; other answer kinds (tool calls,
     program outputs) plug in with their own pair of functions, without touching selection code.
 
+    Attributes:
+        name: Shown in results and errors.
+        extract: A solution's text to its answer (``None``: no answer, the solution does not vote).
+        equivalent: Whether two extracted answers are the same answer.
+        read_tool_calls: A turn's tool calls to its answer; ``None`` (the default): the key reads the
+            text only, whatever tools the turn called (see :mod:`langchain_ttc.core.tool_calls`).
+        family: An answer's family: when set, the votes first pick the family with the most weight
+            (for tool calls: act or reply), then the heaviest answer inside it.
+
     Example:
         >>> exact = AnswerKey(name="exact", extract=lambda text: text.strip() or None, equivalent=str.__eq__)
         >>> group_equivalent(["a", "b", "a"], key=exact)
@@ -107,6 +118,25 @@ class AnswerKey:
     name: str
     extract: Callable[[str], str | None]
     equivalent: Callable[[str, str], bool]
+    read_tool_calls: Callable[[Sequence[ToolCall]], str | None] | None = None
+    family: Callable[[str], str] | None = None
+
+    @property
+    def reads_tool_calls(self) -> bool:
+        """Whether the key votes over tool calls (a tool-calling facade needs one that does)."""
+        return self.read_tool_calls is not None
+
+    def answer_of(self, text: str, tool_calls: Sequence[ToolCall] = ()) -> str | None:
+        """The answer of a solution (or an assistant turn) with this text and these tool calls.
+
+        Example:
+            >>> MATH_ANSWERS.answer_of("so \\\\boxed{4}")
+            '4'
+
+        """
+        if tool_calls and self.read_tool_calls is not None:
+            return self.read_tool_calls(tool_calls)
+        return self.extract(text)
 
 
 MATH_ANSWERS = AnswerKey(name="math", extract=extract_boxed, equivalent=answers_equivalent)

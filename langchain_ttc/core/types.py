@@ -27,8 +27,13 @@ FinishReason = Literal["stop", "eos", "length"]
 """Why a completion ended: a stop string matched (``"stop"``), the model ended its turn or emitted
 end of sequence (``"eos"``), or it ran out of ``max_tokens`` (``"length"``, never finished)."""
 
-Message = dict[str, str]
-"""A chat message as plain data: ``{"role": "user", "content": "..."}``."""
+Message = dict[str, Any]
+"""A chat message as plain data: ``{"role": "user", "content": "..."}``.
+
+An assistant message that called tools also has ``tool_calls`` (OpenAI chat format:
+``[{"id", "type": "function", "function": {"name", "arguments"}}]``), a tool result has
+``tool_call_id``; ``content`` is always a string.
+"""
 
 
 class _Data(BaseModel):
@@ -69,6 +74,20 @@ class GenerationRequest(_Data):
         return self
 
 
+class ToolCall(_Data):
+    """A tool call an assistant turn made: the tool's name, its parsed arguments and the call's id.
+
+    Example:
+        >>> ToolCall(name="get_weather", args={"city": "Paris"}).args["city"]
+        'Paris'
+
+    """
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+
+
 class Completion(_Data):
     """One sampled continuation.
 
@@ -77,6 +96,7 @@ class Completion(_Data):
         num_tokens: Tokens generated.
         finish_reason: ``"stop"``, ``"eos"`` or ``"length"``.
         stop_string: The stop string that matched, when ``finish_reason == "stop"``.
+        tool_calls: The tools the turn called (only policies bound to tools produce them).
 
     """
 
@@ -84,6 +104,7 @@ class Completion(_Data):
     num_tokens: int = Field(ge=0)
     finish_reason: FinishReason
     stop_string: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -150,6 +171,7 @@ class Candidate(_Data):
         num_tokens: Tokens generated for this candidate.
         step_scores: The PRM's score of each step, when a PRM scored it.
         score: The aggregated score, when a PRM scored it.
+        tool_calls: The tools the turn called (an agent's action); empty for a plain answer.
 
     """
 
@@ -160,6 +182,7 @@ class Candidate(_Data):
     num_tokens: int = 0
     step_scores: list[float] | None = None
     score: float | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
     @property
     def finished(self) -> bool:

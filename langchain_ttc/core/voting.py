@@ -8,6 +8,9 @@ Only *eligible* candidates take part: finished (not cut off by ``max_tokens``) a
 extracted answer (and, for PRM-based rules, a score). Ties break deterministically toward the
 answer (or candidate) that appears first.
 
+When the answer key has families (tool calls: act or reply), the family with the most weight is
+picked first, then the heaviest answer inside it.
+
 - majority vote: the answer with the most equivalent candidates;
 - best-of-N: the candidate with the highest aggregated score;
 - weighted best-of-N: the answer whose equivalent candidates have the largest summed score,
@@ -57,7 +60,14 @@ def _grouped(
     return result
 
 
-def _heaviest(groups: list[AnswerGroup]) -> AnswerGroup | None:
+def _heaviest(groups: list[AnswerGroup], key: AnswerKey) -> AnswerGroup | None:
+    if key.family is not None and groups:  # the heaviest family first (ties: the family seen first)
+        family = key.family
+        weights: dict[str, float] = {}
+        for group in groups:
+            weights[family(group.answer)] = weights.get(family(group.answer), 0.0) + group.weight
+        chosen = max(weights, key=lambda name: weights[name])  # max keeps the first of equal weights
+        groups = [group for group in groups if family(group.answer) == chosen]
     best: AnswerGroup | None = None
     for group in groups:  # groups are in order of first appearance: strict > keeps the first on ties
         if best is None or group.weight > best.weight:
@@ -68,7 +78,7 @@ def _heaviest(groups: list[AnswerGroup]) -> AnswerGroup | None:
 def majority_vote(candidates: Sequence[Candidate], *, key: AnswerKey = MATH_ANSWERS) -> Selection:
     """The most frequent equivalent answer (equivalent by ``key``); ties go to the answer seen first."""
     groups = _grouped(candidates, lambda _: 1.0, needs_score=False, key=key)
-    best = _heaviest(groups)
+    best = _heaviest(groups, key)
     return Selection(chosen_index=None if best is None else best.indices[0], groups=groups)
 
 
@@ -86,7 +96,7 @@ def best_of_n(candidates: Sequence[Candidate]) -> Selection:
 def weighted_best_of_n(candidates: Sequence[Candidate], *, key: AnswerKey = MATH_ANSWERS) -> Selection:
     """The answer (equivalent by ``key``) with the largest summed score; returns its best-scored candidate."""
     groups = _grouped(candidates, lambda c: c.score or 0.0, needs_score=True, key=key)
-    best = _heaviest(groups)
+    best = _heaviest(groups, key)
     if best is None:
         return Selection(chosen_index=None, groups=groups)
     chosen = max(best.indices, key=lambda i: (candidates[i].score or 0.0, -i))

@@ -2,6 +2,8 @@
 
 In: the agent's tool call ``{"problem": "..."}``. Out: the tool message content (the answer and a
 one-line summary) and, as the artifact, the whole :class:`~langchain_ttc.core.types.TTCResult` as data.
+``invoke`` runs the graph with ``graph.invoke``, ``ainvoke`` (an async agent) with ``graph.ainvoke``; a
+run inside an agent nests the graph's runs under the tool's run.
 
 Example:
     >>> tool = create_ttc_tool(create_beam_search_graph(policy, prm, n=16))  # doctest: +SKIP
@@ -39,15 +41,21 @@ def create_ttc_tool(
         raise ValueError("name='' is empty; pass the tool name the agent should call.")
 
     def solve(problem: str) -> tuple[str, dict[str, Any]]:
-        output = graph.invoke({"problem": problem})
-        result = output["result"]
-        usage = result["usage"]
-        summary = (
-            f"Answer: {result['answer']} (strategy {result['strategy']}, {len(result['candidates'])} candidates, "
-            f"{usage['completion_tokens']} tokens)"
-        )
-        return summary, result
+        return _summary(graph.invoke({"problem": problem}))
+
+    async def asolve(problem: str) -> tuple[str, dict[str, Any]]:
+        return _summary(await graph.ainvoke({"problem": problem}))
 
     return StructuredTool.from_function(
-        func=solve, name=name, description=description, response_format="content_and_artifact"
+        func=solve, coroutine=asolve, name=name, description=description, response_format="content_and_artifact"
     )
+
+
+def _summary(output: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    result = output["result"]
+    usage = result["usage"]
+    summary = (
+        f"Answer: {result['answer']} (strategy {result['strategy']}, {len(result['candidates'])} candidates, "
+        f"{usage['completion_tokens']} tokens)"
+    )
+    return summary, result

@@ -36,6 +36,7 @@ from langchain_ttc.core.aggregation import aggregate
 from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
 from langchain_ttc.core.search import split_steps
 from langchain_ttc.core.seeds import derive_seed
+from langchain_ttc.core.tool_calls import render_tool_call, tool_fields
 from langchain_ttc.core.types import (
     Candidate,
     Completion,
@@ -288,7 +289,8 @@ def check_prm(prm: object) -> PRMEngine:
 
 def _message(message: Any) -> Message:
     if isinstance(message, BaseMessage):
-        return {"role": _ROLES.get(message.type, message.type), "content": message.text}
+        converted: Message = {"role": _ROLES.get(message.type, message.type), "content": message.text}
+        return converted | tool_fields(message)  # an agent's history keeps its tool calls and results
     if isinstance(message, dict) and "content" in message:
         role = str(message.get("role", message.get("type", "user")))
         return {"role": _ROLES.get(role, role), "content": str(message["content"])}
@@ -325,12 +327,14 @@ def candidate_from_completion(
 ) -> Candidate:
     """Build a candidate (steps, and its answer as ``key`` reads it) from a completion of ``prefix``."""
     text = prefix + completion.text
+    calls = completion.tool_calls  # an agent's action: the reward model reads each call as one more step
     return Candidate(
         text=text,
-        steps=split_steps(text, delimiter),
-        answer=key.extract(text),
+        steps=split_steps(text, delimiter) + [render_tool_call(call) for call in calls],
+        answer=key.answer_of(text, calls),
         finish_reason=completion.finish_reason,
         num_tokens=completion.num_tokens,
+        tool_calls=calls,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
+from langchain_ttc.engines.chat_model_policy import ToolCallingPolicy
 from langchain_ttc.engines.loading import load_policy, load_prm
 
 
@@ -69,9 +70,21 @@ class TTCContext:
         default=None, metadata=_describe("Most tokens per solution (per step in the searches).")
     )
     seed: int | None = field(default=None, metadata=_describe("Seed for reproducible sampling."))
+    tools: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata=_describe(
+            "Tools the sampled turns may call (OpenAI tool schemas; TTCChatModel.bind_tools sets them). Needs a "
+            "policy that calls tools (a ChatModelPolicy) and a tool-call answer key."
+        ),
+    )
+    tool_choice: str | dict[str, Any] | None = field(
+        default=None, metadata=_describe("With tools: auto, required, none or a tool's name. Empty: the model decides.")
+    )
 
 
-OPTION_FIELDS = frozenset(f.name for f in fields(TTCContext)) - {"policy_model", "prm_model", "backend"}
+OPTION_FIELDS = frozenset(f.name for f in fields(TTCContext)) - {
+    "policy_model", "prm_model", "backend", "tools", "tool_choice"
+}  # fmt: skip
 
 
 def context_of(runtime: Runtime[Any] | None) -> TTCContext | None:
@@ -92,11 +105,40 @@ def context_options(runtime: Runtime[Any] | None) -> dict[str, Any]:
 
 
 def policy_for_run(default: PolicyEngine, runtime: Runtime[Any] | None) -> PolicyEngine:
-    """The run's policy: the context's ``policy_model`` if set, else the graph's own policy."""
+    """The run's policy: the context's ``policy_model`` if set, else the graph's own; bound to the context's tools.
+
+    Raises:
+        TypeError: If the context sets ``tools`` and the policy cannot call tools (named, with the fix).
+
+    """
     context = context_of(runtime)
-    if context is None or not context.policy_model:
+    if context is None:
         return default
-    return load_policy(context.policy_model, context.backend)
+    policy = load_policy(context.policy_model, context.backend) if context.policy_model else default
+    return with_tools(policy, context.tools, tool_choice=context.tool_choice) if context.tools else policy
+
+
+def with_tools(policy: PolicyEngine, tools: list[Any], *, tool_choice: Any = None) -> PolicyEngine:
+    """``policy`` with its sampled turns free to call ``tools``.
+
+    Raises:
+        TypeError: If the policy cannot call tools, naming it and the fix.
+
+    Example:
+        >>> tools = [{"type": "function", "function": {"name": "f"}}]
+        >>> with_tools(load_policy("arith:small"), tools)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: policy=TransformersPolicy cannot call tools: ...
+
+    """
+    if not isinstance(policy, ToolCallingPolicy):
+        raise TypeError(
+            f"policy={type(policy).__name__} cannot call tools: only a policy that samples tool calls can vote "
+            "over them. Build the graph on ChatModelPolicy(chat_model) with a chat model that calls tools (for "
+            "example ChatOpenAI(base_url=<your vLLM server>/v1))."
+        )
+    return policy.with_tools(tools, tool_choice=tool_choice)
 
 
 def prm_for_run(default: PRMEngine, runtime: Runtime[Any] | None) -> PRMEngine:

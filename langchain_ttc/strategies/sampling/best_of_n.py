@@ -8,6 +8,10 @@ picks (``select``):
 - naive best-of-N: the solution with the highest aggregated score;
 - weighted best-of-N: the answer whose equivalent solutions have the largest summed score.
 
+With ``answer_key=TOOL_CALL_ANSWERS`` the candidates are an agent's sampled turns: the PRM (or a judge
+as a :class:`~langchain_ttc.engines.function_prm.FunctionPRM`) reads each tool call as a step
+``Tool call: name {args}``, and weighted best-of-N sums scores per tool call.
+
 Example:
     >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
     >>> from langchain_ttc.engines.transformers_policy import TransformersPolicy
@@ -51,6 +55,7 @@ from langchain_ttc.strategies.common import (
 )
 from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
 from langchain_ttc.strategies.context import TTCContext, prm_for_run
+from langchain_ttc.strategies.parts import record_parts
 from langchain_ttc.strategies.spec import StrategySpec, sampling_n
 
 
@@ -171,7 +176,8 @@ def build_best_of_n_graph(
 
     generate = make_generate_node(policy, config, key=answer_key)
     nodes = [("generate", generate), ("score", score), ("select", select)]
-    return build_pipeline(nodes, checkpointer=checkpointer, name=strategy)
+    graph = build_pipeline(nodes, checkpointer=checkpointer, name=strategy)
+    return record_parts(graph, policy=policy, answer_key=answer_key)
 
 
 BEST_OF_N = StrategySpec(

@@ -3,7 +3,8 @@
 In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}`` where ``result``
 is a :class:`~langchain_ttc.core.types.TTCResult` as data. The graph samples ``n`` whole solutions in one
 policy call (``generate``) and returns the most frequent answer, answers compared by mathematical
-equivalence (``select``). No PRM.
+equivalence (``select``), or by another answer key (``answer_key=TOOL_CALL_ANSWERS`` votes over an
+agent's tool calls). No PRM.
 
 Example:
     >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
@@ -37,6 +38,7 @@ from langchain_ttc.strategies.common import (
     usage_of,
 )
 from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.parts import record_parts
 from langchain_ttc.strategies.spec import StrategySpec, sampling_n
 
 
@@ -105,7 +107,8 @@ def build_majority_vote_graph(
         )
 
     generate = make_generate_node(policy, config, key=answer_key)
-    return build_pipeline([("generate", generate), ("select", select)], checkpointer=checkpointer, name=name)
+    graph = build_pipeline([("generate", generate), ("select", select)], checkpointer=checkpointer, name=name)
+    return record_parts(graph, policy=policy, answer_key=answer_key)
 
 
 MAJORITY_VOTE = StrategySpec(
