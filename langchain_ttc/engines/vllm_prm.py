@@ -277,16 +277,7 @@ class VLLMPRM(PRMEngine):
             return []
         assert self.client is not None
         good, bad = self._label_ids
-        body = {
-            "model": self.model_name,
-            "prompt": ids,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "logprobs": 0,
-            "logprob_token_ids": [good, bad],
-            "return_tokens_as_token_ids": True,
-            "prompt_logprobs": self.top_logprobs,
-        }
+        body = {**self._label_body(ids), "prompt_logprobs": self.top_logprobs}
         choice = (await self.client.apost("/v1/completions", body, key=key))["choices"][0]
         prompt_entries = choice.get("prompt_logprobs") or []
         scores: list[float] = []
@@ -301,20 +292,23 @@ class VLLMPRM(PRMEngine):
             scores.append(_probability(*pair))  # type: ignore[arg-type]
         return scores
 
+    def _label_body(self, prompt: list[int]) -> dict[str, Any]:
+        """A one-token greedy completion of ``prompt`` that returns the labels' log-probabilities."""
+        return {
+            "model": self.model_name,
+            "prompt": prompt,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": 0,
+            "logprob_token_ids": self._label_ids,
+            "return_tokens_as_token_ids": True,
+        }
+
     async def _label_pair(self, prefix: list[int], key: str) -> tuple[float, float]:
         """The labels' log-probabilities as the next token after ``prefix`` (one extra request)."""
         assert self.client is not None
         good, bad = self._label_ids
-        body = {
-            "model": self.model_name,
-            "prompt": prefix,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "logprobs": 0,
-            "logprob_token_ids": [good, bad],
-            "return_tokens_as_token_ids": True,
-        }
-        top = (await self.client.apost("/v1/completions", body, key=key))["choices"][0]["logprobs"]["top_logprobs"][0]
+        top = (await self.client.apost("/v1/completions", self._label_body(prefix), key=key))["choices"][0]["logprobs"]["top_logprobs"][0]
         pair = _label_logprob(top, good), _label_logprob(top, bad)
         if pair[0] is None or pair[1] is None:
             raise ValueError(f"the PRM server returned no log-probabilities for token ids {good}, {bad}: {top}")
