@@ -308,7 +308,8 @@ class VLLMPRM(PRMEngine):
         """The labels' log-probabilities as the next token after ``prefix`` (one extra request)."""
         assert self.client is not None
         good, bad = self._label_ids
-        top = (await self.client.apost("/v1/completions", self._label_body(prefix), key=key))["choices"][0]["logprobs"]["top_logprobs"][0]
+        reply = await self.client.apost("/v1/completions", self._label_body(prefix), key=key)
+        top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
         pair = _label_logprob(top, good), _label_logprob(top, bad)
         if pair[0] is None or pair[1] is None:
             raise ValueError(f"the PRM server returned no log-probabilities for token ids {good}, {bad}: {top}")
