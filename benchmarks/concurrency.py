@@ -49,11 +49,14 @@ LIMIT = 64
 
 def engines(policy_url: str, prm_url: str) -> tuple[Any, Any]:
     """The server-backed policy and PRM, built by whichever release of the code is on the path."""
+    from transformers import AutoTokenizer
+
     from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy
     from langchain_ttc.engines.vllm_prm import VLLMPRM
 
-    policy = OpenAICompatiblePolicy(policy_url, model=str(arith_checkpoint("small")), max_concurrency=LIMIT)
-    prm = VLLMPRM.from_server(prm_url, model=str(arith_checkpoint("prm")))
+    tokenizer = AutoTokenizer.from_pretrained(arith_checkpoint("small"))  # the PRM's is the same
+    policy = OpenAICompatiblePolicy(policy_url, model="small", tokenizer=tokenizer, max_concurrency=LIMIT)
+    prm = VLLMPRM.from_server(prm_url, model="prm", tokenizer=tokenizer)
     return policy, prm
 
 
@@ -137,7 +140,7 @@ def main() -> None:
     ports = free_port(), free_port()
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     commands = [
-        vllm_server_command(str(arith_checkpoint(name)), port, "--enable-prefix-caching")
+        vllm_server_command(str(arith_checkpoint(name)), port, "--enable-prefix-caching", "--served-model-name", name)
         for name, port in zip(("small", "prm"), ports, strict=True)
     ]
     rows: dict[str, dict[str, dict[str, float]]] = {}
