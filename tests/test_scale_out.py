@@ -62,7 +62,7 @@ class Searched:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     routed: list[list[float]] = field(default_factory=list)  # per problem, per replica: the router's count
     served: list[list[float]] = field(default_factory=list)  # per problem, per replica: the replica's count
-    prm_requests: list[float] = field(default_factory=list)
+    prm_requests: list[float] = field(default_factory=list)  # per problem: HTTP requests the PRM server answered
     solutions_scored: list[int] = field(default_factory=list)  # per problem: the solutions sent to the PRM
 
 
@@ -84,6 +84,11 @@ def served(url: str) -> float:
     return counter(url, "vllm:request_success_total")
 
 
+def http_requests(url: str) -> float:
+    """HTTP requests a vLLM server answered on ``/v1/completions`` (its instrumentator's counter)."""
+    return counter(url, "http_requests_total", handler="/v1/completions")
+
+
 def routed(stack: Stack) -> list[float]:
     """The requests the router sent to each replica."""
     return [counter(stack.router_metrics, "vllm_router_processed_requests_total", worker=url) for url in stack.replicas]
@@ -99,7 +104,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     router = f"http://127.0.0.1:{router_port}"
     servers = [(vllm_server_command(POLICY, port, "--enable-prefix-caching"), f"{url}/health")
                for port, url in zip(replica_ports, replicas, strict=True)]  # fmt: skip
-    servers.append((vllm_server_command(PRM, prm_port), f"http://127.0.0.1:{prm_port}/health"))
+    prm_command = vllm_server_command(PRM, prm_port, "--enable-prefix-caching")
+    servers.append((prm_command, f"http://127.0.0.1:{prm_port}/health"))
     router_command = [
         *[str(ROUTER), "--host", "127.0.0.1", "--port", str(router_port), "--worker-urls", *replicas],
         *["--policy", "consistent_hash", "--prometheus-port", str(metrics_port)],
@@ -142,11 +148,11 @@ def searched(stack: Stack) -> Searched:
             for index, problem in enumerate(PROBLEMS):
                 if index >= MIN_PROBLEMS and all(map(any, zip(*record.routed, strict=True))):
                     break
-                before = [*routed(stack), *(served(url) for url in [*stack.replicas, stack.prm])]
+                before = [*routed(stack), *(served(url) for url in stack.replicas), http_requests(stack.prm)]
                 solutions_before = sum(scored)
                 thread = f"problem-{index}"
                 output = await graph.ainvoke({"problem": problem.problem}, {"configurable": {"thread_id": thread}})
-                after = [*routed(stack), *(served(url) for url in [*stack.replicas, stack.prm])]
+                after = [*routed(stack), *(served(url) for url in stack.replicas), http_requests(stack.prm)]
                 delta = [a - b for a, b in zip(after, before, strict=True)]
                 record.threads.append(thread)
                 record.outputs.append(output)
@@ -178,7 +184,7 @@ def test_search_runs_through_the_router_and_the_prm_server(searched: Searched) -
 
 
 def test_the_prm_server_gets_one_request_per_solution(searched: Searched) -> None:
-    # Every step of a solution is scored in one prefill: as many PRM requests as solutions, not steps.
+    # A solution's steps are scored in one request (its step prefixes): as many requests as solutions, not steps.
     assert searched.prm_requests == searched.solutions_scored
     steps = sum(len(c["steps"]) for o in searched.outputs for c in o["result"]["candidates"])
     assert steps > sum(len(o["result"]["candidates"]) for o in searched.outputs)  # several steps per solution

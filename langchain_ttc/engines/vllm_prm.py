@@ -16,13 +16,15 @@ In: :class:`~langchain_ttc.core.types.ScoreRequest` objects. Out: one score per 
 All steps of all requests go in one batched call. This lets one vLLM deployment serve both the
 policy and the PRM.
 
-**Through a server, one request per solution** scores every step in one prefill: a generative PRM
-asks ``/v1/completions`` for the prompt's log-probabilities (``prompt_logprobs``) and reads the two
-labels at every step tag (a label outside the server's top ``--max-logprobs`` falls back to a
-one-token request for that step's prefix); a reward model gets one ``/pooling`` request per
-solution. Requests are concurrent under the engine's shared limit, on a long-lived client with
-retries (:class:`~.server_client.ServerClient`), natively async under ``ainvoke``, and may go to
-several replicas (each problem sticks to one) or to a router.
+**Through a server, one request per solution** scores all its steps: a generative PRM sends the
+solution's step prefixes as one ``/v1/completions`` request (a prompt list, one label token each);
+they extend one another, so with the server's prefix cache (``--enable-prefix-caching``) the
+solution is prefilled about once. A reward model gets one ``/pooling`` request per solution.
+Requests are concurrent under the engine's shared limit, on a long-lived client with retries
+(:class:`~.server_client.ServerClient`), natively async under ``ainvoke``, and may go to several
+replicas (each problem sticks to one) or to a router. (vLLM's server cannot return chosen tokens'
+log-probabilities at given prompt positions, and its top-k ``prompt_logprobs`` miss the labels of a
+PRM trained as a two-way classifier: the Arith PRM's "+" ranks anywhere in its vocabulary.)
 
 Example:
     >>> prm = VLLMPRM.from_engine(llm, prm_format=MathShepherdFormat())  # doctest: +SKIP
@@ -110,7 +112,6 @@ class VLLMPRM(PRMEngine):
     ) -> None:
         self.tokenizer = tokenizer
         self.client: ServerClient | None = None  # set by from_server
-        self.top_logprobs = 20
         self.model_name = getattr(tokenizer, "name_or_path", None)
         self.prm_format = prm_format
         self._label_ids: list[int] = []
@@ -186,7 +187,6 @@ class VLLMPRM(PRMEngine):
         timeout_s: float = 120.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
-        top_logprobs: int = 20,
     ) -> VLLMPRM:
         """Score through vLLM servers: ``/v1/completions`` (generative) or ``/pooling`` (reward model).
 
@@ -200,8 +200,6 @@ class VLLMPRM(PRMEngine):
             timeout_s: Timeout of one HTTP request.
             max_retries: Retries of a failed request before :class:`~.server_client.ServerError`.
             backoff_s: First retry delay (jittered, doubling); a ``Retry-After`` header wins.
-            top_logprobs: How many prompt log-probabilities a generative PRM asks for per position
-                (at most the server's ``--max-logprobs``, 20 by default).
 
         Raises:
             ValueError: If an option is out of range (named, with the fix).
@@ -215,14 +213,12 @@ class VLLMPRM(PRMEngine):
             max_retries=max_retries,
             backoff_s=backoff_s,
         )
-        if top_logprobs < 1:
-            raise ValueError(f"top_logprobs={top_logprobs} is out of range; pass top_logprobs >= 1.")
         if tokenizer is None:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(model)
         prm = cls(tokenizer, None, prm_format=prm_format or MathShepherdFormat())
-        prm.client, prm.model_name, prm.top_logprobs = client, model, top_logprobs
+        prm.client, prm.model_name = client, model
         prm.provider = "openai-compatible"
         return prm
 
@@ -272,24 +268,20 @@ class VLLMPRM(PRMEngine):
         return step_rows(reply["data"][0]["data"], ids, positions)
 
     async def _server_generative(self, ids: list[int], positions: list[int], key: str) -> list[float]:
-        """One prefill for one solution: the labels' log-probabilities at every step tag."""
+        """One request for one solution: the labels' log-probabilities after each of its step prefixes."""
         if not positions:
             return []
         assert self.client is not None
+        body = {**self._label_body(ids), "prompt": [ids[:position] for position in positions]}
+        reply = await self.client.apost("/v1/completions", body, key=key)
         good, bad = self._label_ids
-        body = {**self._label_body(ids), "prompt_logprobs": self.top_logprobs}
-        choice = (await self.client.apost("/v1/completions", body, key=key))["choices"][0]
-        prompt_entries = choice.get("prompt_logprobs") or []
-        scores: list[float] = []
-        for position in positions:
-            if position < len(ids):
-                entry = prompt_entries[position] if position < len(prompt_entries) else None
-            else:  # the last tag ends the prompt: its labels are the generated token's log-probabilities
-                entry = choice["logprobs"]["top_logprobs"][0]
-            pair = _label_logprob(entry, good), _label_logprob(entry, bad)
-            if pair[0] is None or pair[1] is None:  # a label outside the top log-probabilities: ask for it
-                pair = await self._label_pair(ids[:position], key)
-            scores.append(_probability(*pair))  # type: ignore[arg-type]
+        scores = []
+        for choice in sorted(reply["choices"], key=lambda c: c["index"]):
+            top = choice["logprobs"]["top_logprobs"][0]
+            pair = _label_logprob(top, good), _label_logprob(top, bad)
+            if pair[0] is None or pair[1] is None:
+                raise ValueError(f"the PRM server returned no log-probabilities for token ids {good}, {bad}: {top}")
+            scores.append(_probability(pair[0], pair[1]))
         return scores
 
     def _label_body(self, prompt: list[int]) -> dict[str, Any]:
@@ -303,17 +295,6 @@ class VLLMPRM(PRMEngine):
             "logprob_token_ids": self._label_ids,
             "return_tokens_as_token_ids": True,
         }
-
-    async def _label_pair(self, prefix: list[int], key: str) -> tuple[float, float]:
-        """The labels' log-probabilities as the next token after ``prefix`` (one extra request)."""
-        assert self.client is not None
-        good, bad = self._label_ids
-        reply = await self.client.apost("/v1/completions", self._label_body(prefix), key=key)
-        top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
-        pair = _label_logprob(top, good), _label_logprob(top, bad)
-        if pair[0] is None or pair[1] is None:
-            raise ValueError(f"the PRM server returned no log-probabilities for token ids {good}, {bad}: {top}")
-        return pair[0], pair[1]
 
     def _pooled_scores(self, encoded: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         todo = [index for index, (_, positions) in enumerate(encoded) if positions]
