@@ -66,6 +66,12 @@ def graph_for(label: str, policy: Any, prm: Any) -> Any:
     return create_strategy_graph(strategy, policy, prm, max_tokens=256, **options)
 
 
+def cold(urls: list[str]) -> None:
+    """Empty both servers' prefix caches (dev-mode endpoint), so no path reuses another path's prefills."""
+    for url in urls:
+        httpx.post(f"{url}/reset_prefix_cache", timeout=60).raise_for_status()
+
+
 def summary(outputs: list[dict[str, Any]], seconds: float) -> dict[str, float]:
     tokens = sum(o["result"]["usage"]["completion_tokens"] for o in outputs)
     return {"seconds": seconds, "tokens": tokens, "problems": len(outputs)}
@@ -144,13 +150,21 @@ def main() -> None:
         for name, port in zip(("small", "prm"), ports, strict=True)
     ]
     rows: dict[str, dict[str, dict[str, float]]] = {}
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}  # for /reset_prefix_cache
     with ExitStack() as stack:
         for command, url in zip(commands, urls, strict=True):
-            stack.enter_context(running_server(command, f"{url}/health"))
+            stack.enter_context(running_server(command, f"{url}/health", env=env))
+        warm_up = [p.problem for p in make_problems(4, (1, 8), seed=6_000_011)]
+        run_async(next(iter(STRATEGIES)), *urls, warm_up)  # first requests pay for the servers' warm-up
         for label in STRATEGIES:
+            cold(urls)
             measured, sent = run_async(label, *urls, problems)
-            rows[label] = {"async": measured, "raw": run_raw(sent, urls[0]), "sync": run_sync(label, *urls, problems)}
+            cold(urls)
+            raw = run_raw(sent, urls[0])
+            cold(urls)
+            rows[label] = {"async": measured, "raw": raw, "sync": run_sync(label, *urls, problems)}
             if args.landed:
+                cold(urls)
                 env = {**os.environ, "PYTHONPATH": str(args.landed.resolve())}
                 child = subprocess.run(
                     [sys.executable, __file__, "--problems", str(args.problems), "--sync-only", label, *urls],
@@ -167,7 +181,9 @@ def main() -> None:
         "share the machine's cores",
         f"- async: one `ainvoke` per problem, each engine one long-lived client, {LIMIT} requests in flight at most; "
         "sync: `graph.batch` (threads); landed sync: the same with the previous release's code; raw: every "
-        "request of the async run replayed at once by a bare `httpx` client with the same limit",
+        "request of the async run replayed at once by a bare `httpx` client with the same limit; the servers' "
+        "prefix caches are emptied before each path (the runs sample the same tokens, and a warm cache would "
+        "favour whichever path runs later)",
         "",
         "| strategy | path | wall s | problems / min | policy tokens / s | tokens / s vs raw |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
