@@ -36,7 +36,7 @@ class FunctionPRM(PRMEngine):
         if not callable(function):
             raise TypeError(f"function={function!r} is not callable; pass a function (problem, steps) -> scores.")
         self.function = function
-        self.function_name = name
+        self.function_name = self.model_name = name
 
     def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
         results = []

@@ -60,6 +60,7 @@ class TransformersPolicy(PolicyEngine):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.provider, self.model_name = "transformers", getattr(model, "name_or_path", None) or None
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._eos_ids = _eos_ids(model, tokenizer)
         self._lock = threading.Lock()

@@ -66,6 +66,7 @@ class _BatchedPRM(PRMEngine):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.provider, self.model_name = "transformers", getattr(model, "name_or_path", None) or None
         self._pad_id = next(t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None)
         self._lock = threading.Lock()
 
