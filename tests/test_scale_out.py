@@ -64,6 +64,7 @@ class Searched:
     served: list[list[float]] = field(default_factory=list)  # per problem, per replica: the replica's count
     prm_requests: list[float] = field(default_factory=list)  # per problem: HTTP requests the PRM server answered
     solutions_scored: list[int] = field(default_factory=list)  # per problem: the solutions sent to the PRM
+    prm_calls: list[int] = field(default_factory=list)  # per problem: the engine's scoring calls
 
 
 def counter(url: str, name: str, **labels: str) -> float:
@@ -149,7 +150,7 @@ def searched(stack: Stack) -> Searched:
                 if index >= MIN_PROBLEMS and all(map(any, zip(*record.routed, strict=True))):
                     break
                 before = [*routed(stack), *(served(url) for url in stack.replicas), http_requests(stack.prm)]
-                solutions_before = sum(scored)
+                solutions_before, calls_before = sum(scored), len(scored)
                 thread = f"problem-{index}"
                 output = await graph.ainvoke({"problem": problem.problem}, {"configurable": {"thread_id": thread}})
                 after = [*routed(stack), *(served(url) for url in stack.replicas), http_requests(stack.prm)]
@@ -160,6 +161,7 @@ def searched(stack: Stack) -> Searched:
                 record.served.append(delta[2:4])
                 record.prm_requests.append(delta[4])
                 record.solutions_scored.append(sum(scored) - solutions_before)
+                record.prm_calls.append(len(scored) - calls_before)
 
     asyncio.run(search())
     return record
@@ -183,9 +185,11 @@ def test_search_runs_through_the_router_and_the_prm_server(searched: Searched) -
     assert all(count > 0 for count in searched.prm_requests)
 
 
-def test_the_prm_server_gets_one_request_per_solution(searched: Searched) -> None:
-    # A solution's steps are scored in one request (its step prefixes): as many requests as solutions, not steps.
-    assert searched.prm_requests == searched.solutions_scored
+def test_the_prm_server_gets_one_request_per_problem_and_call(searched: Searched) -> None:
+    # Each scoring call sends one request for the problem: every step of every solution in it (step
+    # prefixes, prefix-cached), never one request per step or per solution.
+    assert searched.prm_requests == searched.prm_calls
+    assert sum(searched.prm_calls) < sum(searched.solutions_scored)
     steps = sum(len(c["steps"]) for o in searched.outputs for c in o["result"]["candidates"])
     assert steps > sum(len(o["result"]["candidates"]) for o in searched.outputs)  # several steps per solution
 
