@@ -220,9 +220,10 @@ class ServerClient:
 
     async def aget(self, path: str) -> Any:
         """GET ``path`` from the first replica; the JSON reply, or ``None`` if it failed."""
-        client, _ = self._session()
+        client, limit = self._session()
         try:
-            response = await client.get(self.base_urls[0] + path)
+            async with limit:
+                response = await client.get(self.base_urls[0] + path)
             return response.json() if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None
