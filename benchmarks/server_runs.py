@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,14 +31,11 @@ from _report import header, write
 from langchain_ttc import make_problems
 from langchain_ttc.core.answers import answers_equivalent
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import free_port, stop
+
 ROOT = Path(__file__).resolve().parent.parent
 GRAPH = "weighted_best_of_n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(port: int, jobs: int) -> subprocess.Popen[bytes]:
@@ -61,20 +56,9 @@ def start_server(port: int, jobs: int) -> subprocess.Popen[bytes]:
         except OSError:
             pass
         if process.poll() is not None or time.time() > deadline:
-            stop_server(process)
+            stop(process)
             raise RuntimeError(f"langgraph dev did not start (exit code {process.poll()})")
         time.sleep(1)
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 async def load(url: str, *, runs: int, n: int, timeout_s: float) -> dict[str, Any]:
@@ -140,7 +124,7 @@ def main() -> None:
     try:
         measured = asyncio.run(load(f"http://127.0.0.1:{port}", runs=args.runs, n=args.n, timeout_s=args.timeout))
     finally:
-        stop_server(server)
+        stop(server)
 
     rows, wall_s = measured["rows"], measured["wall_s"]
     statuses = Counter(r["status"] for r in rows)
