@@ -267,6 +267,73 @@ def reference_particle_filtering(world: World, *, n: int, iterations: int, aggre
     return {"expanded": expanded, "pool": sorted(texts), "answer": answer}
 
 
+def reference_particle_gibbs(world: World, *, n: int, rounds: int, refs: int, iterations: int, aggregation: str,
+                             temperature: float, seed: int, final: str) -> dict[str, Any]:  # fmt: skip
+    """Puri et al. 2025 / its_hub's ``ParticleGibbs`` (multinomial resampling; a particle is the texts it went through).
+
+    ``n / rounds`` particles per sweep; after a sweep ``refs`` references are drawn from its population by
+    weight; a sweep resamples ``n / rounds - refs`` particles from its own and the references (a
+    reference weighs its final score), and a drawn reference longer than the sweep so far is cut back
+    to its first steps and goes on. The last sweep's population, references included, is picked from.
+    """
+    sample = Sampler(world)
+    m = n // rounds
+    references: list[tuple[list[str], str]] = []
+    expanded: list[Counter[str]] = []
+
+    def weights_of(particles: list[tuple[list[str], str]]) -> list[float] | None:
+        scores = [None if r == "length" else agg_score(world, texts[-1], aggregation) for texts, r in particles]
+        clip = [None if s is None else min(max(s, 1e-7), 1 - 1e-7) for s in scores]
+        logits = [None if c is None else math.log(c / (1 - c)) / temperature for c in clip]
+        if all(x is None for x in logits):
+            return None
+        top = max(x for x in logits if x is not None)
+        exps = [0.0 if x is None else math.exp(x - top) for x in logits]
+        return [e / sum(exps) for e in exps]
+
+    finished: list[tuple[list[str], str]] = []
+    for sweep in range(rounds):
+        label: tuple[Any, ...] = ("round", sweep) if sweep else ()
+        free = m - len(references)
+        active: list[tuple[list[str], str]] = [([""], "stop")]
+        finished = []
+        for i in range(iterations):
+            last = i == iterations - 1
+            partials = active * free if i == 0 else active
+            expanded.append(Counter(texts[-1] for texts, _ in partials))
+            children = []
+            for texts, _ in partials:
+                text, reason = sample(texts[-1], to_the_end=last)
+                children.append(([*texts, text] if texts != [""] else [text], reason))
+            population = children + finished + references
+            weights = weights_of(population)
+            if weights is None:
+                return finish(world, finished, aggregation, n, final, expanded)
+            rng = random.Random(derive_seed(seed, "resample", i, *label))
+            drawn = [population[j] for j in rng.choices(range(len(population)), weights=weights, k=free)]
+            drawn = [(texts[: i + 1], "stop") if len(texts) > i + 1 else (texts, r) for texts, r in drawn]
+            active = [p for p in drawn if p[1] == "stop"]
+            finished = [p for p in drawn if p[1] == "eos"]
+            if not active:
+                break
+        finished = finished + references
+        if sweep < rounds - 1:
+            weights = weights_of(finished)
+            assert weights is not None
+            rng = random.Random(derive_seed(seed, "references", sweep + 1))
+            references = [finished[j] for j in rng.choices(range(len(finished)), weights=weights, k=refs)]
+    return finish(world, finished, aggregation, n, final, expanded)
+
+
+def finish(world: World, finished: list[tuple[list[str], str]], aggregation: str, n: int, final: str,
+           expanded: list[Counter[str]]) -> dict[str, Any]:  # fmt: skip
+    texts = [t[-1] for t, _ in finished]
+    scores = [agg_score(world, t, aggregation) for t in texts]
+    order = rank(scores)[:n]
+    kept = [texts[j] for j in order]
+    return {"expanded": expanded, "pool": sorted(kept), "answer": pick(kept, [scores[j] or 0.0 for j in order], final)}
+
+
 def reference_sampling(world: World, *, n: int, aggregation: str, rule: str) -> str | None:
     sample = Sampler(world)
     drawn = [sample("", to_the_end=True) for _ in range(n)]
@@ -363,6 +430,29 @@ def test_particle_filtering_conforms(world: World, n: int, iterations: int, aggr
                                             temperature=temperature, method=method, seed=seed, final=final)  # fmt: skip
     assert expanded(policy) == expected["expanded"]  # the same particles write, as often, every iteration
     assert all(sum(r.n for r in call) <= n for call in policy.calls)
+    assert pool(output) == expected["pool"]
+    assert output["answer"] == expected["answer"]
+
+
+@SETTINGS
+@given(world=worlds, rounds=st.integers(2, 3), per_round=st.integers(2, 5), refs=st.integers(1, 2),
+       iterations=st.integers(1, 5), aggregation=aggregations, temperature=st.sampled_from([0.2, 1.0, 3.0]),
+       seed=st.integers(0, 1000), final=st.sampled_from(["best", "weighted"]))  # fmt: skip
+def test_particle_gibbs_conforms(world: World, rounds: int, per_round: int, refs: int, iterations: int,
+                                 aggregation: str, temperature: float, seed: int, final: str) -> None:  # fmt: skip
+    refs = min(refs, per_round - 1)
+    policy = WorldPolicy(world)
+    graph = create_particle_filtering_graph(
+        policy, WorldPRM(world), n=rounds * per_round, rounds=rounds, reference_particles=refs,
+        max_iterations=iterations, aggregation=aggregation, resampling_temperature=temperature, seed=seed,  # type: ignore[arg-type]
+        selection=final,  # type: ignore[arg-type]
+    )  # fmt: skip
+    output = graph.invoke({"problem": PROBLEM})
+    expected = reference_particle_gibbs(
+        world, n=rounds * per_round, rounds=rounds, refs=refs, iterations=iterations, aggregation=aggregation,
+        temperature=temperature, seed=seed, final=final,
+    )  # fmt: skip
+    assert expanded(policy) == expected["expanded"]  # the same particles write, as often, in every sweep
     assert pool(output) == expected["pool"]
     assert output["answer"] == expected["answer"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from langchain_ttc import TTCResult, create_particle_filtering_graph, create_strategy_graph
 from langchain_ttc.core.search import particle_weights, resample
-from tests.fakes import StepTreePolicy, last_step_prm
+from tests.fakes import StepTreePolicy, assert_disjoint_streams, last_step_prm
 
 S, E, L = "stop", "eos", "length"
 
@@ -55,6 +55,29 @@ def test_particle_filtering_is_a_registered_strategy() -> None:
     assert graph.invoke({"problem": "p"})["answer"] == "3"
 
 
+def test_particle_gibbs_continues_the_reference_from_its_first_steps() -> None:
+    # Sweep 1 (3 particles) finds "good" then \boxed{1}; that solution becomes the reference. Sweep 2's
+    # two fresh particles only write "bad", so resampling draws the reference, cut back to its first
+    # step, and the search goes on from there (conditional SMC), not from scratch.
+    tree = {"": [("good\n\n", S)] + [("bad\n\n", S)] * 4, "good\n\n": [("\\boxed{1}", E)]}
+    tree["bad\n\n"] = [("\\boxed{2}", E)]
+    prm = last_step_prm({"good": 0.99, "bad": 0.001, "\\boxed{1}": 0.9, "\\boxed{2}": 0.9})
+    policy = StepTreePolicy(tree)
+    graph = create_particle_filtering_graph(policy, prm, n=6, rounds=2, reference_particles=1, seed=5, record_tree=True)
+    result = TTCResult.model_validate(graph.invoke({"problem": "p"})["result"])
+    sweep_1, sweep_2 = policy.calls[:2], policy.calls[2:]
+    assert [[(r.partial, r.n) for r in call] for call in sweep_1] == [[("", 3)], [("good\n\n", 1)] * 3]
+    assert [[(r.partial, r.n) for r in call] for call in sweep_2] == [[("", 2)], [("good\n\n", 1)] * 2]
+    assert_disjoint_streams(policy.calls)  # each sweep samples its own random streams
+    assert result.answer == "1" and result.usage.policy_calls == 4
+    nodes = result.metadata["tree"]
+    roots = [n["id"] for n in nodes if n["parent"] is None]
+    first_good = next(n["id"] for n in nodes if n["step"] == "good\n\n")
+    assert len(roots) == 2  # one per sweep
+    # Sweep 2's continuations hang off sweep 1's "good" node: the reference's own first step.
+    assert [n["parent"] for n in nodes if n["step"] == "\\boxed{1}" and n["iteration"] == 1][-2:] == [first_good] * 2
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -68,6 +91,9 @@ def test_particle_filtering_is_a_registered_strategy() -> None:
             r"resampling='residual' is invalid: input should be 'multinomial' or 'systematic'",
         ),
         ({"n": 4, "max_iterations": 0}, r"max_iterations=0 is invalid"),
+        ({"n": 10, "rounds": 3}, r"rounds=3 does not divide n=10; pass a multiple of rounds as n, e.g. n=9"),
+        ({"n": 4, "rounds": 2, "reference_particles": 2}, r"reference_particles=2 leaves no fresh particle"),
+        ({"n": 4, "rounds": 0}, r"rounds=0 is invalid: input should be greater than or equal to 1"),
     ],
 )
 def test_bad_options_fail_at_construction(kwargs: dict[str, Any], match: str) -> None:

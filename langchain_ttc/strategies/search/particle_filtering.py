@@ -18,24 +18,33 @@ The last iteration writes to the end. The search stops when no particle is activ
 ``max_iterations``; the answer is the weighted vote over the final population's finished
 particles (``selection="weighted"``, each particle weighted by its score, copies counting as
 often as they were drawn) or its best particle (``"best"``). Resampling draws from a random stream
-seeded per iteration (:mod:`langchain_ttc.core.seeds`), so a seeded run is reproducible. Particle
-Gibbs (several sweeps with a reference particle) is not implemented.
+seeded per iteration (:mod:`langchain_ttc.core.seeds`), so a seeded run is reproducible.
+
+**Particle Gibbs** (``rounds > 1``; the paper's section 3.2, its_hub's ``ParticleGibbs``): the budget
+``n`` is split into ``rounds`` sweeps of ``n / rounds`` particles. After a sweep,
+``reference_particles`` finished particles are drawn in proportion to their weights. The next sweep
+runs ``n / rounds - reference_particles`` fresh particles beside the references: the references stay
+in the population at every resampling with their final weight, and a reference drawn at step ``t``
+comes back as its own first ``t`` steps and continues from there (conditional sequential Monte
+Carlo). The answer is picked from the last sweep's population (its references included).
 
 Example:
     >>> graph = create_particle_filtering_graph(policy, prm, n=8, resampling_temperature=1.0)  # doctest: +SKIP
+    >>> gibbs = create_particle_filtering_graph(policy, prm, n=8, rounds=2)  # doctest: +SKIP
 
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Literal
+from typing import Any, Literal, Self, cast
 
 from langgraph.types import Checkpointer
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from langchain_ttc.core.search import Beam, particle_weights, resample
 from langchain_ttc.core.seeds import derive_seed
+from langchain_ttc.core.tree import TreeNode
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.common import StrategyGraph, config_of
 from langchain_ttc.strategies.config import Aggregation, Selection, StepSearchConfig, validated
@@ -46,6 +55,7 @@ from langchain_ttc.strategies.search.stepwise import (
     check_engines,
     close_iteration,
     make_search_nodes,
+    round_label,
 )
 from langchain_ttc.strategies.spec import StrategySpec
 
@@ -59,6 +69,50 @@ class ParticleFilteringConfig(StepSearchConfig):
         1.0, gt=0.0, description="Softmax temperature of the particle weights (lower: greedier)."
     )
     resampling: Resampling = Field("multinomial", description="How particles are drawn: multinomial or systematic.")
+    rounds: int = Field(1, ge=1, description="Particle Gibbs sweeps that share the budget n (1: particle filtering).")
+    reference_particles: int = Field(
+        1, ge=1, description="Particle Gibbs: finished particles carried into the next sweep as references."
+    )
+
+    @property
+    def particles(self) -> int:
+        """Particles per sweep: the budget split over the rounds."""
+        return self.n // self.rounds
+
+    @model_validator(mode="after")
+    def _rounds_split_n(self) -> Self:
+        if self.n % self.rounds:
+            raise ValueError(
+                f"rounds={self.rounds} does not divide n={self.n}; pass a multiple of rounds as n, "
+                f"e.g. n={self.rounds * max(1, self.n // self.rounds)}."
+            )
+        if self.rounds > 1 and self.reference_particles >= self.particles:
+            raise ValueError(
+                f"reference_particles={self.reference_particles} leaves no fresh particle in a sweep of "
+                f"n / rounds = {self.particles}; pass fewer reference particles or a larger n."
+            )
+        return self
+
+
+class ParticleState(SearchState, total=False):
+    """The search state plus particle Gibbs's sweep: its references and the beams their steps are read from."""
+
+    references: list[dict[str, Any]]
+    lineage: list[dict[str, Any]]
+
+
+def fresh_particles(run: ParticleFilteringConfig, sweep: int) -> int:
+    """Particles a sweep draws besides its references (all of them in the first sweep)."""
+    return run.particles - (run.reference_particles if sweep else 0)
+
+
+def ancestry(beam: Beam, lineage: list[Beam]) -> list[Beam]:
+    """``beam``'s partial solutions from its first step to itself (``lineage`` holds its ancestors)."""
+    by_id = {b.id: b for b in lineage}
+    chain = [beam]
+    while chain[-1].parent in by_id:
+        chain.append(by_id[chain[-1].parent])
+    return chain[::-1]
 
 
 def create_particle_filtering_graph(
@@ -68,6 +122,8 @@ def create_particle_filtering_graph(
     n: int,
     resampling_temperature: float = 1.0,
     resampling: Resampling = "multinomial",
+    rounds: int = 1,
+    reference_particles: int = 1,
     max_iterations: int = 40,
     lookahead: int = 0,
     step_delimiter: str = "\n\n",
@@ -90,6 +146,9 @@ def create_particle_filtering_graph(
         n: Number of particles (the budget): steps written per iteration at most.
         resampling_temperature: Softmax temperature of the weights (> 0; 1 is the paper's).
         resampling: ``"multinomial"`` or ``"systematic"`` resampling.
+        rounds: Particle Gibbs sweeps sharing the budget (must divide ``n``; 1: particle filtering).
+        reference_particles: Particle Gibbs: finished particles carried into the next sweep (fewer
+            than ``n / rounds``).
         max_iterations: Most steps per solution; the last iteration writes to the end.
         lookahead: Greedy steps rolled out past each particle before scoring (0: none).
         step_delimiter: The stop string that ends a step.
@@ -105,16 +164,16 @@ def create_particle_filtering_graph(
         name: The compiled graph's name.
 
     Raises:
-        ValueError: If ``n < 1``, ``resampling_temperature <= 0``, an unknown resampling, or another
-            option is out of range.
+        ValueError: If ``n < 1``, ``resampling_temperature <= 0``, an unknown resampling, ``rounds``
+            that do not divide ``n``, too many reference particles, or another option is out of range.
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
     config = validated(
         ParticleFilteringConfig, n=n, resampling_temperature=resampling_temperature, resampling=resampling,
-        max_iterations=max_iterations, lookahead=lookahead, step_delimiter=step_delimiter, aggregation=aggregation,
-        selection=selection, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        system_prompt=system_prompt, record_tree=record_tree,
+        rounds=rounds, reference_particles=reference_particles, max_iterations=max_iterations, lookahead=lookahead,
+        step_delimiter=step_delimiter, aggregation=aggregation, selection=selection, temperature=temperature,
+        top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
     )  # fmt: skip
     return build_particle_filtering_graph(policy, prm, config, checkpointer=checkpointer, name=name)
 
@@ -129,37 +188,74 @@ def build_particle_filtering_graph(
 ) -> StrategyGraph:
     """The particle filtering graph for a validated config (the registry's builder)."""
     policy, prm = check_engines(policy, prm)
-    # The first iteration writes n first steps from one empty root; later, one step per active particle.
+    # A sweep's first iteration writes its fresh particles' first steps from one empty root (the root's
+    # `subtree` is its sweep); later, one step per active particle.
     nodes = make_search_nodes(
         policy,
         prm,
         config,
-        roots=lambda _: [Beam()],
-        widths=lambda run, frontier: [run.n if b.parent is None else 1 for b in frontier],
+        roots=lambda run: [Beam()],
+        widths=lambda run, frontier: [fresh_particles(run, b.subtree) if b.parent is None else 1 for b in frontier],
     )
 
     def resample_node(state: SearchState) -> dict[str, Any]:
         run = config_of(state, ParticleFilteringConfig)
-        population = beams_of(state, "candidates") + beams_of(state, "finished")
-        scores = [None if b.truncated else b.score for b in population]
-        weights = particle_weights(scores, run.resampling_temperature)
-        truncated = [b for b in beams_of(state, "candidates") if b.truncated]
+        references = beams_of(state, "references")
+        candidates = beams_of(state, "candidates")
+        population = candidates + beams_of(state, "finished") + references
+        weights = particle_weights([None if b.truncated else b.score for b in population], run.resampling_temperature)
+        truncated = beams_of(state, "truncated") + [b for b in candidates if b.truncated]
         if not any(weights):  # every particle truncated or unscored: the search ends with what it has
             return close_iteration(state, frontier=[], finished=beams_of(state, "finished"), truncated=truncated)
-        rng = random.Random(derive_seed(run.seed, "resample", state["iteration"]))
-        drawn = [population[i] for i in resample(weights, run.n, rng, method=run.resampling)]
-        return close_iteration(
-            state,
-            frontier=[b for b in drawn if b.active],
-            finished=[b for b in drawn if b.complete],
-            truncated=beams_of(state, "truncated") + truncated,
+        lineage = beams_of(state, "lineage") + [b.model_copy(update={"lookahead": ""}) for b in candidates]
+        rng = random.Random(derive_seed(run.seed, "resample", state["iteration"], *round_label(state)))
+        picks = resample(weights, fresh_particles(run, state.get("round", 0)), rng, method=run.resampling)
+        drawn = [population[i] for i in picks]
+        if references:  # a drawn reference comes back as its first steps (as many as the sweep has written)
+            steps = state["iteration"] + 1
+            chains = {r.id: ancestry(r, lineage) for r in references}
+            drawn = [chains[b.id][steps - 1] if b.id in chains and len(chains[b.id]) > steps else b for b in drawn]
+        frontier = [b for b in drawn if b.active]
+        update = close_iteration(
+            state, frontier=frontier, finished=[b for b in drawn if b.complete], truncated=truncated
         )
+        update["lineage"] = [b.model_dump() for b in lineage] if run.rounds > 1 else []
+        if frontier and update["iteration"] < run.max_iterations:
+            return update
+        return update | next_sweep(run, cast(SearchState, {**state, **update}))
 
     def route(state: SearchState) -> Literal["generate", "select"]:
         done = not state["frontier"] or state["iteration"] >= config_of(state, ParticleFilteringConfig).max_iterations
         return "select" if done else "generate"
 
-    return build_search_graph(nodes, prune=resample_node, route=route, checkpointer=checkpointer, name=name)
+    return build_search_graph(
+        nodes, prune=resample_node, route=route, checkpointer=checkpointer, name=name, state=ParticleState
+    )
+
+
+def next_sweep(run: ParticleFilteringConfig, state: SearchState) -> dict[str, Any]:
+    """End a sweep: draw its references and start the next sweep, or leave the last one's population to ``select``."""
+    population = beams_of(state, "finished") + beams_of(state, "references")
+    sweep = state.get("round", 0) + 1
+    if sweep == run.rounds:
+        return {"finished": [b.model_dump() for b in population], "frontier": []}
+    weights = particle_weights([b.score for b in population], run.resampling_temperature)
+    rng = random.Random(derive_seed(run.seed, "references", sweep))
+    references = [population[i] for i in resample(weights, run.reference_particles, rng)]
+    lineage = beams_of(state, "lineage")
+    root = Beam(id=state["next_id"], subtree=sweep)
+    update: dict[str, Any] = {
+        "round": sweep,
+        "iteration": 0,
+        "next_id": root.id + 1,
+        "frontier": [root.model_dump()],
+        "finished": [],
+        "references": [b.model_dump() for b in references],
+        "lineage": [b.model_dump() for r in references for b in ancestry(r, lineage)],
+    }
+    if run.record_tree:
+        update["tree"] = [*state.get("tree", []), TreeNode(id=root.id, parent=None, fate="kept").model_dump()]
+    return update
 
 
 def filtered_particles(_options: dict[str, Any], budget: int, pilots: int) -> int:

@@ -1,4 +1,4 @@
-"""Shared machinery of the step-level search graphs (beam search and DVTS).
+"""Shared machinery of the step-level search graphs (beam search, DVTS, particle filtering).
 
 In: the search state (a frontier of partial solutions). Out: the next iteration's candidates,
 written one step further by one batched policy call (plus one greedy call per lookahead step) and
@@ -65,6 +65,7 @@ class SearchState(StrategyInput, total=False):
     config: dict[str, Any]
     conversation: list[Message]
     iteration: int
+    round: int
     next_id: int
     frontier: list[dict[str, Any]]
     candidates: list[dict[str, Any]]
@@ -171,7 +172,8 @@ def make_search_nodes(
         step = sampling_request(run, state["conversation"], stop=[] if last else [run.step_delimiter])
         requests = [step.model_copy(update={"partial": b.text, "n": width}) for b, width in parents]
         run_policy = policy_for_run(policy, runtime)
-        results = yield from call(run_policy, seed_requests(requests, derive_seed(run.seed, "iteration", iteration)))
+        seed = derive_seed(run.seed, "iteration", iteration, *round_label(state))
+        results = yield from call(run_policy, seed_requests(requests, seed))
         children = interleave(
             [
                 [extend(parent, c, iteration=iteration) for c in result.completions]
@@ -219,6 +221,11 @@ def make_search_nodes(
         }
 
     return {"start": start, "generate": generate, "score": score}
+
+
+def round_label(state: SearchState) -> tuple[str | int, ...]:
+    """What a multi-round search (particle Gibbs) adds to its seed labels after the first round: ``("round", r)``."""
+    return ("round", state["round"]) if state.get("round") else ()
 
 
 def close_iteration(
@@ -309,11 +316,13 @@ def build_search_graph(
     route: Callable[[SearchState], str],
     checkpointer: Checkpointer,
     name: str,
+    state: type[SearchState] = SearchState,
 ) -> LoopingGraph:
-    """Wire a step-level search: ``start`` → (``generate`` → ``score`` → ``prune``)* → ``select``."""
-    builder = StateGraph(
-        SearchState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
-    )
+    """Wire a step-level search: ``start`` → (``generate`` → ``score`` → ``prune``)* → ``select``.
+
+    ``state`` is the graph's state schema: :class:`SearchState` or a search's extension of it.
+    """
+    builder = StateGraph(state, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput)
     for node_name, node in {**nodes, "prune": prune, "select": make_select_node(name)}.items():
         builder.add_node(node_name, as_node(node, name=node_name))
     builder.add_edge(START, "start")
