@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from langchain_ttc.engines.server_client import (
     ServerError,
     check_base_urls,
     gather_all,
+    problem_key,
 )
 from langchain_ttc.engines.vllm_policy import completion_from_vllm, fitted_max_tokens
 
@@ -58,7 +58,7 @@ __all__ = ["RETRYABLE_STATUS", "OpenAICompatiblePolicy", "ServerError", "check_b
 def routing_key(request: GenerationRequest) -> str:
     """A stable key for a request's problem: the conversation (or raw prompt) without the partial answer."""
     source = json.dumps(request.messages, sort_keys=True) if request.messages is not None else request.prompt or ""
-    return hashlib.blake2b(source.encode(), digest_size=12).hexdigest()
+    return problem_key(source)
 
 
 class OpenAICompatiblePolicy(PolicyEngine):

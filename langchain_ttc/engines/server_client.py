@@ -64,6 +64,17 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+def problem_key(text: str) -> str:
+    """A short stable key for a problem's text: its requests carry it, so a router keeps them on one replica.
+
+    Example:
+        >>> problem_key("What is 1+1?") == problem_key("What is 1+1?") != problem_key("What is 2+2?")
+        True
+
+    """
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
 def check_base_urls(base_url: str | Sequence[str]) -> list[str]:
     """Return the base URLs as a list without trailing slashes or ``/v1``, or raise a clear ``ValueError``."""
     urls = [base_url] if isinstance(base_url, str) else list(base_url)

@@ -39,7 +39,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import threading
@@ -49,7 +48,7 @@ from typing import Any
 from langchain_ttc.core.types import ScoreRequest, StepScores
 from langchain_ttc.engines.base import PRMEngine
 from langchain_ttc.engines.prm_formats import MathShepherdFormat, PRMFormat, QwenMathFormat
-from langchain_ttc.engines.server_client import ServerClient, gather_all
+from langchain_ttc.engines.server_client import ServerClient, gather_all, problem_key
 
 LogprobBackend = Callable[[list[list[int]], list[int]], list[tuple[float, float]]]
 """(prompts as token ids, [good id, bad id]) -> per prompt, the log-probabilities of good and bad as next token."""
@@ -257,7 +256,7 @@ class VLLMPRM(PRMEngine):
         groups: dict[str, list[int]] = {}  # one request per problem: its solutions share the problem's prefix
         for index, request in enumerate(requests):
             if encoded[index][1]:
-                key = hashlib.blake2b(request.problem.encode(), digest_size=12).hexdigest()
+                key = problem_key(request.problem)
                 groups.setdefault(key, []).append(index)
         score = self._server_pooled if isinstance(self.prm_format, QwenMathFormat) else self._server_generative
         replies = await gather_all([score([encoded[i] for i in members], key) for key, members in groups.items()])
