@@ -116,7 +116,15 @@ def test_facts_and_process_grades() -> None:
 
 
 def test_teacher_distributions_and_solutions() -> None:
-    from langchain_ttc.arith.train import RECIPES, Teacher, _result_digits, _Tables, prm_solutions, teacher_solution
+    from langchain_ttc.arith.train import (
+        RECIPES,
+        Teacher,
+        _fact_results,
+        _result_digits,
+        _Tables,
+        prm_solutions,
+        teacher_solution,
+    )
 
     small, large = (RECIPES[name].teacher for name in ("small", "large"))
     assert small is not None and large is not None
@@ -147,3 +155,7 @@ def test_teacher_distributions_and_solutions() -> None:
         tags = check_steps(problem.problem, steps)
         assert [text[offset] for offset, _ in digits] == [s[s.index("=") + 1] for s in steps]
         assert all(digit or not tag for (_, digit), tag in zip(digits, tags, strict=True))  # a right step: right digit
+        # the fact targets sit on the same digits and hold the right result of each step's own operation
+        facts = _fact_results(problem.problem, steps)
+        assert [offset for offset, _ in facts] == [offset for offset, _ in digits]
+        assert [str(result) for _, result in facts] == [str(apply_operator(int(s[0]), s[1], int(s[2]))) for s in steps]

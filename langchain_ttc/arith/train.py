@@ -164,6 +164,28 @@ RECIPES = {
 PRM_EXTRA_LAYERS = 2
 
 
+@dataclass(kw_only=True)
+class PRMRecipe:
+    """How the PRM is trained (the optimiser and schedule are the policies')."""
+
+    steps: int = 1500
+    learning_rate: float = 1e-3
+    extra_layers: int = PRM_EXTRA_LAYERS
+    temperatures: tuple[float, ...] = (0.8, 1.0)
+    noisy_share: float = 0.0
+    """The share of training solutions drawn from a teacher that slips on every fact (``noisy_slip``)."""
+    noisy_slip: float = 0.3
+    wrong_weight: float = 1.0
+    """The loss weight of a bad label against a good one's 1."""
+    fact_weight: float = 0.0
+    """The weight of an auxiliary loss: before each result digit, predict the right result of the step's operation."""
+    seed: int = 3
+
+
+PRM_RECIPE = PRMRecipe()
+PRM_INIT = "small"
+
+
 class _Tables:
     """Each fact's teacher distribution, computed once."""
 
@@ -393,6 +415,18 @@ def _miscopy(steps: list[str], rng: random.Random) -> list[str]:
     return [*steps[:index], changed]
 
 
+def _fact_results(problem: str, steps: list[str]) -> list[tuple[int, int]]:
+    """Where each step's result digit sits in the Math-Shepherd text, and the right result of its own operation."""
+    offset = len(problem.strip()) + 1
+    facts = []
+    for step in (s.strip() for s in steps):
+        at = step.find("=") + 1
+        if at == 4 and step[0].isdigit() and step[1] in "+-*" and step[2].isdigit() and at < len(step):
+            facts.append((offset + at, apply_operator(int(step[0]), step[1], int(step[2]))))
+        offset += len(step) + len(f" {DEFAULT_STEP_TAG}\n")
+    return facts
+
+
 def _result_digits(problem: str, steps: list[str]) -> list[tuple[int, bool]]:
     """Where each step's result digit sits in the Math-Shepherd text, and whether the solution is still right there."""
     gold, _ = solve_expression(parse_expression(problem))
@@ -410,42 +444,50 @@ def _result_digits(problem: str, steps: list[str]) -> list[tuple[int, bool]]:
 
 
 def prm_solutions(
-    count: int, teacher: Teacher, rng: random.Random, difficulty: int
+    count: int,
+    teacher: Teacher,
+    rng: random.Random,
+    difficulty: int,
+    temperatures: tuple[float, ...] = (0.8, 1.0),
 ) -> list[tuple[ArithProblem, list[str]]]:
-    """Solutions drawn from a policy's teacher at temperature 0.8 or 1.0; one in ten miscopies a step."""
+    """Solutions drawn from a policy's teacher at one of ``temperatures``; one in ten miscopies a step."""
     tables = _Tables(teacher)
     pairs = []
     for _ in range(count):
         problem = make_problem(rng, difficulty)
-        solution, _ = teacher_solution(parse_expression(problem.problem), tables, rng, rng.choice((0.8, 1.0)))
+        solution, _ = teacher_solution(parse_expression(problem.problem), tables, rng, rng.choice(temperatures))
         steps = solution.split(STEP_DELIMITER)
         pairs.append((problem, _miscopy(steps, rng) if rng.random() < 0.1 else steps))
     return pairs
 
 
-def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, seed: int = 3) -> dict[str, Any]:
+def train_prm(out: Path, *, init: Path, teacher: Teacher, recipe: PRMRecipe | None = None) -> dict[str, Any]:
     """Fine-tune a Math-Shepherd PRM from ``init`` (plus fresh layers) on checker-labelled teacher samples."""
     from transformers import AutoTokenizer
 
+    prm = recipe or PRMRecipe()
     started = time.time()
-    torch.manual_seed(seed)
+    torch.manual_seed(prm.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(init))
     base = LlamaForCausalLM.from_pretrained(str(init))
     config = base.config
-    config.num_hidden_layers += PRM_EXTRA_LAYERS
+    config.num_hidden_layers += prm.extra_layers
     config.tie_word_embeddings = False  # the verdict tokens "+"/"-" are also operators: read them out separately
     model = LlamaForCausalLM(config)
     model.load_state_dict(base.state_dict(), strict=False)
     model.lm_head.weight.data.copy_(base.get_input_embeddings().weight.data)
-    for layer in model.model.layers[-PRM_EXTRA_LAYERS:]:  # the new layers start as the identity
+    for layer in model.model.layers[len(model.model.layers) - prm.extra_layers :]:  # new layers start as identity
         torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
         torch.nn.init.zeros_(layer.mlp.down_proj.weight)
     tag_id = tokenizer.convert_tokens_to_ids(DEFAULT_STEP_TAG)
     good_id = tokenizer.encode(DEFAULT_GOOD_TOKEN, add_special_tokens=False)[0]
     bad_id = tokenizer.encode(DEFAULT_BAD_TOKEN, add_special_tokens=False)[0]
-    recipe = PolicyRecipe(hidden_size=0, num_layers=0, steps=steps, learning_rate=1e-3, seed=seed)
-    held_out_rng = random.Random(seed + 1)
+    digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
+    loop = PolicyRecipe(hidden_size=0, num_layers=0, steps=prm.steps, learning_rate=prm.learning_rate, seed=prm.seed)
+    noisy = Teacher(misconceptions=0, slip=prm.noisy_slip)
+    held_out_rng = random.Random(prm.seed + 1)
     held_out = [pair for d in range(1, MAX_DIFFICULTY + 1) for pair in prm_solutions(80, teacher, held_out_rng, d)]
+    weights = torch.tensor([1.0, prm.wrong_weight])
 
     def encode(batch: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, ...]:
         """Ids, mask, the step tags' labels and the result digits' labels (0 good, 1 bad, -100 none)."""
@@ -453,6 +495,7 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
         enc = tokenizer(texts, return_tensors="pt", padding=True, return_offsets_mapping=True)
         labels = torch.full_like(enc["input_ids"], -100)
         digits = torch.full_like(enc["input_ids"], -100)
+        facts = torch.full_like(enc["input_ids"], -100)
         for row, (p, s) in enumerate(batch):
             positions = (enc["input_ids"][row] == tag_id).nonzero().flatten().tolist()
             for pos, ok in zip(positions, check_steps(p.problem, s), strict=True):
@@ -460,22 +503,35 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
             token_at = {start: i for i, (start, end) in enumerate(enc["offset_mapping"][row].tolist()) if end > start}
             for offset, ok in _result_digits(p.problem, s):
                 digits[row, token_at[offset]] = 0 if ok else 1
-        return enc["input_ids"], enc["attention_mask"], labels, digits
+            for offset, result in _fact_results(p.problem, s):
+                facts[row, token_at[offset] - 1] = result  # read out where the digit is predicted
+        return enc["input_ids"], enc["attention_mask"], labels, digits, facts
 
     def make_batch(r: random.Random, step: int) -> tuple[torch.Tensor, ...]:
-        return encode(prm_solutions(recipe.batch_size, teacher, r, r.randint(1, MAX_DIFFICULTY)))
+        source = noisy if r.random() < prm.noisy_share else teacher
+        return encode(prm_solutions(loop.batch_size, source, r, r.randint(1, MAX_DIFFICULTY), prm.temperatures))
 
     def pair_logits(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return m(input_ids=ids, attention_mask=mask).logits[..., [good_id, bad_id]]
 
     def prm_loss(
-        m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, digits: torch.Tensor
+        m: LlamaForCausalLM,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        labels: torch.Tensor,
+        digits: torch.Tensor,
+        facts: torch.Tensor,
     ) -> torch.Tensor:
         # The tags carry the PRM's labels; each result digit also gets its own (is the solution still right
         # once this digit is written?), a dense local signal the tag's prefix label is then read from.
-        logits = pair_logits(m, ids, mask).reshape(-1, 2)
+        logits = m(input_ids=ids, attention_mask=mask).logits
         targets = torch.where(labels != -100, labels, digits).reshape(-1)
-        return torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
+        verdicts = logits[..., [good_id, bad_id]].reshape(-1, 2)
+        loss = torch.nn.functional.cross_entropy(verdicts, targets, weight=weights, ignore_index=-100)
+        if prm.fact_weight:
+            at = facts != -100
+            loss = loss + prm.fact_weight * torch.nn.functional.cross_entropy(logits[at][:, digit_ids], facts[at])
+        return loss
 
     @torch.no_grad()
     def evaluate(data: list[tuple[ArithProblem, list[str]]]) -> dict[str, float]:
@@ -483,7 +539,7 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
         right: list[float] = []
         wrong: list[float] = []
         for start in range(0, len(data), 64):
-            ids, mask, labels, _ = encode(data[start : start + 64])
+            ids, mask, labels, *_ = encode(data[start : start + 64])
             good = torch.softmax(pair_logits(model, ids, mask).float(), -1)[..., 0]
             keep = labels != -100
             right += good[keep & (labels == 0)].tolist()
@@ -501,16 +557,16 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, steps: int = 1500, see
         if step % 500 == 0:
             print(f"[prm] step {step} held-out {evaluate(held_out)}", flush=True)
 
-    _train_loop(model, recipe, make_batch, prm_loss, on_log=log)
+    _train_loop(model, loop, make_batch, prm_loss, on_log=log)
     target = out / "prm"
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     info = {
         "name": "prm",
-        "init": f"{init.name} + {PRM_EXTRA_LAYERS} layers",
+        "init": f"{init.name} + {prm.extra_layers} layers",
         "parameters": sum(p.numel() for p in model.parameters()),
         "teacher": asdict(teacher),
-        "steps": steps,
+        "recipe": asdict(prm),
         "train_seconds": round(time.time() - started, 1),
         "held_out_teacher_samples": evaluate(held_out),
     }
@@ -539,7 +595,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "prm"):
         small_teacher = RECIPES["small"].teacher
         assert small_teacher is not None
-        train_prm(args.out, init=args.out / "small", teacher=small_teacher, steps=args.steps or 1500)
+        prm = PRM_RECIPE if not args.steps else PRMRecipe(**{**asdict(PRM_RECIPE), "steps": args.steps})
+        train_prm(args.out, init=args.out / PRM_INIT, teacher=small_teacher, recipe=prm)
 
 
 if __name__ == "__main__":
