@@ -258,9 +258,17 @@ def next_sweep(run: ParticleFilteringConfig, state: SearchState) -> dict[str, An
     return update
 
 
-def filtered_particles(_options: dict[str, Any], budget: int, pilots: int) -> int:
-    """A routed particle filter runs the particles the pilots leave (0: none)."""
-    return max(0, budget - pilots)
+def filtered_particles(options: dict[str, Any], budget: int, pilots: int) -> int:
+    """A routed particle filter runs the particles the pilots leave, in whole sweeps (0: none).
+
+    Example:
+        >>> [filtered_particles(options, 16, 4) for options in ({}, {"rounds": 5}, {"rounds": 7})]
+        [12, 10, 0]
+
+    """
+    rounds = options.get("rounds", 1)
+    sweep = max(0, budget - pilots) // rounds
+    return sweep * rounds if rounds == 1 or sweep > options.get("reference_particles", 1) else 0
 
 
 PARTICLE_FILTERING = StrategySpec(
