@@ -99,3 +99,14 @@ def test_particle_gibbs_continues_the_reference_from_its_first_steps() -> None:
 def test_bad_options_fail_at_construction(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         create_particle_filtering_graph(StepTreePolicy({}), last_step_prm({}), **kwargs)
+
+
+def test_a_run_context_turns_particle_filtering_into_particle_gibbs() -> None:
+    from langchain_ttc.strategies.context import TTCContext
+
+    policy = StepTreePolicy({"": [("\\boxed{3}", E)]})
+    graph = create_particle_filtering_graph(policy, last_step_prm({}), n=4, seed=0)
+    assert graph.invoke({"problem": "p"}, context=TTCContext(rounds=2))["answer"] == "3"
+    assert [[r.n for r in call] for call in policy.calls] == [[2], [1]]  # sweeps of 2: 2 fresh, then 1 + the reference
+    with pytest.raises(ValueError, match="rounds=3 does not divide n=4"):
+        graph.invoke({"problem": "p"}, context=TTCContext(rounds=3))

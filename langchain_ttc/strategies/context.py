@@ -61,6 +61,9 @@ class TTCContext:
     resampling_temperature: float | None = field(
         default=None, metadata=_describe("Particle filtering: softmax temperature of the particle weights (> 0).")
     )
+    rounds: int | None = field(
+        default=None, metadata=_describe("Particle Gibbs: sweeps sharing the budget n (1: particle filtering).")
+    )
     aggregation: str | None = field(
         default=None, metadata=_describe("How step scores become one score: last, min, prod or mean.")
     )
