@@ -18,27 +18,30 @@ cannot (the wrong result is the mode): the situation where verifier-guided searc
 policy has a fifth of the small one's misconceptions (a subset) and, for want of training time, the
 same size (see ``RECIPES``).
 
-**The PRM is stronger than the policy's errors**: it starts from the small policy with two more
-layers (initialised as the identity) and learns P("+") at each step tag on an unlimited stream of
-solutions drawn from the small policy's teacher at temperatures 0.8 and 1.0 (the distribution the
-small policy samples from), plus a few miscopied steps, each step labelled by the exact checker
-(Math-Shepherd's prefix labels: a step is good while every step so far is right). Each step's result
-digit gets a label too (is the solution still right once it is written?), a dense local signal, and
-the read-out of "+"/"-" is untied from the operators' embeddings. It learns slowly all the same
-(held-out step accuracy 78% after 500 steps, with or without those two, 86% after 1000, 89% after
-the 1500 shipped): a longer run is the next lever.
+**The PRM is stronger than the policy's errors**: it starts from the large policy (it knows all but
+six facts) with two more layers (initialised as the identity) and learns P("+") at each step tag on
+an unlimited stream of solutions drawn from the small policy's teacher at temperatures 0.8 and 1.0
+(the distribution the small policy samples from), plus a few miscopied steps, each step labelled by
+the exact checker (Math-Shepherd's prefix labels: a step is good while every step so far is right).
+Each step's result digit gets a label too (is the solution still right once it is written?), a
+dense local signal; the read-out of "+"/"-" is untied from the operators' embeddings; a bad label
+weighs twice a good one (they are a quarter of the labels); and an auxiliary loss asks it, before
+each result digit, for the right result of the step's own operation, so that it learns every fact
+from every step, not only from the rare wrong ones. That last one is what made it learn: held-out
+step accuracy after 500 steps went from 78% to 85%, and the shipped 3500 steps reach about 98%
+(``PRM_RECIPE``; the held-out figures are in its ``training.json``).
 
 Models: byte-level Llama, head_dim 64; AdamW, linear warm-up, then (policies: after two thirds of the
 steps) a cosine decay to a tenth; batch 32 (one difficulty per batch); a curriculum (1-2 steps for
 the first 15%, then 1-4 until 30%, then 1-8).
 
-Run (regenerates the shipped checkpoints on 2 CPU cores: the large policy on one core, the small
+Run (regenerates the shipped checkpoints on 2 CPU cores: the small policy on one core, the large
 policy then the PRM on the other; the measured times are in each ``training.json``)::
 
     out=langchain_ttc/arith/models
-    (python -m langchain_ttc.arith.train --out $out --only small --threads 1 &&
-     python -m langchain_ttc.arith.train --out $out --only prm --threads 1) &
-    python -m langchain_ttc.arith.train --out $out --only large --threads 1; wait
+    python -m langchain_ttc.arith.train --out $out --only small --threads 1 &
+    python -m langchain_ttc.arith.train --out $out --only large --threads 1 &&
+    python -m langchain_ttc.arith.train --out $out --only prm --threads 1; wait
 """
 
 from __future__ import annotations
@@ -182,8 +185,9 @@ class PRMRecipe:
     seed: int = 3
 
 
-PRM_RECIPE = PRMRecipe()
-PRM_INIT = "small"
+PRM_RECIPE = PRMRecipe(steps=3500, wrong_weight=2.0, fact_weight=1.0)
+PRM_INIT = "large"
+"""The checkpoint the PRM starts from (trained first)."""
 
 
 class _Tables:
