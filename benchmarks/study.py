@@ -17,7 +17,8 @@ Snell et al. (2024) and the search-and-learn blog post:
     python benchmarks/study.py [--per-difficulty 12] [--concurrency 8]
 
 Writes ``benchmarks/results/study.md``, ``study.png`` (overall and per band), ``study_flops.png``
-and the raw ``study_*.jsonl`` records (resumable with ``--resume``).
+and the raw ``study_*.jsonl`` records (resumable with ``--resume``; the router's are in
+``study_router.jsonl``: delete it and resume to re-run the router alone on a recalibrated table).
 """
 
 from __future__ import annotations
@@ -85,14 +86,21 @@ def run(args: argparse.Namespace, problems: list[EvalProblem]) -> tuple[Rows, di
         "study_sampling.jsonl": EvalConfig(
             dataset="arith-study", strategies=list(SAMPLERS), n_max=args.pool, max_tokens=MAX_TOKENS, seed=SEED
         ),
-        "study_search.jsonl": EvalConfig(
-            dataset="arith-study",
-            strategies=list(SEARCHES),
-            n_max=max(args.budgets),
-            budgets=args.budgets,
-            max_tokens=MAX_TOKENS,
-            seed=SEED,
-        ),
+        **{
+            # The router's records apart: they depend on the shipped table, the others on the checkpoints only.
+            records: EvalConfig(
+                dataset="arith-study",
+                strategies=strategies,
+                n_max=max(args.budgets),
+                budgets=args.budgets,
+                max_tokens=MAX_TOKENS,
+                seed=SEED,
+            )
+            for records, strategies in (
+                ("study_search.jsonl", [s for s in SEARCHES if s != "compute_optimal"]),
+                ("study_router.jsonl", ["compute_optimal"]),
+            )
+        },
     }
     merged: dict[str, dict[str, Any]] = {}
     for name, config in configs.items():
@@ -111,8 +119,9 @@ def run(args: argparse.Namespace, problems: list[EvalProblem]) -> tuple[Rows, di
             merged[problem_id]["correct"][f"{name}@1"] = correct
             merged[problem_id]["tokens"][f"{name}@1"] = tokens
     sizes = {
-        name: sum(p.numel() for p in engine.model.parameters()) for name, engine in (("small", small), ("large", large))
-    }  # type: ignore[attr-defined]
+        name: sum(p.numel() for p in engine.model.parameters())  # type: ignore[attr-defined]
+        for name, engine in (("small", small), ("large", large))
+    }
     return list(merged.values()), sizes
 
 
