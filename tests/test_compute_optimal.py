@@ -238,6 +238,12 @@ def test_fit_picks_per_bin_and_the_held_out_estimate_is_honest(tmp_path: Path) -
     held_out = held_out_accuracy(records, estimator="prm_score", bin_count=2, labels=["a", "b", "c"], folds=2)
     assert set(held_out) == {4} and 0.5 < held_out[4] <= 1.0
     assert quantile_thresholds([0.0, 0.0, 0.0, 1.0], 2) == [pytest.approx(0.0, abs=1e-12)]  # no empty repeat bins
+    # A tie inside a bin goes to the strategy more accurate over all problems, then to the candidates' order:
+    # "m" (listed first) ties "b" on the easy problems but fails every hard one; "b" is always right.
+    for r in records:
+        r["correct"]["4"] |= {"m": r["correct"]["4"]["a"], "b": True}
+    assert fit_choices(records, estimator="prm_score", bin_count=2, labels=["m", "b"]).choices[4]["easy"] == "b"
+    assert fit_choices(records, estimator="prm_score", bin_count=2, labels=["m", "a"]).choices[4]["easy"] == "m"
     table = load_table(TABLE)
     save_table(table, tmp_path / "t.json")
     assert load_table(tmp_path / "t.json") == table

@@ -7,7 +7,8 @@ candidate strategy (with the pilots reused, as the router runs it) got it right:
      "correct": {"16": {"majority_vote": true, "beam_search": false, ...}, ...}}
 
 Out: the bins (quantiles of the estimates), the best strategy per bin and budget (ties go to the
-simpler strategy: the order of the candidates), and the held-out estimate of the router's accuracy:
+strategy more accurate over all the records, then to the simpler one: the order of the candidates),
+and the held-out estimate of the router's accuracy:
 with ``folds`` folds, each fold is routed by a table fitted on the others, as in the DeepMind
 paper's two-fold cross-validation.
 
@@ -81,7 +82,11 @@ def accuracy(records: Sequence[dict[str, Any]], budget: int, label: str) -> floa
 def fit_choices(
     records: Sequence[dict[str, Any]], *, estimator: str, bin_count: int, labels: Sequence[str]
 ) -> FittedChoices:
-    """Bins from quantiles of the estimates; per budget and bin, the most accurate label (ties: first in ``labels``).
+    """Bins from quantiles of the estimates; per budget and bin, the most accurate label.
+
+    Ties within a bin go to the label more accurate on all the records at that budget (a bin holds few
+    problems: a strategy that merely ties there on luck is told apart by the rest), then to the first in
+    ``labels``.
 
     Raises:
         ValueError: If there are no records, or a record lacks a label at one of the budgets.
@@ -100,7 +105,14 @@ def fit_choices(
         per_bin: dict[str, str] = {}
         for name in names:
             members = [r for r in records if fitted.bin_of(r["difficulty"][estimator]) == name]
-            per_bin[name] = max(available, key=lambda label: (accuracy(members, budget, label), -labels.index(label)))
+            per_bin[name] = max(
+                available,
+                key=lambda label: (
+                    accuracy(members, budget, label),
+                    accuracy(records, budget, label),
+                    -labels.index(label),
+                ),
+            )
         fitted.choices[budget] = per_bin
     return fitted
 
