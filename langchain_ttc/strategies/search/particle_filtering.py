@@ -207,7 +207,12 @@ def build_particle_filtering_graph(
         truncated = beams_of(state, "truncated") + [b for b in candidates if b.truncated]
         if not any(weights):  # every particle truncated or unscored: the search ends with what it has
             return close_iteration(state, frontier=[], finished=beams_of(state, "finished"), truncated=truncated)
-        lineage = beams_of(state, "lineage") + [b.model_copy(update={"lookahead": ""}) for b in candidates]
+        # Particle Gibbs keeps the sweep's partial solutions: a reference's first steps are read from them.
+        lineage = (
+            beams_of(state, "lineage") + [b.model_copy(update={"lookahead": ""}) for b in candidates]
+            if run.rounds > 1
+            else []
+        )
         rng = random.Random(derive_seed(run.seed, "resample", state["iteration"], *round_label(state)))
         picks = resample(weights, fresh_particles(run, state.get("round", 0)), rng, method=run.resampling)
         drawn = [population[i] for i in picks]
@@ -219,7 +224,8 @@ def build_particle_filtering_graph(
         update = close_iteration(
             state, frontier=frontier, finished=[b for b in drawn if b.complete], truncated=truncated
         )
-        update["lineage"] = [b.model_dump() for b in lineage] if run.rounds > 1 else []
+        if lineage:
+            update["lineage"] = [b.model_dump() for b in lineage]
         if frontier and update["iteration"] < run.max_iterations:
             return update
         return update | next_sweep(run, cast(SearchState, {**state, **update}))
