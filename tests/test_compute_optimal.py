@@ -291,6 +291,7 @@ def test_cli_calibrates_a_table_that_the_router_then_uses(tmp_path: Path, capsys
     args = ["calibrate", "--from-records", str(output.with_suffix(".records.jsonl")), "--strategies", "majority_vote"]
     assert main([*args, "--pilots", "2", "--bins", "2", "--output", str(refit)]) == 0
     assert {c.strategy for choices in load_table(refit).budgets.values() for c in choices.values()} == {"majority_vote"}
+    assert not refit.with_suffix(".records.jsonl").exists()  # the refit read the records in place, copied nothing
     from langchain_ttc.engines.loading import load_policy, load_prm
 
     graph = create_compute_optimal_graph(load_policy("arith:small"), load_prm("arith:prm"), budget=8, table=output,

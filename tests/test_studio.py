@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
+from langchain_ttc.strategies.routing.table import load_table
 from tests.servers import free_port, running_server, vllm_requests_served
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,8 +76,9 @@ def test_graph_runs_through_the_sdk_with_progress_events(server: str, graph_id: 
     elif graph_id == "self_refine":  # every draft and critique is announced
         assert events[0]["type"] == "ttc.draft" and any(e["type"] == "ttc.critique" for e in events)
         assert len(result["metadata"]["drafts"]) == len(result["candidates"])
-    else:  # the router too: its 4 pilots come first
-        assert events[0] == {"type": "ttc.generated", "candidates": 4, "tokens": events[0]["tokens"]}
+    else:  # the router too: its pilots come first
+        count = load_table().pilots if graph_id == "compute_optimal" else 4
+        assert events[0] == {"type": "ttc.generated", "candidates": count, "tokens": events[0]["tokens"]}
     if graph_id == "compute_optimal":  # the context's n is the router's budget
         (routed,) = [e for e in events if e["type"] == "ttc.routed"]
         assert routed["budget"] == 4 and result["metadata"]["routing"] == {

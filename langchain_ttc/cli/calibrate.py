@@ -63,7 +63,8 @@ def calibrate_command(
         raise ValueError(
             f"--folds={args.folds} must be at least 2 (each fold is routed by a table fitted on the others)."
         )
-    records_path = args.records or args.output.with_suffix(".records.jsonl")
+    # A refit keeps its records where they are, unless --records names a copy.
+    records_path = args.records or args.from_records or args.output.with_suffix(".records.jsonl")
     plot_path = args.plot or args.output.with_suffix(".png")
     for path in (args.output, records_path, plot_path):
         path.parent.mkdir(parents=True, exist_ok=True)
