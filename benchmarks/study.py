@@ -14,7 +14,7 @@ Snell et al. (2024) and the search-and-learn blog post:
   reading is not counted), where the large policy's greedy answer is one point;
 - the findings F1-F6, each met or not met with its numbers.
 
-    python benchmarks/study.py [--per-difficulty 12] [--concurrency 8]
+    python benchmarks/study.py [--per-difficulty 12] [--concurrency 8] [--seed S]
 
 Writes ``benchmarks/results/study.md``, ``study.png`` (overall and per band), ``study_flops.png``
 and the raw ``study_*.jsonl`` records (resumable with ``--resume``; the router's are in
@@ -50,13 +50,13 @@ MAX_TOKENS = 256
 Rows = list[dict[str, Any]]
 
 
-def held_out_problems(per_difficulty: int, table: StrategyTable) -> list[EvalProblem]:
+def held_out_problems(per_difficulty: int, table: StrategyTable, seed: int = SEED) -> list[EvalProblem]:
     """``per_difficulty`` problems at each difficulty 1-8, none of them in the table's calibration set."""
     options = table.calibration["dataset_options"]
     calibration = {p.problem for p in load_problems("arith", count=options["count"], seed=options["seed"])}
     problems = []
     for d in range(1, 9):
-        fresh = [p for p in make_problems(per_difficulty * 3, d, seed=SEED + d) if p.problem not in calibration]
+        fresh = [p for p in make_problems(per_difficulty * 3, d, seed=seed + d) if p.problem not in calibration]
         problems += [
             EvalProblem(id=f"d{d}-{i}", problem=p.problem, answer=p.answer, level=str(d))
             for i, p in enumerate(fresh[:per_difficulty])
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, problems: list[EvalProblem]) -> tuple[Rows, di
     prm = MicroBatchingPRM(load_prm("arith:prm"))
     configs = {
         "study_sampling.jsonl": EvalConfig(
-            dataset="arith-study", strategies=list(SAMPLERS), n_max=args.pool, max_tokens=MAX_TOKENS, seed=SEED
+            dataset="arith-study", strategies=list(SAMPLERS), n_max=args.pool, max_tokens=MAX_TOKENS, seed=args.seed
         ),
         **{
             # The router's records apart: they depend on the shipped table, the others on the checkpoints only.
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, problems: list[EvalProblem]) -> tuple[Rows, di
                 n_max=max(args.budgets),
                 budgets=args.budgets,
                 max_tokens=MAX_TOKENS,
-                seed=SEED,
+                seed=args.seed,
             )
             for records, strategies in (
                 ("study_search.jsonl", [s for s in SEARCHES if s != "compute_optimal"]),
@@ -505,6 +505,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=256, help="Samples per problem for the sampling strategies.")
     parser.add_argument("--budgets", type=int, nargs="+", default=[4, 16, 64], help="Beam search, DVTS, router.")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=SEED, help="Problems and sampling: another seed, other problems.")
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted run from its records.")
     parser.add_argument("--report-only", action="store_true", help="Rebuild the report from the saved records.")
     args = parser.parse_args()
@@ -514,7 +515,7 @@ def main() -> None:
         saved = json.loads((RESULTS / "study_rows.json").read_text())
         rows, sizes, seconds = saved["rows"], saved["sizes"], saved["seconds"]
     else:
-        rows, sizes = run(args, held_out_problems(args.per_difficulty, table))
+        rows, sizes = run(args, held_out_problems(args.per_difficulty, table, args.seed))
         seconds = time.time() - started
         (RESULTS / "study_rows.json").write_text(json.dumps({"rows": rows, "sizes": sizes, "seconds": seconds}))
     plot_accuracy(rows)
