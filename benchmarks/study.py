@@ -295,6 +295,17 @@ def one_group(row: dict[str, Any]) -> str:
     return "all"
 
 
+def fixed_baselines(rows: Rows, n: int) -> tuple[str, float, float, float, dict[str, str]]:
+    """The router's baselines at ``n``.
+
+    The best fixed strategy in hindsight (key, accuracy), the best fixed strategy chosen on held-out
+    problems (accuracy), and per band with the difficulty known and free (accuracy, choices).
+    """
+    fixed_key, fixed = best(rows, FIXED, [n])
+    oracle, choices = cross_fitted(rows, n, band_of)
+    return fixed_key, fixed, cross_fitted(rows, n, one_group)[0], oracle, choices
+
+
 CLAIMS = {
     "F1": "small policy + PRM search at some N ≤ 64 ≥ the large policy's greedy, overall and on hard problems",
     "F2": "majority voting plateaus (N=16 → 64 gains under 2 points) while weighted best-of-N keeps rising",
@@ -353,15 +364,14 @@ def findings(rows: Rows) -> list[tuple[str, str, bool, str]]:
     met["F5"] = True
     for n in budgets_of(rows, "compute_optimal"):
         router, _, high, _ = rate(rows, f"compute_optimal@{n}")
-        fixed_key, fixed = best(rows, FIXED, [n])
+        fixed_key, fixed, held_out, oracle, _ = fixed_baselines(rows, n)
         four_n = rate(rows, f"best_of_n@{4 * n}")[0]
         met["F5"] = met["F5"] and high >= fixed and router > four_n
         beyond = " (no fixed strategy at this N beats it either)" if fixed <= four_n else ""
         parts.append(
             f"N={n}: router {_pct(router)} (interval to {_pct(high)}), best fixed {fixed_key} {_pct(fixed)}, "
             f"best-of-N@{4 * n} {_pct(four_n)}{beyond}; held out: best fixed "
-            f"{_pct(cross_fitted(rows, n, one_group)[0])}, difficulty known and free "
-            f"{_pct(cross_fitted(rows, n, band_of)[0])}"
+            f"{_pct(held_out)}, difficulty known and free {_pct(oracle)}"
         )
     numbers["F5"] = "; ".join(parts)
 
@@ -479,11 +489,10 @@ def report(rows: Rows, sizes: dict[str, int], table: StrategyTable, seconds: flo
         "| ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for n in budgets_of(rows, "compute_optimal"):
-        fixed_key, fixed = best(rows, FIXED, [n])
-        oracle, choices = cross_fitted(rows, n, band_of)
+        fixed_key, fixed, held_out, oracle, choices = fixed_baselines(rows, n)
         lines.append(
             f"| {n} | {cell(rows, f'compute_optimal@{n}')} | {fixed_key} {_pct(fixed)} | "
-            f"{_pct(cross_fitted(rows, n, one_group)[0])} | {_pct(oracle)} | "
+            f"{_pct(held_out)} | {_pct(oracle)} | "
             + ", ".join(f"{band}: {choice}" for band, choice in choices.items())
             + " |"
         )
