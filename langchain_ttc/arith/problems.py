@@ -1,6 +1,6 @@
 """The Arith world: multi-step last-digit arithmetic problems, their solutions and an exact checker.
 
-In: a count, a difficulty (number of steps, 1 to 8) and a seed. Out: :class:`ArithProblem` objects
+In: a count, a difficulty (number of steps, 1 to 12) and a seed. Out: :class:`ArithProblem` objects
 with the problem text, the gold step-by-step solution and the exact answer.
 
 A problem is a left-to-right chain of one-digit operations where only the last digit is kept after
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MIN_DIFFICULTY = 1
-MAX_DIFFICULTY = 8
+MAX_DIFFICULTY = 12
 STEP_DELIMITER = "\n\n"
 OPERATORS = ("+", "-", "*")
 MULTIPLIERS = (3, 7, 9)
@@ -163,7 +163,7 @@ def make_problems(count: int, difficulty: int | tuple[int, int], seed: int = 0) 
 
     Args:
         count: How many problems.
-        difficulty: Number of steps (1 to 8), or an inclusive ``(low, high)`` range to draw from.
+        difficulty: Number of steps (1 to 12), or an inclusive ``(low, high)`` range to draw from.
         seed: Seed of the generator; the same arguments always give the same problems.
 
     Returns:

@@ -1,47 +1,51 @@
-"""Train the Arith checkpoints from scratch: a small and a large policy, and a Math-Shepherd PRM.
+"""Train the Arith checkpoints from scratch: two policies of different sizes and two PRMs.
 
-In: nothing but seeds and step counts. Out: three Hugging Face directories (``small``, ``large``,
-``prm``) with safetensors weights, a standard ``LlamaForCausalLM`` config, the Arith tokenizer and a
-chat template, plus a ``training.json`` with the recipe and the measured accuracies.
+In: nothing but seeds and step counts. Out: Hugging Face directories (``small``, ``large``, ``prm``,
+``prm-in-distribution``) with safetensors weights, a standard ``LlamaForCausalLM`` config, the Arith
+tokenizer and a chat template, plus a ``training.json`` with the recipe, the command, the commit, the
+seeds, the wall time and the measured accuracies. This script is not part of the runtime package
+(it imports torch at the top); run it from a checkout.
 
 **The policies imitate a teacher.** A :class:`Teacher` says, for every arithmetic fact, how likely
 a policy is to write each result digit: the right one with probability ``1 - slip`` (the slip spread
-over the nine wrong digits), except on the policy's *misconceptions*, a fixed random set of facts
-where it writes one particular wrong result with probability 0.55 and the right one with 0.35. A
-policy is trained to reproduce that distribution exactly: at every result digit the loss is the
-cross-entropy against the teacher's whole distribution (soft targets), not against the one digit
-drawn, so the learned probabilities are calibrated instead of collapsing onto the mode. Greedy
-decoding then errs on exactly the misconceptions, so accuracy decays like ``(1 - f)^steps`` with the
-number of steps; sampling at temperature 0.8 still writes the right result about a third of the time
-on every fact, so every right solution is reachable, which a PRM can recognise and majority voting
-cannot (the wrong result is the mode): the situation where verifier-guided search pays. The large
-policy has a fifth of the small one's misconceptions (a subset) and, for want of training time, the
-same size (see ``RECIPES``).
+over the nine wrong digits), except on the policy's *misconceptions*, a fixed set of facts where it
+writes one particular wrong result with probability 0.55 and the right one with 0.35. A policy is
+trained to reproduce that distribution (soft targets at every result digit), so greedy decoding errs
+on exactly the misconceptions while sampling still writes the right result about a third of the
+time: every right solution is reachable, which a verifier can recognise and majority voting cannot.
 
-**The PRM is stronger than the policy's errors**: it starts from the large policy (it knows all but
-six facts) with two more layers (initialised as the identity) and learns P("+") at each step tag on
-an unlimited stream of solutions drawn from the small policy's teacher at temperatures 0.8 and 1.0
-(the distribution the small policy samples from), plus a few miscopied steps, each step labelled by
-the exact checker (Math-Shepherd's prefix labels: a step is good while every step so far is right).
-Each step's result digit gets a label too (is the solution still right once it is written?), a
-dense local signal; the read-out of "+"/"-" is untied from the operators' embeddings; a bad label
-weighs twice a good one (they are a quarter of the labels); and an auxiliary loss asks it, before
-each result digit, for the right result of the step's own operation, so that it learns every fact
-from every step, not only from the rare wrong ones. That last one is what made it learn: held-out
-step accuracy after 500 steps went from 78% to 85%, and the shipped 3500 steps reach about 98%
-(``PRMRecipe``; the held-out figures are in its ``training.json``).
+- ``small``: hidden 64, 2 layers (123,456 parameters), 50 misconceptions.
+- ``large``: hidden 128, 2 layers (459,904 parameters, 3.7x), 10 misconceptions (a subset of the
+  small one's).
 
-Models: byte-level Llama, head_dim 64; AdamW, linear warm-up, then (policies: after two thirds of the
-steps) a cosine decay to a tenth; batch 32 (one difficulty per batch); a curriculum (1-2 steps for
-the first 15%, then 1-4 until 30%, then 1-8).
+**Two verifiers, named by what they are** (both Math-Shepherd PRMs: P("+") at each ``ки`` tag, prefix
+labels from the exact checker):
 
-Run (regenerates the shipped checkpoints on 2 CPU cores: the small policy on one core, the large
-policy then the PRM on the other; the measured times are in each ``training.json``)::
+- ``prm`` (the realistic one, the default): trained the way public PRMs are, from scratch (not from a
+  policy), at most the large policy's size, on checker-labelled solutions of *another* teacher whose 50
+  misconceptions share only 25 with the small policy's, with the step tags' labels only (no auxiliary
+  loss). The small policy's other 25 misconceptions (which include all of the large policy's) are facts
+  it never saw wrong except by slips: its blind spots, as a real PRM's are the errors of policies it was
+  not trained on.
+- ``prm-in-distribution``: the previous release's near-perfect recipe. It starts from the large policy
+  (two identity layers added), is trained on exactly the small policy's teacher, with dense labels on
+  every result digit and an auxiliary loss that teaches every fact. Kept so results can be read against
+  verifier quality; it is close to an exact checker.
+
+Models: byte-level Llama, head_dim 64; AdamW, linear warm-up, then a cosine decay to a tenth (policies:
+after two thirds of the steps); batch 32 (one difficulty per batch); a curriculum from short chains to
+the longest (12 steps).
+
+Runs are resumable: every ``--save-every`` steps the model, the optimiser and the random streams are
+written to ``<out>/<name>.partial/``, and a restarted command continues from there (the result is the
+same as an uninterrupted run's). Run (2 CPU cores: one chain per core; the PRM in distribution needs
+the large policy first)::
 
     out=langchain_ttc/arith/models
-    python -m langchain_ttc.arith.train --out $out --only small --threads 1 &
-    python -m langchain_ttc.arith.train --out $out --only large --threads 1 &&
-    python -m langchain_ttc.arith.train --out $out --only prm --threads 1; wait
+    python scripts/train_arith.py --out $out --only small --threads 1 &&
+    python scripts/train_arith.py --out $out --only prm --threads 1 &
+    python scripts/train_arith.py --out $out --only large --threads 1 &&
+    python scripts/train_arith.py --out $out --only prm-in-distribution --threads 1; wait
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +86,7 @@ from langchain_ttc.engines.math_shepherd_format import (
 
 Fact = tuple[int, str, int]
 MISCONCEPTION_SEED = 1
-"""The one shuffle of the facts that both policies' misconceptions are read from (large ⊂ small)."""
+"""The one shuffle of the facts that every teacher's misconceptions are read from (a window of it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +95,8 @@ class Teacher:
 
     Attributes:
         misconceptions: How many facts the policy gets wrong more often than right.
+        offset: Where its misconceptions start in the one shuffle of the facts: two teachers share the
+            facts where their windows overlap.
         right_on_misconception: P(right result) on a misconception.
         wrong_on_misconception: P(the misconception's own wrong result).
         slip: On every other fact, P(a wrong result), spread evenly over the nine wrong digits.
@@ -104,6 +110,7 @@ class Teacher:
     """
 
     misconceptions: int
+    offset: int = 0
     right_on_misconception: float = 0.35
     wrong_on_misconception: float = 0.55
     slip: float = 0.03
@@ -114,10 +121,8 @@ class Teacher:
         facts = arithmetic_facts()
         order = rng.sample(facts, len(facts))
         shifts = [rng.randint(1, 9) for _ in facts]
-        return {
-            fact: (apply_operator(*fact) + shift) % 10
-            for fact, shift in list(zip(order, shifts, strict=True))[: self.misconceptions]
-        }
+        window = list(zip(order, shifts, strict=True))[self.offset : self.offset + self.misconceptions]
+        return {fact: (apply_operator(*fact) + shift) % 10 for fact, shift in window}
 
     def distribution(self, fact: Fact) -> list[float]:
         """P(result digit) for one fact, over the digits 0-9."""
@@ -134,6 +139,10 @@ class Teacher:
         return probs
 
 
+CURRICULUM = ((0.15, 2), (0.3, 4), (0.5, 8), (1.0, MAX_DIFFICULTY))
+"""(fraction of the steps, longest chain until then): short chains first, as the policies need."""
+
+
 @dataclass(kw_only=True)
 class PolicyRecipe:
     """How one Arith policy is built and trained."""
@@ -146,45 +155,63 @@ class PolicyRecipe:
     warmup_steps: int = 100
     decay_from: float = 0.0
     """The fraction of the steps after which the cosine decay starts (constant until then)."""
-    curriculum: tuple[tuple[float, int], ...] = ((0.15, 2), (0.3, 4), (1.0, MAX_DIFFICULTY))
+    curriculum: tuple[tuple[float, int], ...] = CURRICULUM
     teacher: Teacher | None = None
     seed: int = 0
 
 
+SMALL_TEACHER = Teacher(misconceptions=50)
 RECIPES = {
-    # A small policy trained at 1.5e-3 with the decay from the start learned to misread the first operation
-    # of 8-step problems; 1e-3 held constant for 2000 steps learned them, and the decay settles the facts.
-    "small": PolicyRecipe(
-        hidden_size=128, num_layers=2, steps=3000, decay_from=2 / 3, teacher=Teacher(misconceptions=30), seed=1
-    ),
-    # The small one's architecture and recipe with a fifth of its misconceptions. Wider large policies
-    # (hidden 256, 4.3x the parameters, 3000 steps at 1e-3 decayed from the start; hidden 192 in v1)
-    # never learned chains of three or more steps in the time this script may take on 2 cores.
+    # Hidden 64 (one head of 64, the least vLLM allows) and 2 layers: a quarter of the large one's size.
+    "small": PolicyRecipe(hidden_size=64, num_layers=2, steps=4000, decay_from=2 / 3, teacher=SMALL_TEACHER, seed=1),
+    # The previous release's architecture (which learned 8-step chains in 3000 steps) with a fifth of the
+    # small one's misconceptions (a subset). Wider large policies (hidden 256) never learned chains of three
+    # or more steps in the time this script may take on 2 cores.
     "large": PolicyRecipe(
-        hidden_size=128, num_layers=2, steps=3000, decay_from=2 / 3, teacher=Teacher(misconceptions=6), seed=1
+        hidden_size=128, num_layers=2, steps=4000, decay_from=2 / 3, teacher=Teacher(misconceptions=10), seed=1
     ),
 }
-PRM_EXTRA_LAYERS = 2
 
 
 @dataclass(kw_only=True)
 class PRMRecipe:
-    """How the PRM is trained (the optimiser and schedule are the policies'); the defaults are the shipped PRM's."""
+    """How a PRM is built and trained (the optimiser and schedule are the policies')."""
 
+    teacher: Teacher
+    """The teacher whose solutions (labelled by the exact checker) the PRM learns from."""
+    init: str | None = None
+    """A trained policy to start from (with ``extra_layers`` identity layers added), or None: from scratch."""
+    hidden_size: int = 128
+    num_layers: int = 2
+    intermediate_size: int = 384
+    """From-scratch sizes (ignored with ``init``)."""
+    extra_layers: int = 2
     steps: int = 3500
     learning_rate: float = 1e-3
-    extra_layers: int = PRM_EXTRA_LAYERS
     temperatures: tuple[float, ...] = (0.8, 1.0)
-    """The temperatures the small policy's teacher samples the training solutions at."""
-    wrong_weight: float = 2.0
+    """The temperatures the teacher samples the training solutions at."""
+    wrong_weight: float = 1.0
     """The loss weight of a bad label against a good one's 1."""
-    fact_weight: float = 1.0
+    digit_labels: bool = False
+    """Also label each step's result digit (is the solution still right once it is written?)."""
+    fact_weight: float = 0.0
     """The weight of an auxiliary loss: before each result digit, predict the right result of the step's operation."""
     seed: int = 3
 
 
-PRM_INIT = "large"
-"""The checkpoint the PRM starts from (trained first)."""
+PRM_RECIPES = {
+    # The way public PRMs are trained: another policy's solutions (a teacher sharing 25 of the small policy's
+    # 50 misconceptions), checker labels on the step tags only, from scratch, untied read-out, and an MLP
+    # of 320 so that it is no larger than the large policy (444,032 parameters against 459,904).
+    "prm": PRMRecipe(
+        teacher=Teacher(misconceptions=50, offset=25), intermediate_size=320, steps=4000, seed=5
+    ),
+    # The previous release's shipped recipe: the large policy plus two layers, the small policy's own
+    # teacher, dense digit labels, bad labels weighted twice, and the auxiliary fact loss.
+    "prm-in-distribution": PRMRecipe(
+        teacher=SMALL_TEACHER, init="large", wrong_weight=2.0, digit_labels=True, fact_weight=1.0, seed=3
+    ),
+}
 
 
 class _Tables:
@@ -218,18 +245,25 @@ def teacher_solution(
     return STEP_DELIMITER.join(steps), targets
 
 
-def _model_config(tokenizer: PreTrainedTokenizerBase, hidden_size: int, num_layers: int) -> LlamaConfig:
+def _model_config(
+    tokenizer: PreTrainedTokenizerBase,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    intermediate_size: int | None = None,
+    tie_word_embeddings: bool = True,
+) -> LlamaConfig:
     head_dim = 64
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 3,
+        intermediate_size=intermediate_size or hidden_size * 3,
         num_hidden_layers=num_layers,
         num_attention_heads=hidden_size // head_dim,
         num_key_value_heads=hidden_size // head_dim,
         head_dim=head_dim,
         max_position_embeddings=1024,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
@@ -310,15 +344,32 @@ def _train_loop(
     recipe: PolicyRecipe,
     make_batch: Callable[[random.Random, int], tuple[torch.Tensor, ...]],
     loss_fn: Callable[..., torch.Tensor],
+    *,
+    partial: Path,
+    save_every: int,
     log_every: int = 100,
     on_log: Callable[[int], None] | None = None,
-) -> None:
+) -> float:
+    """Train for ``recipe.steps`` steps, resuming from ``partial`` if an earlier run left a state there.
+
+    Returns the seconds spent training, summed over every resumed run.
+    """
     rng = random.Random(recipe.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    first, spent = 0, 0.0
+    state_file = partial / "state.pt"
+    if state_file.exists():
+        state = torch.load(state_file, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        first, spent = state["step"], state["seconds"]
+        print(f"resuming from {state_file} at step {first}", flush=True)
     model.train()
     started = time.time()
     running = 0.0
-    for step in range(recipe.steps):
+    for step in range(first, recipe.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, recipe)
         loss = loss_fn(model, *make_batch(rng, step))
@@ -327,15 +378,50 @@ def _train_loop(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         running += loss.item()
-        if (step + 1) % log_every == 0:
-            rate = (time.time() - started) / (step + 1)
-            print(f"step {step + 1}/{recipe.steps} loss {running / log_every:.4f} {rate:.2f}s/step", flush=True)
+        done = step + 1
+        if done % log_every == 0:
+            rate = (time.time() - started) / (done - first)
+            print(f"step {done}/{recipe.steps} loss {running / log_every:.4f} {rate:.2f}s/step", flush=True)
             running = 0.0
             if on_log is not None:
-                on_log(step + 1)
+                on_log(done)
+        if done % save_every == 0 and done < recipe.steps:
+            partial.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+                "step": done,
+                "seconds": spent + time.time() - started,
+            }
+            torch.save(state, partial / "state.tmp")
+            (partial / "state.tmp").replace(state_file)
+    return spent + time.time() - started
 
 
-def train_policy(name: str, out: Path, *, recipe: PolicyRecipe) -> dict[str, Any]:
+def _provenance(seeds: dict[str, int]) -> dict[str, Any]:
+    """The command, the commit (and whether the tree had changes) and the seeds a checkpoint was trained with."""
+    import subprocess
+    import sys
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "command": "python " + " ".join(sys.argv),
+        "commit": git("rev-parse", "HEAD"),
+        "tree_changed": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "seeds": seeds,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def train_policy(name: str, out: Path, *, recipe: PolicyRecipe, save_every: int = 250) -> dict[str, Any]:
     """Train one policy from scratch to imitate its teacher, and save it to ``out / name``."""
     assert recipe.teacher is not None
     torch.manual_seed(recipe.seed)
@@ -387,10 +473,10 @@ def train_policy(name: str, out: Path, *, recipe: PolicyRecipe) -> dict[str, Any
             report = " ".join(f"{d}:{a:.2f}" for d, a in acc.items())
             print(f"[{name}] step {step} greedy accuracy {report}", flush=True)
 
-    started = time.time()
-    _train_loop(model, recipe, make_batch, loss_fn, on_log=log)
-    seconds = time.time() - started
     target = out / name
+    seconds = _train_loop(
+        model, recipe, make_batch, loss_fn, partial=out / f"{name}.partial", save_every=save_every, on_log=log
+    )
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     accuracy = accuracy_by_difficulty(model, tokenizer, per_difficulty=100, seed=777)
@@ -400,6 +486,7 @@ def train_policy(name: str, out: Path, *, recipe: PolicyRecipe) -> dict[str, Any
         "recipe": asdict(recipe),
         "train_seconds": round(seconds, 1),
         "greedy_accuracy": accuracy,
+        "provenance": _provenance({"recipe": recipe.seed, "misconceptions": MISCONCEPTION_SEED}),
     }
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
@@ -462,31 +549,34 @@ def prm_solutions(
     return pairs
 
 
-def train_prm(out: Path, *, init: Path, teacher: Teacher, recipe: PRMRecipe | None = None) -> dict[str, Any]:
-    """Fine-tune a Math-Shepherd PRM from ``init`` (plus fresh layers) on checker-labelled teacher samples."""
-    from transformers import AutoTokenizer
-
-    prm = recipe or PRMRecipe()
-    started = time.time()
+def train_prm(name: str, out: Path, *, recipe: PRMRecipe, save_every: int = 250) -> dict[str, Any]:
+    """Train a Math-Shepherd PRM on checker-labelled teacher samples, from scratch or from a trained policy."""
+    prm = recipe
     torch.manual_seed(prm.seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(init))
-    base = LlamaForCausalLM.from_pretrained(str(init))
-    config = base.config
-    config.num_hidden_layers += prm.extra_layers
-    config.tie_word_embeddings = False  # the verdict tokens "+"/"-" are also operators: read them out separately
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(base.state_dict(), strict=False)
-    model.lm_head.weight.data.copy_(base.get_input_embeddings().weight.data)
-    for layer in model.model.layers[len(model.model.layers) - prm.extra_layers :]:  # new layers start as identity
-        torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
-        torch.nn.init.zeros_(layer.mlp.down_proj.weight)
+    tokenizer = build_tokenizer()
+    if prm.init is None:
+        config = _model_config(
+            tokenizer, prm.hidden_size, prm.num_layers, intermediate_size=prm.intermediate_size, tie_word_embeddings=False
+        )
+        model = LlamaForCausalLM(config)
+    else:
+        base = LlamaForCausalLM.from_pretrained(str(out / prm.init))
+        config = base.config
+        config.num_hidden_layers += prm.extra_layers
+        config.tie_word_embeddings = False  # the verdict tokens "+"/"-" are also operators: read them out separately
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(base.state_dict(), strict=False)
+        model.lm_head.weight.data.copy_(base.get_input_embeddings().weight.data)
+        for layer in model.model.layers[len(model.model.layers) - prm.extra_layers :]:  # new layers start as identity
+            torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+            torch.nn.init.zeros_(layer.mlp.down_proj.weight)
     tag_id = tokenizer.convert_tokens_to_ids(DEFAULT_STEP_TAG)
     good_id = tokenizer.encode(DEFAULT_GOOD_TOKEN, add_special_tokens=False)[0]
     bad_id = tokenizer.encode(DEFAULT_BAD_TOKEN, add_special_tokens=False)[0]
     digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
     loop = PolicyRecipe(hidden_size=0, num_layers=0, steps=prm.steps, learning_rate=prm.learning_rate, seed=prm.seed)
     held_out_rng = random.Random(prm.seed + 1)
-    held_out = [pair for d in range(1, MAX_DIFFICULTY + 1) for pair in prm_solutions(80, teacher, held_out_rng, d)]
+    held_out = [pair for d in range(1, MAX_DIFFICULTY + 1) for pair in prm_solutions(60, prm.teacher, held_out_rng, d)]
     weights = torch.tensor([1.0, prm.wrong_weight])
 
     def encode(batch: list[tuple[ArithProblem, list[str]]]) -> tuple[torch.Tensor, ...]:
@@ -500,15 +590,19 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, recipe: PRMRecipe | No
             positions = (enc["input_ids"][row] == tag_id).nonzero().flatten().tolist()
             for pos, ok in zip(positions, check_steps(p.problem, s), strict=True):
                 labels[row, pos] = 0 if ok else 1
+            if not (prm.digit_labels or prm.fact_weight):
+                continue
             token_at = {start: i for i, (start, end) in enumerate(enc["offset_mapping"][row].tolist()) if end > start}
-            for offset, ok in _result_digits(p.problem, s):
-                digits[row, token_at[offset]] = 0 if ok else 1
-            for offset, result in _fact_results(p.problem, s):
-                facts[row, token_at[offset] - 1] = result  # read out where the digit is predicted
+            if prm.digit_labels:
+                for offset, ok in _result_digits(p.problem, s):
+                    digits[row, token_at[offset]] = 0 if ok else 1
+            if prm.fact_weight:
+                for offset, result in _fact_results(p.problem, s):
+                    facts[row, token_at[offset] - 1] = result  # read out where the digit is predicted
         return enc["input_ids"], enc["attention_mask"], labels, digits, facts
 
     def make_batch(r: random.Random, step: int) -> tuple[torch.Tensor, ...]:
-        return encode(prm_solutions(loop.batch_size, teacher, r, r.randint(1, MAX_DIFFICULTY), prm.temperatures))
+        return encode(prm_solutions(loop.batch_size, prm.teacher, r, r.randint(1, MAX_DIFFICULTY), prm.temperatures))
 
     def pair_logits(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return m(input_ids=ids, attention_mask=mask).logits[..., [good_id, bad_id]]
@@ -521,8 +615,6 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, recipe: PRMRecipe | No
         digits: torch.Tensor,
         facts: torch.Tensor,
     ) -> torch.Tensor:
-        # The tags carry the PRM's labels; each result digit also gets its own (is the solution still right
-        # once this digit is written?), a dense local signal the tag's prefix label is then read from.
         logits = m(input_ids=ids, attention_mask=mask).logits
         targets = torch.where(labels != -100, labels, digits).reshape(-1)
         verdicts = logits[..., [good_id, bad_id]].reshape(-1, 2)
@@ -554,20 +646,22 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, recipe: PRMRecipe | No
 
     def log(step: int) -> None:
         if step % 500 == 0:
-            print(f"[prm] step {step} held-out {evaluate(held_out)}", flush=True)
+            print(f"[{name}] step {step} held-out {evaluate(held_out)}", flush=True)
 
-    _train_loop(model, loop, make_batch, prm_loss, on_log=log)
-    target = out / "prm"
+    seconds = _train_loop(
+        model, loop, make_batch, prm_loss, partial=out / f"{name}.partial", save_every=save_every, on_log=log
+    )
+    target = out / name
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     info = {
-        "name": "prm",
-        "init": f"{init.name} + {prm.extra_layers} layers",
+        "name": name,
+        "init": f"{prm.init} + {prm.extra_layers} layers" if prm.init else "from scratch",
         "parameters": sum(p.numel() for p in model.parameters()),
-        "teacher": asdict(teacher),
         "recipe": asdict(prm),
-        "train_seconds": round(time.time() - started, 1),
+        "train_seconds": round(seconds, 1),
         "held_out_teacher_samples": evaluate(held_out),
+        "provenance": _provenance({"recipe": prm.seed, "held_out": prm.seed + 1, "misconceptions": MISCONCEPTION_SEED}),
     }
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
@@ -576,26 +670,28 @@ def train_prm(out: Path, *, init: Path, teacher: Teacher, recipe: PRMRecipe | No
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: train one or all checkpoints."""
+    names = [*RECIPES, *PRM_RECIPES]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="Directory that receives small/, large/ and prm/.")
-    parser.add_argument("--only", choices=["small", "large", "prm"], help="Train just this checkpoint.")
+    parser.add_argument("--out", type=Path, required=True, help="Directory that receives one folder per checkpoint.")
+    parser.add_argument("--only", choices=names, help="Train just this checkpoint.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
     parser.add_argument("--steps", type=int, default=0, help="Override the number of training steps (trials).")
+    parser.add_argument("--save-every", type=int, default=250, help="Steps between resumable states.")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in ("small", "large"):
-        if args.only in (None, name):
+    for name in names:
+        if args.only not in (None, name):
+            continue
+        if name in RECIPES:
             recipe = RECIPES[name]
             if args.steps:
-                recipe = PolicyRecipe(**{**asdict(recipe), "teacher": recipe.teacher, "steps": args.steps})
-            train_policy(name, args.out, recipe=recipe)
-    if args.only in (None, "prm"):
-        small_teacher = RECIPES["small"].teacher
-        assert small_teacher is not None
-        prm = PRMRecipe(steps=args.steps) if args.steps else PRMRecipe()
-        train_prm(args.out, init=args.out / PRM_INIT, teacher=small_teacher, recipe=prm)
+                recipe = replace(recipe, steps=args.steps)
+            train_policy(name, args.out, recipe=recipe, save_every=args.save_every)
+        else:
+            prm = PRM_RECIPES[name]
+            train_prm(name, args.out, recipe=replace(prm, steps=args.steps) if args.steps else prm, save_every=args.save_every)
 
 
 if __name__ == "__main__":
