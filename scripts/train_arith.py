@@ -203,9 +203,7 @@ PRM_RECIPES = {
     # The way public PRMs are trained: another policy's solutions (a teacher sharing 25 of the small policy's
     # 50 misconceptions), checker labels on the step tags only, from scratch, untied read-out, and an MLP
     # of 320 so that it is no larger than the large policy (444,032 parameters against 459,904).
-    "prm": PRMRecipe(
-        teacher=Teacher(misconceptions=50, offset=25), intermediate_size=320, steps=4000, seed=5
-    ),
+    "prm": PRMRecipe(teacher=Teacher(misconceptions=50, offset=25), intermediate_size=320, steps=4000, seed=5),
     # The previous release's shipped recipe: the large policy plus two layers, the small policy's own
     # teacher, dense digit labels, bad labels weighted twice, and the auxiliary fact loss.
     "prm-in-distribution": PRMRecipe(
@@ -555,8 +553,9 @@ def train_prm(name: str, out: Path, *, recipe: PRMRecipe, save_every: int = 250)
     torch.manual_seed(prm.seed)
     tokenizer = build_tokenizer()
     if prm.init is None:
+        mlp = prm.intermediate_size
         config = _model_config(
-            tokenizer, prm.hidden_size, prm.num_layers, intermediate_size=prm.intermediate_size, tie_word_embeddings=False
+            tokenizer, prm.hidden_size, prm.num_layers, intermediate_size=mlp, tie_word_embeddings=False
         )
         model = LlamaForCausalLM(config)
     else:
@@ -691,7 +690,8 @@ def main(argv: list[str] | None = None) -> None:
             train_policy(name, args.out, recipe=recipe, save_every=args.save_every)
         else:
             prm = PRM_RECIPES[name]
-            train_prm(name, args.out, recipe=replace(prm, steps=args.steps) if args.steps else prm, save_every=args.save_every)
+            prm = replace(prm, steps=args.steps) if args.steps else prm
+            train_prm(name, args.out, recipe=prm, save_every=args.save_every)
 
 
 if __name__ == "__main__":

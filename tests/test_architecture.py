@@ -5,17 +5,30 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
+import inspect
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
-from langchain_ttc import create_beam_search_graph, create_dvts_graph, create_self_refine_graph
+from langchain_ttc import (
+    create_beam_search_graph,
+    create_best_of_n_graph,
+    create_compute_optimal_graph,
+    create_dvts_graph,
+    create_majority_vote_graph,
+    create_particle_filtering_graph,
+    create_self_refine_graph,
+    create_weighted_best_of_n_graph,
+)
 from langchain_ttc.core.tree import TreeNode
 from langchain_ttc.integrations.chat_model import TTCChatModel
-from langchain_ttc.strategies.context import OPTION_FIELDS
+from langchain_ttc.strategies.context import OPTION_FIELDS, TTCContext
 from langchain_ttc.strategies.registry import STRATEGIES, option_fields
 from tests.fakes import ScriptedPolicy, StepTreePolicy, last_step_prm
 
@@ -132,6 +145,81 @@ def test_strategy_names_live_in_their_own_modules_only() -> None:
 
 def test_the_runtime_context_sets_only_options_some_strategy_has() -> None:
     assert OPTION_FIELDS <= set(option_fields())
+
+
+FACTORIES = {
+    "majority_vote": create_majority_vote_graph,
+    "best_of_n": create_best_of_n_graph,
+    "weighted_best_of_n": create_weighted_best_of_n_graph,
+    "beam_search": create_beam_search_graph,
+    "dvts": create_dvts_graph,
+    "particle_filtering": create_particle_filtering_graph,
+    "self_refine": create_self_refine_graph,
+    "compute_optimal": create_compute_optimal_graph,
+}
+DERIVED = {
+    # factory parameters that stand for a config field under another name or type, and why
+    "self_refine": {"n": "chains x (max_revisions + 1)", "critic": "the critic object (or its name)"},
+    "compute_optimal": {"n": "budget", "table": "a path, mapping or table", "estimator": "a name or a callable"},
+}
+
+
+def _documented(function: Any) -> dict[str, str]:
+    """The Args entries of a Google-style docstring, whitespace normalised."""
+    doc = inspect.getdoc(function) or ""
+    block = doc.split("Args:\n", 1)[1].split("\n\n", 1)[0] if "Args:\n" in doc else ""
+    entries = re.split(r"\n(?=\s{4}\w+: )", "\n" + block)
+    return {e.strip().split(":", 1)[0]: " ".join(e.strip().split(":", 1)[1].split()) for e in entries if e.strip()}
+
+
+def _unwrap(annotation: Any) -> set[Any]:
+    """An annotation as a flat set of its options (``X | None`` and Literal values spread out)."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return set(args)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_unwrap(a) for a in args))
+    return {annotation}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_option_of_a_factory_is_its_configs_field(strategy: str) -> None:
+    """A factory's keyword options are its config's fields: the same default, type and description."""
+    config, factory = STRATEGIES[strategy].config, FACTORIES[strategy]
+    hints = typing.get_type_hints(factory)
+    parameters = inspect.signature(factory).parameters
+    documented = _documented(factory)
+    derived = DERIVED.get(strategy, {})
+    for name, info in config.model_fields.items():
+        if name in derived:
+            continue
+        assert name in parameters, f"{strategy}: option {name} is not a parameter of {factory.__name__}"
+        parameter = parameters[name]
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, f"{factory.__name__}({name}) is not keyword-only"
+        if not info.is_required():
+            assert parameter.default == info.default, f"{factory.__name__}({name}) default differs from {config}"
+        assert _unwrap(hints[name]) == _unwrap(info.annotation), f"{factory.__name__}({name}) type differs"
+        assert documented.get(name) == " ".join((info.description or "").split()), (
+            f"{factory.__name__}'s docstring for {name} differs from {config.__name__}.{name}'s description"
+        )
+
+
+def test_every_option_has_its_checked_line_in_the_studio_context() -> None:
+    """TTCContext has one field per option of any strategy: its type the union of the configs', ``None`` by
+    default, its description holding every config's description of it (each written once, in its config)."""
+    context = {f.name: f for f in dataclasses.fields(TTCContext)}
+    hints = typing.get_type_hints(TTCContext)
+    options: dict[str, list[Any]] = {}
+    for spec in STRATEGIES.values():
+        for name, info in spec.config.model_fields.items():
+            options.setdefault(name, []).append(info)
+    assert set(options) == OPTION_FIELDS
+    for name, infos in options.items():
+        assert context[name].default is None
+        assert _unwrap(hints[name]) == set().union(*(_unwrap(i.annotation) for i in infos)) | {type(None)}, name
+        for info in infos:
+            assert info.description in context[name].metadata["description"], name
 
 
 def test_the_facade_passes_callbacks_and_stop_through() -> None:

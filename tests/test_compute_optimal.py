@@ -224,6 +224,19 @@ def test_a_context_n_picks_another_budget_of_the_table_without_leaking_into_the_
         graph.invoke({"problem": "hard problem"}, context={"n": 16})
 
 
+def test_a_context_meant_for_particle_gibbs_does_not_reach_a_routed_particle_filter() -> None:
+    """Regression: ``rounds`` and ``resampling_temperature`` leaked into the routed strategy, so a Studio run with
+    rounds=3 failed validation mid-run when the table sent budget 4 to particle filtering with n=2."""
+    table = {**TABLE, "budgets": {"4": {b: {"strategy": "particle_filtering"} for b in ("easy", "medium", "hard")}}}
+    policy, prm = engines()
+    graph = create_compute_optimal_graph(policy, prm, budget=4, table=table)
+    context = {"rounds": 3, "resampling_temperature": 0.01, "reference_particles": 5, "beam_width": 3}
+    output = graph.invoke({"problem": "hard problem"}, context=context)
+    routing = output["result"]["metadata"]["routing"]
+    assert routing["strategy"] == "particle_filtering" and routing["options"] == {"n": 2}
+    assert output["answer"] in {"4", "5"}
+
+
 def test_fit_picks_per_bin_and_the_held_out_estimate_is_honest(tmp_path: Path) -> None:
     # Strategy "a" is right on easy problems, "b" on hard ones; "c" is always wrong.
     records = [
@@ -260,6 +273,7 @@ def test_the_shipped_arith_table_is_calibrated_and_complete() -> None:
     }
 
 
+@pytest.mark.integration
 def test_cli_solves_with_the_router_offline_and_reports_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
     problem = "Keep only the last digit after each step. What is 3+4*3-5+7*9?"
     assert main(["solve", problem, "--strategy", "compute_optimal", "--n", "16", "--seed", "0", "--json"]) == 0
@@ -275,6 +289,7 @@ def test_cli_refuses_a_budget_the_table_lacks_before_loading_models(capsys: pyte
     assert "budget=8 is not in the strategy table (budgets 4, 16, 64)" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_cli_calibrates_a_table_that_the_router_then_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "table.json"
     args = ["calibrate", "--count", "6", "--difficulty", "2-5", "--budgets", "4", "8", "--pilots", "2", "--bins", "2"]

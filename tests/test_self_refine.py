@@ -83,7 +83,7 @@ def test_parallel_chains_never_share_a_random_stream() -> None:
 
 def test_the_policy_can_critique_its_own_draft_in_words() -> None:
     policy = ScriptedPolicy([solution(1), "Step 2 is wrong: it should be 2.", solution(2), "No error."])
-    result, _ = run(create_self_refine_graph(policy, max_revisions=3))
+    result, _ = run(create_self_refine_graph(policy, "policy", max_revisions=3))
     critique_call = policy.calls[1][0]
     assert critique_call.temperature == 0 and "Step 2: Then 1." in critique_call.messages[-1]["content"]
     assert [c.answer for c in result.candidates] == ["1", "2"] and result.metadata["stop_reasons"] == ["no_error"]
@@ -167,6 +167,20 @@ def test_registry_splits_the_budget_into_chains() -> None:
         create_strategy_graph("self_refine", policy, prm, n=4, critic="oracle")
 
 
+def test_both_entry_points_build_the_same_graph() -> None:
+    """Regression: the registry built critic='self' and the factory critic='policy' from the same defaults."""
+    policies = [ScriptedPolicy([solution(1), solution(2)]) for _ in range(2)]
+    from_factory = create_self_refine_graph(policies[0], max_revisions=2, seed=0)
+    from_registry = create_strategy_graph("self_refine", policies[1], n=3, max_revisions=2, seed=0)
+    assert from_factory.get_graph().draw_mermaid() == from_registry.get_graph().draw_mermaid()
+    results = [TTCResult.model_validate(g.invoke({"problem": "p"})["result"]) for g in (from_factory, from_registry)]
+    assert results[0].candidates == results[1].candidates and results[0].metadata == results[1].metadata
+    # the self critic re-derives each step with the policy (continuations at temperature > 0), not a critique prompt
+    assert policies[0].calls == policies[1].calls and any(r.partial for call in policies[0].calls for r in call)
+    with pytest.raises(ValueError, match=r"critic='prm' needs the critic itself: pass prm="):
+        create_strategy_graph("self_refine", policies[0], n=3, max_revisions=2, critic="prm")
+
+
 def test_critique_parsing_and_step_agreement() -> None:
     assert parse_critique("No error. Step 2 is fine.", num_steps=3).step is None
     assert parse_critique("I think step 3 is wrong", num_steps=3).step == 2
@@ -190,6 +204,7 @@ def test_self_verification_on_the_real_policy_flags_wrong_steps_more_than_right_
         SelfVerificationPRM("arith:small")  # type: ignore[arg-type]
 
 
+@pytest.mark.integration
 def test_cli_self_refine_shows_every_draft(capsys: pytest.CaptureFixture[str]) -> None:
     problem = "Keep only the last digit after each step. What is 9*3-9-9+9+3*7?"
     args = ["solve", problem, "--strategy", "self_refine", "--n", "6", "--max-revisions", "2", "--critic", "prm"]

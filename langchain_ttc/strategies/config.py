@@ -45,7 +45,9 @@ class StrategyConfig(BaseModel):
     n: int = Field(ge=1, description="The budget: solutions sampled (or beams written per iteration).")
     temperature: float = Field(0.8, ge=0.0, description="Sampling temperature (0: greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass, in (0, 1].")
-    max_tokens: int = Field(2048, ge=1, description="Most tokens per solution (per step in the searches).")
+    max_tokens: int = Field(
+        2048, ge=1, description="Most tokens per solution (per step in the searches); a cut-off one is never picked."
+    )
     seed: int | None = Field(None, description="Seed for reproducible sampling (each draw gets its own stream).")
     system_prompt: str | None = Field(None, description="Optional system message put before the problem.")
     step_delimiter: str = Field("\n\n", min_length=1, description="The text between steps, e.g. '\\n\\n'.")

@@ -13,10 +13,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
+from langchain_ttc.core.aggregation import Aggregation
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.chat_model_policy import ToolCallingPolicy
 from langchain_ttc.engines.loading import load_policy, load_prm
@@ -47,32 +48,84 @@ class TTCContext:
     backend: str = field(
         default="transformers", metadata=_describe("Engine that runs policy_model and prm_model: transformers.")
     )
+    # The options: one per option of any registered strategy, typed and described as its config says
+    # (tests/test_architecture.py checks every line against the configs; ``None`` keeps the graph's value).
     n: int | None = field(
         default=None,
-        metadata=_describe("Budget: solutions sampled, beams per iteration, or the router's budget (a table budget)."),
-    )
-    beam_width: int | None = field(
-        default=None, metadata=_describe("Beam search / DVTS: continuations per beam (M); must divide n.")
-    )
-    max_iterations: int | None = field(default=None, metadata=_describe("Beam search / DVTS: most steps per solution."))
-    lookahead: int | None = field(
-        default=None, metadata=_describe("Beam search / DVTS: greedy steps rolled out before scoring.")
-    )
-    resampling_temperature: float | None = field(
-        default=None, metadata=_describe("Particle filtering: softmax temperature of the particle weights (> 0).")
-    )
-    rounds: int | None = field(
-        default=None, metadata=_describe("Particle Gibbs: sweeps sharing the budget n (1: particle filtering).")
-    )
-    aggregation: str | None = field(
-        default=None, metadata=_describe("How step scores become one score: last, min, prod or mean.")
+        metadata=_describe(
+            "majority_vote, best_of_n, weighted_best_of_n, beam_search, dvts, particle_filtering: The budget: "
+            "solutions sampled (or beams written per iteration). self_refine: The budget: drafts at most (chains x "
+            "(max_revisions + 1)). compute_optimal: The budget N (pilots included); one of the table's budgets."
+        ),
     )
     temperature: float | None = field(default=None, metadata=_describe("Sampling temperature (0: greedy)."))
     top_p: float | None = field(default=None, metadata=_describe("Nucleus sampling mass, in (0, 1]."))
     max_tokens: int | None = field(
-        default=None, metadata=_describe("Most tokens per solution (per step in the searches).")
+        default=None,
+        metadata=_describe("Most tokens per solution (per step in the searches); a cut-off one is never picked."),
     )
-    seed: int | None = field(default=None, metadata=_describe("Seed for reproducible sampling."))
+    seed: int | None = field(
+        default=None, metadata=_describe("Seed for reproducible sampling (each draw gets its own stream).")
+    )
+    system_prompt: str | None = field(
+        default=None, metadata=_describe("Optional system message put before the problem.")
+    )
+    step_delimiter: str | None = field(default=None, metadata=_describe("The text between steps, e.g. '\\n\\n'."))
+    aggregation: Aggregation | None = field(
+        default=None,
+        metadata=_describe(
+            "best_of_n, weighted_best_of_n, beam_search, dvts, particle_filtering: How step scores become one score: "
+            "last, min, prod, mean. self_refine: How a PRM's step scores become one (min: one bad step spoils it)."
+        ),
+    )
+    max_iterations: int | None = field(
+        default=None, metadata=_describe("Most steps per solution; the last one writes to the end.")
+    )
+    lookahead: int | None = field(
+        default=None, metadata=_describe("Greedy steps rolled out past each candidate before scoring.")
+    )
+    selection: Literal["best", "weighted", "last", "vote", "verifier"] | None = field(
+        default=None,
+        metadata=_describe(
+            "beam_search, dvts, particle_filtering: Final pick: weighted vote over finished solutions, or best. "
+            "self_refine: Final pick: last, vote or verifier (default: last)."
+        ),
+    )
+    record_tree: bool | None = field(
+        default=None, metadata=_describe("Keep the whole search tree in the result (metadata['tree']).")
+    )
+    beam_width: int | None = field(default=None, metadata=_describe("Continuations per beam (M); must divide n."))
+    filter_duplicates: bool | None = field(
+        default=None, metadata=_describe("Drop candidates whose text equals an earlier one before pruning.")
+    )
+    stop_when_n_finished: bool | None = field(
+        default=None, metadata=_describe("Stop once n beams have finished (off: run until none is active).")
+    )
+    resampling_temperature: float | None = field(
+        default=None, metadata=_describe("Softmax temperature of the particle weights (lower: greedier).")
+    )
+    resampling: Literal["multinomial", "systematic"] | None = field(
+        default=None, metadata=_describe("How particles are drawn: multinomial or systematic.")
+    )
+    rounds: int | None = field(
+        default=None, metadata=_describe("Particle Gibbs sweeps that share the budget n (1: particle filtering).")
+    )
+    reference_particles: int | None = field(
+        default=None,
+        metadata=_describe("Particle Gibbs: finished particles carried into the next sweep as references."),
+    )
+    max_revisions: int | None = field(default=None, metadata=_describe("Revisions per chain (0: drafts only)."))
+    critic: Literal["self", "prm", "policy", "custom"] | None = field(
+        default=None, metadata=_describe("Who critiques: self (self-verification), prm, policy, custom.")
+    )
+    critique_threshold: float | None = field(
+        default=None, metadata=_describe("A PRM critic flags the first step below it.")
+    )
+    table: str | None = field(
+        default=None, metadata=_describe("A strategy table file (default: the shipped Arith table).")
+    )
+    estimator: str | None = field(default=None, metadata=_describe("The difficulty estimator (default: the table's)."))
+    # The run's collaborators beside the options.
     tools: list[dict[str, Any]] | None = field(
         default=None,
         metadata=_describe(

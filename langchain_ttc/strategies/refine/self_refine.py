@@ -37,13 +37,12 @@ Example:
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal, Self
 
 from langchain_core.runnables import Runnable
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import Field, model_validator
@@ -62,37 +61,41 @@ from langchain_ttc.core.types import Candidate, GenerationRequest, Message, Usag
 from langchain_ttc.core.voting import majority_vote, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.self_verification import SelfVerificationPRM
-from langchain_ttc.strategies.common import (
-    Calls,
-    StrategyGraph,
-    StrategyInput,
-    StrategyOutput,
-    as_node,
-    call,
-    call_batch,
+from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
+from langchain_ttc.strategies.context import TTCContext, policy_for_run
+from langchain_ttc.strategies.driver import Calls, as_node, call, call_batch, emit
+from langchain_ttc.strategies.generation import (
     candidate_from_completion,
     check_policy,
-    compile_loop,
-    config_of,
     conversation_from_input,
-    elapsed_since,
-    emit,
     policy_call_usage,
-    run_config,
     sample,
     sampling_request,
     score_candidates,
     selection_output,
+)
+from langchain_ttc.strategies.graphs import (
+    StrategyGraph,
+    StrategyInput,
+    UsageChannel,
+    candidates_of,
+    compile_loop,
+    config_of,
+    dumped,
+    new_graph,
+    run_config,
     usage_of,
 )
-from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
-from langchain_ttc.strategies.context import TTCContext, policy_for_run
 from langchain_ttc.strategies.spec import StrategySpec
 
 FinalPick = Literal["last", "vote", "verifier"]
 CriticName = Literal["self", "prm", "policy", "custom"]
 Critic = PRMEngine | Runnable[Any, Any] | Callable[[str, list[str]], str] | None
 CRITIQUE_MAX_TOKENS = 256
+Critiques = Calls[tuple[list[tuple[Critique, Candidate]], Usage]]
+CriticCall = Callable[[str, list[Candidate], Runtime[Any] | None], Critiques]
+"""A critic as the graph calls it: ``(problem, drafts, runtime)`` yields its calls and returns a critique per
+draft (with the draft, scored when the critic is a PRM) and the critic's usage."""
 
 
 class RefineState(StrategyInput, total=False):
@@ -104,7 +107,7 @@ class RefineState(StrategyInput, total=False):
     stopped: list[str | None]
     extra: list[dict[str, Any]]
     round: int
-    usage: dict[str, Any]
+    usage: UsageChannel
     answer: str | None
     result: dict[str, Any]
 
@@ -160,7 +163,7 @@ def check_collaborators(*, critic: object, verifier: object, selection: str) -> 
 
 def create_self_refine_graph(
     policy: PolicyEngine,
-    critic: Critic = None,
+    critic: Critic | Literal["self", "policy"] = "self",
     *,
     max_revisions: int = 2,
     chains: int = 1,
@@ -182,21 +185,20 @@ def create_self_refine_graph(
 
     Args:
         policy: The policy engine (writes drafts and revisions; the critic when ``critic`` is None).
-        critic: Who finds the first wrong step: None (the policy), a PRM engine, a Runnable (a chat
-            model), or a callable.
+        critic: Who critiques: self (self-verification), prm, policy, custom.
         max_revisions: Revisions per chain (0: drafts only).
         chains: Chains run in parallel (N = chains × (max_revisions + 1) drafts at most).
         verifier: A PRM for ``selection="verifier"`` (the critic's scores are reused when it is the same PRM).
-        selection: ``"last"``, ``"vote"`` or ``"verifier"`` (default: ``"verifier"`` with a verifier, else ``"last"``).
-        critique_threshold: A PRM critic flags the first step scored below it.
-        aggregation: How a PRM's step scores become one score (``min`` by default: one bad step spoils a draft).
+        selection: Final pick: last, vote or verifier (default: last).
+        critique_threshold: A PRM critic flags the first step below it.
+        aggregation: How a PRM's step scores become one (min: one bad step spoils it).
         prompts: The critique and revision prompts (:class:`~langchain_ttc.core.prompts.RefinePrompts`).
-        temperature: Sampling temperature of drafts and revisions.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per draft.
-        seed: Seed for reproducible sampling (each round uses its own).
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem.
-        step_delimiter: Splits drafts into steps.
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -211,13 +213,88 @@ def create_self_refine_graph(
         raise ValueError(f"max_revisions={max_revisions!r} must be an integer >= 0 (0: drafts only, no revision).")
     config = validated(
         SelfRefineConfig, n=chains * (max_revisions + 1), max_revisions=max_revisions,
-        critic="policy" if critic is None else "custom", selection=selection, critique_threshold=critique_threshold,
+        critic=_critic_name(critic), selection=selection, critique_threshold=critique_threshold,
         aggregation=aggregation, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
         system_prompt=system_prompt, step_delimiter=step_delimiter,
     )  # fmt: skip
+    given = None if isinstance(critic, str) else critic
     return build_self_refine_graph(
-        policy, config, critic=critic, verifier=verifier, prompts=prompts, checkpointer=checkpointer, name=name
+        policy, config, critic=given, verifier=verifier, prompts=prompts, checkpointer=checkpointer, name=name
     )
+
+
+def _critic_name(critic: Critic | str) -> CriticName:
+    if critic == "self":
+        return "self"
+    return "policy" if critic is None or critic == "policy" else "custom"
+
+
+def prm_critic(prm: PRMEngine, *, aggregation: str, threshold: float) -> CriticCall:
+    """A PRM as critic (one batched call): the first step scored below ``threshold`` is flagged."""
+
+    def critique(problem: str, drafts: list[Candidate], runtime: Runtime[Any] | None) -> Critiques:
+        scored, usage = yield from score_candidates(prm, problem, drafts, aggregation=aggregation)
+        return [(critique_from_scores(c.steps, c.step_scores or [], threshold=threshold), c) for c in scored], usage
+
+    return critique
+
+
+def runnable_critic(runnable: Runnable[Any, Any], prompts: RefinePrompts) -> CriticCall:
+    """A Runnable (e.g. a chat model) as critic: sent the critique prompt, one batched call for every draft."""
+
+    def critique(problem: str, drafts: list[Candidate], runtime: Runtime[Any] | None) -> Critiques:
+        messages = [critique_messages(problem, c.steps, prompts) for c in drafts]
+        replies = (yield from call_batch(runnable, messages)) if drafts else []
+        return [
+            (parse_critique(str(getattr(reply, "content", reply)), num_steps=len(c.steps)), c)
+            for c, reply in zip(drafts, replies, strict=True)
+        ], Usage()
+
+    return critique
+
+
+def function_critic(function: Callable[[str, list[str]], str]) -> CriticCall:
+    """A callable ``(problem, steps) -> critique text`` as critic."""
+
+    def critique(problem: str, drafts: list[Candidate], runtime: Runtime[Any] | None) -> Critiques:
+        found = [(parse_critique(function(problem, c.steps), num_steps=len(c.steps)), c) for c in drafts]
+        yield from ()  # a node body that makes no call
+        return found, Usage()
+
+    return critique
+
+
+def policy_critic(policy: PolicyEngine, prompts: RefinePrompts) -> CriticCall:
+    """The run's policy as critic: it answers the critique prompt greedily (one batched call)."""
+
+    def critique(problem: str, drafts: list[Candidate], runtime: Runtime[Any] | None) -> Critiques:
+        requests = [
+            GenerationRequest(messages=critique_messages(problem, c.steps, prompts), temperature=0.0,
+                              max_tokens=CRITIQUE_MAX_TOKENS)
+            for c in drafts
+        ]  # fmt: skip
+        results = (yield from call(policy_for_run(policy, runtime), requests)) if requests else []
+        return [
+            (parse_critique(r.completions[0].text, num_steps=len(c.steps)), c)
+            for c, r in zip(drafts, results, strict=True)
+        ], policy_call_usage(results)
+
+    return critique
+
+
+def critic_call(policy: PolicyEngine, critic: Critic, config: SelfRefineConfig, prompts: RefinePrompts) -> CriticCall:
+    """The critic as the graph calls it, chosen once at construction (``None``: by ``config.critic``)."""
+    if critic is None and config.critic == "self":
+        critic = SelfVerificationPRM(
+            policy, seed=config.seed, step_delimiter=config.step_delimiter, system_prompt=config.system_prompt
+        )
+    if isinstance(critic, PRMEngine):
+        return prm_critic(critic, aggregation=config.aggregation, threshold=config.critique_threshold)
+    if isinstance(critic, Runnable):
+        return runnable_critic(critic, prompts)
+    if critic is not None:
+        return function_critic(critic)
+    return policy_critic(policy, prompts)
 
 
 def build_self_refine_graph(
@@ -230,22 +307,30 @@ def build_self_refine_graph(
     checkpointer: Checkpointer = None,
     name: str = "self_refine",
 ) -> StrategyGraph:
-    """The self-refinement graph for a validated config, with its critic and verifier."""
+    """The self-refinement graph for a validated config, with its critic (``None``: the one ``config.critic`` names).
+
+    Raises:
+        ValueError: ``critic="prm"`` or ``"custom"`` in the config without the critic itself.
+
+    """
     check_policy(policy)
     chosen_selection: str = config.selection or ("verifier" if verifier is not None else "last")
     check_collaborators(critic=critic, verifier=verifier, selection=chosen_selection)
+    if critic is None and config.critic in ("prm", "custom"):
+        raise ValueError(
+            f"critic={config.critic!r} needs the critic itself: pass prm= to create_strategy_graph, or the critic to "
+            "create_self_refine_graph(policy, critic, ...)."
+        )
     prompts = prompts or RefinePrompts()
+    critiques_of = critic_call(policy, critic, config, prompts)
     max_revisions, aggregation, step_delimiter = config.max_revisions, config.aggregation, config.step_delimiter
 
     def draft(state: RefineState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
         run = run_config(config, runtime)
         chains = run.chains
         problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
         # Pilots start the chains; their scores (from whoever scored them) are dropped: the critic judges.
-        pilots = [
-            Candidate.model_validate({**c, "step_scores": None, "score": None}) for c in state.get("pilots") or []
-        ]
+        pilots = [c.model_copy(update={"step_scores": None, "score": None}) for c in candidates_of(state, "pilots")]
         firsts, usage = pilots[:chains], Usage()
         if len(firsts) < chains:
             request = sampling_request(run, conversation, n=chains - len(firsts), seed=derive_seed(run.seed, "drafts"))
@@ -261,64 +346,28 @@ def build_self_refine_graph(
             "conversation": conversation,
             "chains": [[d.model_dump()] for d in drafts],
             "stopped": [stop_reason([d], max_revisions=max_revisions) for d in drafts],
-            "extra": [c.model_dump() for c in pilots[chains:]],
+            "extra": dumped(pilots[chains:]),
             "round": 0,
-            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
+            "usage": usage,
         }
 
     def critique(state: RefineState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
-        chains_now = [[Draft.model_validate(d) for d in chain] for chain in state["chains"]]
+        chains_now = chains_of(state)
         active = [i for i, reason in enumerate(state["stopped"]) if reason is None]
         lasts = [chains_now[i][-1] for i in active]
-        critiques, usage = yield from _critiques(state, runtime, [d.candidate for d in lasts])
+        critiques, usage = yield from critiques_of(state["problem"], [d.candidate for d in lasts], runtime)
         stopped = list(state["stopped"])
         for i, last, found in zip(active, lasts, critiques, strict=True):
             chains_now[i][-1] = last.model_copy(update={"critique": found[0], "candidate": found[1]})
             stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions)
             emit({"type": "ttc.critique", "chain": i, "revision": last.revision, "step": found[0].step,
                   "text": found[0].text})  # fmt: skip
-        return {
-            "chains": [[d.model_dump() for d in chain] for chain in chains_now],
-            "stopped": stopped,
-            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
-        }
-
-    def _critiques(
-        state: RefineState, runtime: Runtime[TTCContext], drafts: list[Candidate]
-    ) -> Calls[tuple[list[tuple[Critique, Candidate]], Usage]]:
-        problem = state["problem"]
-        if isinstance(critic, PRMEngine):
-            scored, usage = yield from score_candidates(critic, problem, drafts, aggregation=aggregation)
-            return [
-                (critique_from_scores(c.steps, c.step_scores or [], threshold=config.critique_threshold), c)
-                for c in scored
-            ], usage
-        if isinstance(critic, Runnable):  # e.g. a chat model: one batched call for every draft
-            messages = [critique_messages(problem, c.steps, prompts) for c in drafts]
-            replies = (yield from call_batch(critic, messages)) if drafts else []
-            return [
-                (parse_critique(str(getattr(reply, "content", reply)), num_steps=len(c.steps)), c)
-                for c, reply in zip(drafts, replies, strict=True)
-            ], Usage()
-        if critic is not None:
-            return [(parse_critique(critic(problem, c.steps), num_steps=len(c.steps)), c) for c in drafts], Usage()
-        requests = [
-            GenerationRequest(messages=critique_messages(problem, c.steps, prompts), temperature=0.0,
-                              max_tokens=CRITIQUE_MAX_TOKENS)
-            for c in drafts
-        ]  # fmt: skip
-        results = (yield from call(policy_for_run(policy, runtime), requests)) if requests else []
-        return [
-            (parse_critique(r.completions[0].text, num_steps=len(c.steps)), c)
-            for c, r in zip(drafts, results, strict=True)
-        ], policy_call_usage(results)
+        return {"chains": [dumped(chain) for chain in chains_now], "stopped": stopped, "usage": usage}
 
     def revise(state: RefineState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
         run = config_of(state, SelfRefineConfig)
         engine = policy_for_run(policy, runtime)
-        chains_now = [[Draft.model_validate(d) for d in chain] for chain in state["chains"]]
+        chains_now = chains_of(state)
         active = [i for i, reason in enumerate(state["stopped"]) if reason is None]
         requests, prefixes = [], []
         for i in active:
@@ -344,22 +393,19 @@ def build_self_refine_graph(
             emit({"type": "ttc.draft", "chain": i, "revision": revised.revision, "answer": candidate.answer,
                   "tokens": completion.num_tokens})  # fmt: skip
         return {
-            "chains": [[d.model_dump() for d in chain] for chain in chains_now],
+            "chains": [dumped(chain) for chain in chains_now],
             "stopped": stopped,
             "round": state["round"] + 1,
-            "usage": (usage_of(state) + policy_call_usage(results) + elapsed_since(started)).model_dump(),
+            "usage": policy_call_usage(results),
         }
 
     def select(state: RefineState) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
-        drafts = [Draft.model_validate(d) for chain in state["chains"] for d in chain]
-        extra = [Candidate.model_validate(c) for c in state.get("extra") or []]
-        candidates = [d.candidate for d in drafts] + extra
+        drafts = [d for chain in chains_of(state) for d in chain]
+        candidates = [d.candidate for d in drafts] + candidates_of(state, "extra")
         usage = usage_of(state)
-        if chosen_selection == "verifier":  # the critic's scores are kept when it is the verifier
+        if verifier is not None and chosen_selection == "verifier":  # the critic's scores are kept when it verifies
             if verifier is not critic:
                 candidates = [c.model_copy(update={"step_scores": None, "score": None}) for c in candidates]
-            assert verifier is not None  # checked at construction
             candidates, scoring = yield from score_candidates(
                 verifier, state["problem"], candidates, aggregation=aggregation
             )
@@ -374,7 +420,7 @@ def build_self_refine_graph(
             groups = [g.model_copy(update={"indices": [lasts[i] for i in g.indices]}) for g in votes.groups]
             chosen = None if votes.chosen_index is None else lasts[votes.chosen_index]
             rule = replace(votes, chosen_index=chosen, groups=groups)
-        output = selection_output(name, candidates, rule, usage + elapsed_since(started))
+        output = selection_output(name, candidates, rule, usage)
         output["result"]["metadata"] = {
             "drafts": [
                 {"chain": d.chain, "revision": d.revision, "critique": d.critique.model_dump() if d.critique else None}
@@ -391,9 +437,7 @@ def build_self_refine_graph(
     def after_critique(state: RefineState) -> str:
         return "revise" if any(reason is None for reason in state["stopped"]) else "select"
 
-    builder = StateGraph(
-        RefineState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
-    )
+    builder = new_graph(RefineState)
     for node in (draft, critique, revise, select):
         builder.add_node(node.__name__, as_node(node))
     builder.add_edge(START, "draft")
@@ -404,19 +448,9 @@ def build_self_refine_graph(
     return compile_loop(builder, checkpointer=checkpointer, name=name)
 
 
-def _registry_critic(policy: PolicyEngine, prm: PRMEngine | None, config: SelfRefineConfig) -> Critic:
-    """The critic a registry config names: the policy's self-verification, the PRM, or the policy's own words."""
-    if config.critic == "self":
-        return SelfVerificationPRM(
-            policy, seed=config.seed, step_delimiter=config.step_delimiter, system_prompt=config.system_prompt
-        )
-    if config.critic == "prm":
-        if prm is None:
-            raise ValueError("critic='prm' needs a PRM; pass prm=, or critic='self'.")
-        return prm
-    if config.critic == "custom":
-        raise ValueError("critic='custom' needs the critic itself: call create_self_refine_graph(policy, critic, ...).")
-    return None
+def chains_of(state: RefineState) -> list[list[Draft]]:
+    """The drafts of every chain, in order."""
+    return [[Draft.model_validate(d) for d in chain] for chain in state["chains"]]
 
 
 def build_registered_self_refine_graph(
@@ -427,10 +461,9 @@ def build_registered_self_refine_graph(
     checkpointer: Checkpointer = None,
     name: str = "self_refine",
 ) -> StrategyGraph:
-    """Self-refinement as the registry builds it: the critic named by ``config.critic``."""
-    return build_self_refine_graph(
-        policy, config, critic=_registry_critic(policy, prm, config), checkpointer=checkpointer, name=name
-    )
+    """Self-refinement as the registry builds it: the critic named by ``config.critic`` (``prm``: the PRM given)."""
+    critic = prm if config.critic == "prm" else None
+    return build_self_refine_graph(policy, config, critic=critic, checkpointer=checkpointer, name=name)
 
 
 def refined_n(options: dict[str, Any], budget: int, pilots: int) -> int:

@@ -30,11 +30,10 @@ Example:
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import Field
@@ -42,27 +41,28 @@ from pydantic import Field
 from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.types import Candidate, Message, TTCResult, Usage
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import (
-    Calls,
-    StrategyGraph,
-    StrategyInput,
-    StrategyOutput,
-    as_node,
-    call,
+from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.context import OPTION_FIELDS, TTCContext, context_of, policy_for_run, prm_for_run
+from langchain_ttc.strategies.driver import Calls, as_node, call, emit
+from langchain_ttc.strategies.generation import (
     check_policy,
     check_prm,
-    compile_loop,
     conversation_from_input,
-    elapsed_since,
-    emit,
-    run_config,
     sample,
     sampling_request,
     score_candidates,
+)
+from langchain_ttc.strategies.graphs import (
+    StrategyGraph,
+    StrategyInput,
+    UsageChannel,
+    candidates_of,
+    compile_loop,
+    dumped,
+    new_graph,
+    run_config,
     usage_of,
 )
-from langchain_ttc.strategies.config import StrategyConfig, validated
-from langchain_ttc.strategies.context import TTCContext, context_of, policy_for_run, prm_for_run
 from langchain_ttc.strategies.registry import create_strategy_graph, register, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS, DifficultyEstimator, check_estimator
 from langchain_ttc.strategies.routing.table import StrategyChoice, StrategyTable, load_table
@@ -77,14 +77,17 @@ class ComputeOptimalConfig(StrategyConfig):
     estimator: str | None = Field(None, description="The difficulty estimator (default: the table's).")
 
 
-ROUTED_FIELDS = ("n", "beam_width", "max_iterations", "lookahead", "aggregation")
-"""Context settings the table fixes for a routed strategy (the context's ``n`` is the router's budget)."""
+INHERITED_FIELDS = frozenset(StrategyConfig.model_fields) - {"n"} | {"record_tree"}
+"""Context settings a routed strategy takes from the run: how to sample (temperature, seed, ...), and the tree."""
+ROUTED_FIELDS = tuple(sorted(OPTION_FIELDS - INHERITED_FIELDS))
+"""Context settings the table fixes for a routed strategy: every other option (the context's ``n`` is the
+router's budget; a ``rounds`` or ``beam_width`` meant for a strategy run alone must not reach the routed one)."""
 
 
 class RouterState(StrategyInput, total=False):
     """State of the compute-optimal graph (plain data, checkpointable)."""
 
-    usage: dict[str, Any]
+    usage: UsageChannel
     routing: dict[str, Any]
     route: str
     answer: str | None
@@ -132,7 +135,7 @@ def draw_pilots(
     """The pilot samples (one policy call) and, with a PRM, their step scores (one PRM call).
 
     The graph's ``pilots`` node and calibration both call it (calibration through
-    :func:`~langchain_ttc.strategies.common.run_calls`), so a table is calibrated on the router's own
+    :func:`~langchain_ttc.strategies.driver.run_calls`), so a table is calibrated on the router's own
     pilots.
     """
     request = sampling_request(config, conversation, n=count, seed=derive_seed(config.seed, "pilots"))
@@ -166,17 +169,14 @@ def create_compute_optimal_graph(
         prm: The PRM engine; needed when the estimator or a strategy at this budget scores steps.
         budget: The compute budget ``N`` (whole-solution samples or beams, pilots included); it
             must be one of the table's budgets.
-        table: A strategy table (path, mapping or :class:`~langchain_ttc.strategies.routing.table.StrategyTable`);
-            the shipped Arith table by default.
-        estimator: The table's estimator by default; a callable ``(pilots) -> difficulty`` replaces
-            it (the table's thresholds then apply to its values; pilots carry PRM scores when a PRM
-            is given).
-        temperature: Sampling temperature of the pilots and the strategies.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per solution.
-        seed: Seed for reproducible sampling.
+        table: A strategy table file (default: the shipped Arith table).
+        estimator: The difficulty estimator (default: the table's).
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem.
-        step_delimiter: Splits solutions into the steps the PRM scores.
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -227,7 +227,6 @@ def build_compute_optimal_graph(
     nodes, routes = route_nodes(checked)
 
     def sample_pilots(state: RouterState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
         run = run_config(config, runtime)
         check_budget(run.n, checked, parameter="context n")
         problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
@@ -239,15 +238,14 @@ def build_compute_optimal_graph(
         emit({"type": "ttc.generated", "candidates": len(candidates), "tokens": usage.completion_tokens})
         return {
             "problem": problem,
-            "pilots": [c.model_dump() for c in candidates],
+            "pilots": dumped(candidates),
             "routing": {"budget": run.n},
-            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
+            "usage": usage,
         }
 
     def route(state: RouterState) -> dict[str, Any]:
-        started = time.perf_counter()
         run_budget = state["routing"]["budget"]
-        difficulty = float(estimate([Candidate.model_validate(c) for c in state["pilots"]]))
+        difficulty = float(estimate(candidates_of(state, "pilots")))
         bin_name = checked.bin_of(difficulty)
         choice = checked.budgets[run_budget][bin_name]
         routing = {
@@ -261,20 +259,17 @@ def build_compute_optimal_graph(
         }
         emit({"type": "ttc.routed", **routing})
         node = routes[run_budget, bin_name]
-        return {"routing": routing, "route": node, "usage": (usage_of(state) + elapsed_since(started)).model_dump()}
+        return {"routing": routing, "route": node}
 
     def finish(state: RouterState) -> dict[str, Any]:
-        started = time.perf_counter()
         result = TTCResult.model_validate(state["result"])
-        usage = result.usage + usage_of(state) + elapsed_since(started)
+        usage = usage_of(state)  # the pilots', the routing's and the strategy's (its calls, and its node's time)
         metadata = {**result.metadata, "routing": state["routing"]}
         result = result.model_copy(update={"strategy": name, "usage": usage, "metadata": metadata})
         emit({"type": "ttc.selected", "answer": result.answer, "chosen_index": result.chosen_index})
         return {"answer": result.answer, "result": result.model_dump()}
 
-    builder = StateGraph(
-        RouterState, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput
-    )
+    builder = new_graph(RouterState)
     builder.add_node("pilots", as_node(sample_pilots, name="pilots"))
     builder.add_node("route", as_node(route))
     common = {name: getattr(config, name) for name in StrategyConfig.model_fields if name != "n"}
@@ -318,7 +313,8 @@ def strategy_node(subgraph: StrategyGraph) -> Any:
             cleared: dict[str, Any] = dict.fromkeys(ROUTED_FIELDS)
             context = replace(context, **cleared, seed=strategy_seed(context.seed))
         output = yield from call(subgraph, {"problem": state["problem"], "pilots": state["pilots"]}, context=context)
-        return {"answer": output["answer"], "result": output["result"]}
+        calls = TTCResult.model_validate(output["result"]).usage.model_copy(update={"wall_time_s": 0.0})
+        return {"answer": output["answer"], "result": output["result"], "usage": calls}  # the driver adds the time
 
     return run_strategy
 

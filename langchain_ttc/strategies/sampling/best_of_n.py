@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
@@ -35,26 +34,27 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
 from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
-from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import (
-    Calls,
-    SelectionState,
-    StrategyGraph,
-    build_pipeline,
+from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
+from langchain_ttc.strategies.context import TTCContext, prm_for_run
+from langchain_ttc.strategies.driver import Calls, emit
+from langchain_ttc.strategies.generation import (
     check_policy,
     check_prm,
-    config_of,
-    elapsed_since,
-    emit,
     make_generate_node,
     score_candidates,
     selection_output,
+)
+from langchain_ttc.strategies.graphs import (
+    SelectionState,
+    StrategyGraph,
+    build_pipeline,
+    candidates_of,
+    config_of,
+    dumped,
     usage_of,
 )
-from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
-from langchain_ttc.strategies.context import TTCContext, prm_for_run
 from langchain_ttc.strategies.parts import record_parts
 from langchain_ttc.strategies.spec import StrategySpec, sampling_n
 
@@ -85,15 +85,15 @@ def create_best_of_n_graph(
     Args:
         policy: The policy engine (a :class:`~langchain_ttc.engines.base.PolicyEngine`).
         prm: The PRM engine (a :class:`~langchain_ttc.engines.base.PRMEngine`).
-        n: Number of solutions to sample (>= 1).
-        aggregation: How step scores become one score: ``"last"``, ``"min"``, ``"prod"``, ``"mean"``.
+        n: The budget: solutions sampled (or beams written per iteration).
+        aggregation: How step scores become one score: last, min, prod, mean.
         weighted: Pick the answer with the largest summed score instead of the best single solution.
-        temperature: Sampling temperature.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per solution; a solution cut off here is never picked.
-        seed: Seed for reproducible sampling.
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem.
-        step_delimiter: Splits solutions into the steps the PRM scores.
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
         answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name (default ``"best_of_n"`` or ``"weighted_best_of_n"``).
@@ -128,7 +128,22 @@ def create_weighted_best_of_n_graph(
     checkpointer: Checkpointer = None,
     name: str = "weighted_best_of_n",
 ) -> StrategyGraph:
-    """Build the weighted best-of-N graph; the options of :func:`create_best_of_n_graph`.
+    """Build the weighted best-of-N graph: :func:`create_best_of_n_graph` with ``weighted=True``.
+
+    Args:
+        policy: The policy engine (a :class:`~langchain_ttc.engines.base.PolicyEngine`).
+        prm: The PRM engine (a :class:`~langchain_ttc.engines.base.PRMEngine`).
+        n: The budget: solutions sampled (or beams written per iteration).
+        aggregation: How step scores become one score: last, min, prod, mean.
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
+        system_prompt: Optional system message put before the problem.
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
+        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
+        checkpointer: Optional LangGraph checkpointer.
+        name: The compiled graph's name.
 
     Example:
         >>> graph = create_weighted_best_of_n_graph(policy, prm, n=16, aggregation="min")  # doctest: +SKIP
@@ -158,21 +173,17 @@ def build_best_of_n_graph(
     rule = partial(weighted_best_of_n, key=answer_key) if weighted else best_of_n
 
     def score(state: SelectionState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
         run = config_of(state, BestOfNConfig)
-        candidates = [Candidate.model_validate(c) for c in state["candidates"]]
         scored, usage = yield from score_candidates(
-            prm_for_run(prm, runtime), state["problem"], candidates, aggregation=run.aggregation
+            prm_for_run(prm, runtime), state["problem"], candidates_of(state), aggregation=run.aggregation
         )
         best = max((c.score for c in scored if c.score is not None), default=None)
         emit({"type": "ttc.scored", "candidates": len(scored), "best_score": best})
-        total = usage_of(state) + usage + elapsed_since(started)
-        return {"candidates": [c.model_dump() for c in scored], "usage": total.model_dump()}
+        return {"candidates": dumped(scored), "usage": usage}
 
     def select(state: SelectionState) -> dict[str, Any]:
-        started = time.perf_counter()
-        candidates = [Candidate.model_validate(c) for c in state["candidates"]]
-        return selection_output(strategy, candidates, rule(candidates), usage_of(state) + elapsed_since(started))
+        candidates = candidates_of(state)
+        return selection_output(strategy, candidates, rule(candidates), usage_of(state))
 
     generate = make_generate_node(policy, config, key=answer_key)
     nodes = [("generate", generate), ("score", score), ("select", select)]

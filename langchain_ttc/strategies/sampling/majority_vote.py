@@ -18,26 +18,16 @@ Example:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from langgraph.types import Checkpointer
 
 from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
-from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import majority_vote
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import (
-    SelectionState,
-    StrategyGraph,
-    build_pipeline,
-    check_policy,
-    elapsed_since,
-    make_generate_node,
-    selection_output,
-    usage_of,
-)
 from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.generation import check_policy, make_generate_node, selection_output
+from langchain_ttc.strategies.graphs import SelectionState, StrategyGraph, build_pipeline, candidates_of, usage_of
 from langchain_ttc.strategies.parts import record_parts
 from langchain_ttc.strategies.spec import StrategySpec, sampling_n
 
@@ -64,13 +54,13 @@ def create_majority_vote_graph(
 
     Args:
         policy: The policy engine (a :class:`~langchain_ttc.engines.base.PolicyEngine`).
-        n: Number of solutions to sample (>= 1).
-        temperature: Sampling temperature.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per solution; a solution cut off here is not finished and does not vote.
-        seed: Seed for reproducible sampling.
+        n: The budget: solutions sampled (or beams written per iteration).
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem.
-        step_delimiter: Splits solutions into steps (for the result's ``steps``).
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
         answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
@@ -100,11 +90,8 @@ def build_majority_vote_graph(
     check_policy(policy)
 
     def select(state: SelectionState) -> dict[str, Any]:
-        started = time.perf_counter()
-        candidates = [Candidate.model_validate(c) for c in state["candidates"]]
-        return selection_output(
-            name, candidates, majority_vote(candidates, key=answer_key), usage_of(state) + elapsed_since(started)
-        )
+        candidates = candidates_of(state)
+        return selection_output(name, candidates, majority_vote(candidates, key=answer_key), usage_of(state))
 
     generate = make_generate_node(policy, config, key=answer_key)
     graph = build_pipeline([("generate", generate), ("select", select)], checkpointer=checkpointer, name=name)

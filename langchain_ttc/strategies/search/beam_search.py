@@ -32,15 +32,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.types import Checkpointer
 from pydantic import Field
 
 from langchain_ttc.core.search import Beam, prune, repeat_counts
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import StrategyGraph, config_of
 from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, validated
+from langchain_ttc.strategies.graphs import StrategyGraph, config_of
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
     beams_of,
@@ -90,23 +90,21 @@ def create_beam_search_graph(
     Args:
         policy: The policy engine; it must continue partial assistant messages.
         prm: The PRM engine.
-        n: Number of beams (the budget): candidates written per iteration.
-        beam_width: Continuations per survivor (M); at most ``n / beam_width`` beams survive each
-            iteration, and the survivors share ``n`` continuations.
-        max_iterations: Most steps per solution; the last iteration writes to the end.
-        lookahead: Greedy steps rolled out past each candidate before scoring (0: none).
-        step_delimiter: The stop string that ends a step.
-        aggregation: How step scores become one score, for pruning and for the final pick.
+        n: The budget: solutions sampled (or beams written per iteration).
+        beam_width: Continuations per beam (M); must divide n.
+        max_iterations: Most steps per solution; the last one writes to the end.
+        lookahead: Greedy steps rolled out past each candidate before scoring.
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
+        aggregation: How step scores become one score: last, min, prod, mean.
         filter_duplicates: Drop candidates whose text equals an earlier one before pruning.
-        selection: ``"weighted"`` vote over the finished beams (default), or the ``"best"`` one by score.
-        stop_when_n_finished: Stop as soon as ``n`` beams have finished (off: run until no beam is active,
-            as the reference does).
-        temperature: Sampling temperature of the steps.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per step; a step cut off here truncates its beam.
-        seed: Base seed; every iteration samples from its own seeds (:mod:`langchain_ttc.core.seeds`).
+        selection: Final pick: weighted vote over finished solutions, or best.
+        stop_when_n_finished: Stop once n beams have finished (off: run until none is active).
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem.
-        record_tree: Return the whole search tree in ``result.metadata["tree"]``.
+        record_tree: Keep the whole search tree in the result (metadata['tree']).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -140,7 +138,7 @@ def build_beam_search_graph(
         prm,
         config,
         roots=lambda _: [Beam()],
-        widths=lambda run, frontier: repeat_counts(len(frontier), run.n),
+        widths=lambda run, frontier, _: repeat_counts(len(frontier), run.n),
     )
 
     def prune_node(state: SearchState) -> dict[str, Any]:
@@ -156,16 +154,11 @@ def build_beam_search_graph(
             truncated=beams_of(state, "truncated") + [c for c in candidates if c.truncated],
         )
 
-    def route(state: SearchState) -> Literal["generate", "select"]:
+    def enough_finished(state: SearchState) -> bool:
         run = config_of(state, BeamSearchConfig)
-        done = (
-            not state["frontier"]
-            or state["iteration"] >= run.max_iterations
-            or (run.stop_when_n_finished and len(state["finished"]) >= run.n)
-        )
-        return "select" if done else "generate"
+        return run.stop_when_n_finished and len(state["finished"]) >= run.n
 
-    return build_search_graph(nodes, prune=prune_node, route=route, checkpointer=checkpointer, name=name)
+    return build_search_graph(nodes, prune=prune_node, stop=enough_finished, checkpointer=checkpointer, name=name)
 
 
 def searched_beams(options: dict[str, Any], budget: int, pilots: int) -> int:

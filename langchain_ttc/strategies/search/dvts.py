@@ -22,14 +22,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.types import Checkpointer
 
 from langchain_ttc.core.search import Beam, answered, best_per_subtree
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import StrategyGraph, config_of
 from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, validated
+from langchain_ttc.strategies.graphs import StrategyGraph, dumped
 from langchain_ttc.strategies.search.beam_search import searched_beams
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
@@ -71,19 +71,19 @@ def create_dvts_graph(
     Args:
         policy: The policy engine; it must continue partial assistant messages.
         prm: The PRM engine.
-        n: The budget: candidates written per iteration (``n / beam_width`` subtrees).
-        beam_width: Candidate steps each subtree samples per iteration (M).
-        max_iterations: Most steps per solution; the last iteration writes to the end.
-        lookahead: Greedy steps rolled out past each candidate before scoring (0: none).
-        step_delimiter: The stop string that ends a step.
-        aggregation: How step scores become one score, for the subtree choice and the final pick.
-        selection: ``"weighted"`` vote over the leaves (default) or the ``"best"`` leaf.
-        temperature: Sampling temperature of the steps.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per step; a candidate cut off here is never chosen.
-        seed: Base seed; every iteration samples from its own seeds (:mod:`langchain_ttc.core.seeds`).
+        n: The budget: solutions sampled (or beams written per iteration).
+        beam_width: Continuations per beam (M); must divide n.
+        max_iterations: Most steps per solution; the last one writes to the end.
+        lookahead: Greedy steps rolled out past each candidate before scoring.
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
+        aggregation: How step scores become one score: last, min, prod, mean.
+        selection: Final pick: weighted vote over finished solutions, or best.
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem.
-        record_tree: Return the whole search tree in ``result.metadata["tree"]``.
+        record_tree: Keep the whole search tree in the result (metadata['tree']).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -116,7 +116,7 @@ def build_dvts_graph(
         prm,
         config,
         roots=lambda run: [Beam(subtree=i) for i in range(run.n // run.beam_width)],
-        widths=lambda run, frontier: [run.beam_width] * len(frontier),
+        widths=lambda run, frontier, _: [run.beam_width] * len(frontier),
     )
 
     def prune_node(state: SearchState) -> dict[str, Any]:
@@ -125,17 +125,13 @@ def build_dvts_graph(
         going_on = {b.subtree for b in best if b.active}
         ended = [c for c in candidates if c.subtree not in going_on]
         return close_iteration(
-            {**state, "candidates": [c.model_dump() for c in candidates]},
+            {**state, "candidates": dumped(candidates)},
             frontier=[b for b in best if b.active],
             finished=beams_of(state, "finished") + [c for c in ended if c.complete],
             truncated=beams_of(state, "truncated") + [c for c in ended if c.truncated],
         )
 
-    def route(state: SearchState) -> Literal["generate", "select"]:
-        done = not state["frontier"] or state["iteration"] >= config_of(state, SearchConfig).max_iterations
-        return "select" if done else "generate"
-
-    return build_search_graph(nodes, prune=prune_node, route=route, checkpointer=checkpointer, name=name)
+    return build_search_graph(nodes, prune=prune_node, checkpointer=checkpointer, name=name)
 
 
 DVTS = StrategySpec(

@@ -46,8 +46,9 @@ from langchain_ttc.core.search import Beam, particle_weights, resample
 from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.tree import TreeNode
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import StrategyGraph, config_of
 from langchain_ttc.strategies.config import Aggregation, Selection, StepSearchConfig, validated
+from langchain_ttc.strategies.driver import emit
+from langchain_ttc.strategies.graphs import StrategyGraph, config_of, dumped
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
     beams_of,
@@ -55,7 +56,6 @@ from langchain_ttc.strategies.search.stepwise import (
     check_engines,
     close_iteration,
     make_search_nodes,
-    round_label,
 )
 from langchain_ttc.strategies.spec import StrategySpec
 
@@ -95,10 +95,22 @@ class ParticleFilteringConfig(StepSearchConfig):
 
 
 class ParticleState(SearchState, total=False):
-    """The search state plus particle Gibbs's sweep: its references and the beams their steps are read from."""
+    """The search state plus particle Gibbs's sweep: its number, its references, and the beams their steps come from."""
 
+    sweep: int
     references: list[dict[str, Any]]
     lineage: list[dict[str, Any]]
+
+
+def sweep_of(state: SearchState) -> int:
+    """The sweep a particle search is in (0: the first, and the only one of plain particle filtering)."""
+    return int(cast(ParticleState, state).get("sweep", 0))
+
+
+def sweep_label(state: SearchState) -> tuple[str | int, ...]:
+    """What particle Gibbs adds to its seed labels after the first sweep (the first draws as particle filtering)."""
+    sweep = sweep_of(state)
+    return ("round", sweep) if sweep else ()
 
 
 def fresh_particles(run: ParticleFilteringConfig, sweep: int) -> int:
@@ -143,23 +155,22 @@ def create_particle_filtering_graph(
     Args:
         policy: The policy engine; it must continue partial assistant messages.
         prm: The PRM engine.
-        n: Number of particles (the budget): steps written per iteration at most.
-        resampling_temperature: Softmax temperature of the weights (> 0; 1 is the paper's).
-        resampling: ``"multinomial"`` or ``"systematic"`` resampling.
-        rounds: Particle Gibbs sweeps sharing the budget (must divide ``n``; 1: particle filtering).
-        reference_particles: Particle Gibbs: finished particles carried into the next sweep (fewer
-            than ``n / rounds``).
-        max_iterations: Most steps per solution; the last iteration writes to the end.
-        lookahead: Greedy steps rolled out past each particle before scoring (0: none).
-        step_delimiter: The stop string that ends a step.
-        aggregation: How step scores become the score that weighs a particle.
-        selection: ``"weighted"`` vote over the final finished particles (default), or the ``"best"`` one.
-        temperature: Sampling temperature of the steps.
-        top_p: Nucleus sampling mass.
-        max_tokens: Most tokens per step; a particle cut off here is never resampled.
-        seed: Base seed of sampling and resampling (each iteration its own stream).
+        n: The budget: solutions sampled (or beams written per iteration).
+        resampling_temperature: Softmax temperature of the particle weights (lower: greedier).
+        resampling: How particles are drawn: multinomial or systematic.
+        rounds: Particle Gibbs sweeps that share the budget n (1: particle filtering).
+        reference_particles: Particle Gibbs: finished particles carried into the next sweep as references.
+        max_iterations: Most steps per solution; the last one writes to the end.
+        lookahead: Greedy steps rolled out past each candidate before scoring.
+        step_delimiter: The text between steps, e.g. '\\n\\n'.
+        aggregation: How step scores become one score: last, min, prod, mean.
+        selection: Final pick: weighted vote over finished solutions, or best.
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass, in (0, 1].
+        max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
+        seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem.
-        record_tree: Return the whole search tree in ``result.metadata["tree"]``.
+        record_tree: Keep the whole search tree in the result (metadata['tree']).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -188,14 +199,17 @@ def build_particle_filtering_graph(
 ) -> StrategyGraph:
     """The particle filtering graph for a validated config (the registry's builder)."""
     policy, prm = check_engines(policy, prm)
-    # A sweep's first iteration writes its fresh particles' first steps from one empty root (the root's
-    # `subtree` is its sweep); later, one step per active particle.
+    # A sweep's first iteration writes its fresh particles' first steps from one empty root; later, one step
+    # per active particle.
     nodes = make_search_nodes(
         policy,
         prm,
         config,
         roots=lambda run: [Beam()],
-        widths=lambda run, frontier: [fresh_particles(run, b.subtree) if b.parent is None else 1 for b in frontier],
+        widths=lambda run, frontier, state: [
+            fresh_particles(run, sweep_of(state)) if b.parent is None else 1 for b in frontier
+        ],
+        seed_labels=sweep_label,
     )
 
     def resample_node(state: SearchState) -> dict[str, Any]:
@@ -205,7 +219,7 @@ def build_particle_filtering_graph(
         population = candidates + beams_of(state, "finished") + references
         weights = particle_weights([None if b.truncated else b.score for b in population], run.resampling_temperature)
         truncated = beams_of(state, "truncated") + [b for b in candidates if b.truncated]
-        if not any(weights):  # every particle truncated or unscored: the search ends with what it has
+        if not any(weights):  # every particle truncated or unscored: the sweep ends with what it has
             return close_iteration(state, frontier=[], finished=beams_of(state, "finished"), truncated=truncated)
         # Particle Gibbs keeps the sweep's partial solutions: a reference's first steps are read from them.
         lineage = (
@@ -213,54 +227,50 @@ def build_particle_filtering_graph(
             if run.rounds > 1
             else []
         )
-        rng = random.Random(derive_seed(run.seed, "resample", state["iteration"], *round_label(state)))
-        picks = resample(weights, fresh_particles(run, state.get("round", 0)), rng, method=run.resampling)
+        rng = random.Random(derive_seed(run.seed, "resample", state["iteration"], *sweep_label(state)))
+        picks = resample(weights, fresh_particles(run, sweep_of(state)), rng, method=run.resampling)
         drawn = [population[i] for i in picks]
         if references:  # a drawn reference comes back as its first steps (as many as the sweep has written)
             steps = state["iteration"] + 1
             chains = {r.id: ancestry(r, lineage) for r in references}
             drawn = [chains[b.id][steps - 1] if b.id in chains and len(chains[b.id]) > steps else b for b in drawn]
-        frontier = [b for b in drawn if b.active]
-        update = close_iteration(
-            state, frontier=frontier, finished=[b for b in drawn if b.complete], truncated=truncated
-        )
+        frontier, finished = [b for b in drawn if b.active], [b for b in drawn if b.complete]
+        update = close_iteration(state, frontier=frontier, finished=finished, truncated=truncated)
         if lineage:
-            update["lineage"] = [b.model_dump() for b in lineage]
-        if frontier and update["iteration"] < run.max_iterations:
-            return update
-        return update | next_sweep(run, cast(SearchState, {**state, **update}))
+            update["lineage"] = dumped(lineage)
+        return update
 
-    def route(state: SearchState) -> Literal["generate", "select"]:
-        done = not state["frontier"] or state["iteration"] >= config_of(state, ParticleFilteringConfig).max_iterations
-        return "select" if done else "generate"
+    def sweep_node(state: SearchState) -> dict[str, Any]:
+        return next_sweep(config_of(state, ParticleFilteringConfig), state)
 
     return build_search_graph(
-        nodes, prune=resample_node, route=route, checkpointer=checkpointer, name=name, state=ParticleState
+        nodes, prune=resample_node, sweep=sweep_node, checkpointer=checkpointer, name=name, state=ParticleState
     )
 
 
 def next_sweep(run: ParticleFilteringConfig, state: SearchState) -> dict[str, Any]:
     """End a sweep: draw its references and start the next sweep, or leave the last one's population to ``select``."""
     population = beams_of(state, "finished") + beams_of(state, "references")
-    sweep = state.get("round", 0) + 1
-    if sweep == run.rounds:
-        return {"finished": [b.model_dump() for b in population], "frontier": []}
+    sweep = sweep_of(state) + 1
+    if sweep >= run.rounds:
+        return {"finished": dumped(population), "frontier": []}
     weights = particle_weights([b.score for b in population], run.resampling_temperature)
     rng = random.Random(derive_seed(run.seed, "references", sweep))
     references = [population[i] for i in resample(weights, run.reference_particles, rng)]
     lineage = beams_of(state, "lineage")
-    root = Beam(id=state["next_id"], subtree=sweep)
+    root = Beam(id=state["next_id"])
     update: dict[str, Any] = {
-        "round": sweep,
+        "sweep": sweep,
         "iteration": 0,
         "next_id": root.id + 1,
         "frontier": [root.model_dump()],
         "finished": [],
-        "references": [b.model_dump() for b in references],
+        "references": dumped(references),
         "lineage": [b.model_dump() for r in references for b in ancestry(r, lineage)],
     }
     if run.record_tree:
         update["tree"] = [*state.get("tree", []), TreeNode(id=root.id, parent=None, fate="kept").model_dump()]
+    emit({"type": "ttc.sweep", "sweep": sweep, "references": [b.id for b in references]})
     return update
 
 

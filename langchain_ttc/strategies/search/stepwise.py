@@ -1,9 +1,11 @@
-"""Shared machinery of the step-level search graphs (beam search, DVTS, particle filtering).
+"""Shared machinery of the step-level search graphs (beam search, DVTS, particle filtering and Gibbs).
 
 In: the search state (a frontier of partial solutions). Out: the next iteration's candidates,
 written one step further by one batched policy call (plus one greedy call per lookahead step) and
-scored by one batched PRM call. The graphs differ only in their roots and how they prune (see
-:mod:`.beam_search` and :mod:`.dvts`).
+scored by one batched PRM call, and the loop that wires them. The graphs differ only in their roots,
+how many continuations each beam writes, how they prune (see :mod:`.beam_search`, :mod:`.dvts` and
+:mod:`.particle_filtering`), an optional early stop, and, for particle Gibbs, a ``sweep`` node that
+starts the next sweep (a second, visible loop).
 
 The ``start`` node merges the graph's config with the run's
 :class:`~langchain_ttc.strategies.context.TTCContext`, validates it and stores it in the state as
@@ -17,11 +19,10 @@ wrote (step text, score, fate: kept, pruned, finished, truncated, chosen), retur
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
@@ -32,29 +33,30 @@ from langchain_ttc.core.tree import Fate, TreeNode
 from langchain_ttc.core.types import Candidate, Message, ScoreRequest, Usage
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import (
-    Calls,
-    LoopingGraph,
-    StrategyInput,
-    StrategyOutput,
-    as_node,
-    call,
-    check_policy,
-    check_prm,
-    compile_loop,
-    config_of,
-    conversation_from_input,
-    elapsed_since,
-    emit,
-    policy_call_usage,
-    reaggregated,
-    run_config,
-    sampling_request,
-    selection_output,
-    usage_of,
-)
 from langchain_ttc.strategies.config import StepSearchConfig
 from langchain_ttc.strategies.context import TTCContext, policy_for_run, prm_for_run
+from langchain_ttc.strategies.driver import Calls, as_node, call, emit
+from langchain_ttc.strategies.generation import (
+    check_policy,
+    check_prm,
+    conversation_from_input,
+    policy_call_usage,
+    reaggregated,
+    sampling_request,
+    selection_output,
+)
+from langchain_ttc.strategies.graphs import (
+    LoopingGraph,
+    StrategyInput,
+    UsageChannel,
+    candidates_of,
+    compile_loop,
+    config_of,
+    dumped,
+    new_graph,
+    run_config,
+    usage_of,
+)
 
 S = TypeVar("S", bound=StepSearchConfig)
 
@@ -65,14 +67,13 @@ class SearchState(StrategyInput, total=False):
     config: dict[str, Any]
     conversation: list[Message]
     iteration: int
-    round: int
     next_id: int
     frontier: list[dict[str, Any]]
     candidates: list[dict[str, Any]]
     finished: list[dict[str, Any]]
     truncated: list[dict[str, Any]]
     tree: list[dict[str, Any]]
-    usage: dict[str, Any]
+    usage: UsageChannel
     iteration_start_usage: dict[str, Any]
     iterations: list[dict[str, Any]]
     answer: str | None
@@ -97,9 +98,15 @@ def check_engines(policy: object, prm: object) -> tuple[PolicyEngine, PRMEngine]
 
 
 def beams_of(state: SearchState, key: str) -> list[Beam]:
-    """The beams stored under ``key`` in the state."""
+    """The beams stored under ``key`` in the state (``frontier``, ``candidates``, ``finished``, ...)."""
     stored: list[dict[str, Any]] = state.get(key) or []  # type: ignore[assignment]
     return [Beam.model_validate(b) for b in stored]
+
+
+Widths = Callable[[S, list[Beam], SearchState], list[int]]
+"""How many continuations each frontier beam writes this iteration: ``(run config, frontier, state) -> counts``."""
+SeedLabels = Callable[[SearchState], tuple[str | int, ...]]
+"""What a search adds to its iterations' seed labels (particle Gibbs: its sweep after the first)."""
 
 
 def _roll_out(
@@ -132,7 +139,8 @@ def make_search_nodes(
     config: S,
     *,
     roots: Callable[[S], list[Beam]],
-    widths: Callable[[S, list[Beam]], list[int]],
+    widths: Widths[S],
+    seed_labels: SeedLabels = lambda state: (),
 ) -> dict[str, Any]:
     """The ``start``, ``generate`` and ``score`` nodes of a step-level search.
 
@@ -142,6 +150,7 @@ def make_search_nodes(
         config: The graph's validated config (the run's context may override it).
         roots: The first frontier (empty partial solutions) for the run's config.
         widths: How many continuations each frontier beam writes this iteration.
+        seed_labels: What the search adds to each iteration's seed label.
 
     """
 
@@ -154,7 +163,7 @@ def make_search_nodes(
             "conversation": conversation,
             "iteration": 0,
             "next_id": len(frontier),
-            "frontier": [b.model_dump() for b in frontier],
+            "frontier": dumped(frontier),
             "finished": [],
             "truncated": [],
             "tree": [TreeNode(id=b.id, parent=None, fate="kept").model_dump() for b in frontier]
@@ -164,15 +173,14 @@ def make_search_nodes(
         }
 
     def generate(state: SearchState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
         run, iteration = config_of(state, type(config)), state["iteration"]
         last = iteration == run.max_iterations - 1
         frontier = beams_of(state, "frontier")
-        parents = [(b, width) for b, width in zip(frontier, widths(run, frontier), strict=True) if width]
+        parents = [(b, width) for b, width in zip(frontier, widths(run, frontier, state), strict=True) if width]
         step = sampling_request(run, state["conversation"], stop=[] if last else [run.step_delimiter])
         requests = [step.model_copy(update={"partial": b.text, "n": width}) for b, width in parents]
         run_policy = policy_for_run(policy, runtime)
-        seed = derive_seed(run.seed, "iteration", iteration, *round_label(state))
+        seed = derive_seed(run.seed, "iteration", iteration, *seed_labels(state))
         results = yield from call(run_policy, seed_requests(requests, seed))
         children = interleave(
             [
@@ -186,16 +194,14 @@ def make_search_nodes(
         if run.lookahead and not last:
             children, rollout_usage = yield from _roll_out(run_policy, children, state["conversation"], run)
             usage = usage + rollout_usage
-        before = usage_of(state)
         return {
-            "candidates": [c.model_dump() for c in children],
+            "candidates": dumped(children),
             "next_id": first_id + len(children),
-            "usage": (before + usage + elapsed_since(started)).model_dump(),
-            "iteration_start_usage": before.model_dump(),
+            "usage": usage,
+            "iteration_start_usage": usage_of(state).model_dump(),
         }
 
     def score(state: SearchState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
-        started = time.perf_counter()
         run = config_of(state, StepSearchConfig)
         delimiter = run.step_delimiter
         problem = conversation_problem(state["conversation"])
@@ -215,17 +221,9 @@ def make_search_nodes(
                     update={"step_scores": result.scores, "score": aggregate(result.scores, run.aggregation)}
                 )
             usage = Usage(prm_calls=1, prm_tokens=sum(r.num_tokens for r in results))
-        return {
-            "candidates": [c.model_dump() for c in candidates],
-            "usage": (usage_of(state) + usage + elapsed_since(started)).model_dump(),
-        }
+        return {"candidates": dumped(candidates), "usage": usage}
 
     return {"start": start, "generate": generate, "score": score}
-
-
-def round_label(state: SearchState) -> tuple[str | int, ...]:
-    """What a multi-round search (particle Gibbs) adds to its seed labels after the first round: ``("round", r)``."""
-    return ("round", state["round"]) if state.get("round") else ()
 
 
 def close_iteration(
@@ -253,8 +251,8 @@ def close_iteration(
     update: dict[str, Any] = {
         "iteration": iteration + 1,
         "frontier": [b.model_copy(update={"lookahead": ""}).model_dump() for b in frontier],
-        "finished": [b.model_dump() for b in finished],
-        "truncated": [b.model_dump() for b in truncated],
+        "finished": dumped(finished),
+        "truncated": dumped(truncated),
         "candidates": [],
         "iterations": [*state.get("iterations", []), {"iteration": iteration, **spent.model_dump()}],
     }
@@ -275,8 +273,7 @@ def conversation_problem(conversation: list[Message]) -> str:
 
 def pilot_candidates(state: SearchState, aggregation: str) -> list[Candidate]:
     """The input's pilots, their scores aggregated with the search's rule (unscored ones get no score)."""
-    pilots = [Candidate.model_validate(c) for c in state.get("pilots") or []]
-    return reaggregated(pilots, aggregation=aggregation)
+    return reaggregated(candidates_of(state, "pilots"), aggregation=aggregation)
 
 
 def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
@@ -287,7 +284,6 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
     """
 
     def select(state: SearchState) -> dict[str, Any]:
-        started = time.perf_counter()
         run = config_of(state, StepSearchConfig)
         beams = top_by_score(beams_of(state, "finished"), run.n) + beams_of(state, "truncated")
         candidates = [b.to_candidate(run.step_delimiter) for b in beams] + pilot_candidates(state, run.aggregation)
@@ -302,7 +298,7 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
                 (n.model_copy(update={"fate": "chosen"}) if n.id == chosen else n).model_dump() for n in tree
             ]
             emit({"type": "ttc.tree", "iteration": state["iteration"], "chosen": chosen})
-        output = selection_output(strategy, candidates, selection, usage_of(state) + elapsed_since(started))
+        output = selection_output(strategy, candidates, selection, usage_of(state))
         output["result"]["metadata"] = metadata
         return output
 
@@ -313,22 +309,40 @@ def build_search_graph(
     nodes: dict[str, Any],
     *,
     prune: Callable[[SearchState], dict[str, Any]],
-    route: Callable[[SearchState], str],
     checkpointer: Checkpointer,
     name: str,
+    stop: Callable[[SearchState], bool] | None = None,
+    sweep: Callable[[SearchState], dict[str, Any]] | None = None,
     state: type[SearchState] = SearchState,
 ) -> LoopingGraph:
     """Wire a step-level search: ``start`` → (``generate`` → ``score`` → ``prune``)* → ``select``.
 
+    The loop goes on while a beam is active and fewer than ``max_iterations`` steps are written,
+    unless ``stop(state)`` says the search is done early. With ``sweep`` (particle Gibbs), an ended
+    sweep goes to the ``sweep`` node, which starts the next one (back to ``generate``) or, after the
+    last, hands the population to ``select``: a second loop, drawn as such.
+
     ``state`` is the graph's state schema: :class:`SearchState` or a search's extension of it.
     """
-    builder = StateGraph(state, context_schema=TTCContext, input_schema=StrategyInput, output_schema=StrategyOutput)
-    for node_name, node in {**nodes, "prune": prune, "select": make_select_node(name)}.items():
+
+    def route(current: SearchState) -> str:
+        run = config_of(current, StepSearchConfig)
+        going_on = bool(current["frontier"]) and current["iteration"] < run.max_iterations
+        if going_on and not (stop is not None and stop(current)):
+            return "generate"
+        return "select" if sweep is None else "sweep"
+
+    builder = new_graph(state)
+    steps = {**nodes, "prune": prune, **({"sweep": sweep} if sweep else {}), "select": make_select_node(name)}
+    for node_name, node in steps.items():
         builder.add_node(node_name, as_node(node, name=node_name))
     builder.add_edge(START, "start")
     builder.add_edge("start", "generate")
     builder.add_edge("generate", "score")
     builder.add_edge("score", "prune")
-    builder.add_conditional_edges("prune", route, ["generate", "select"])
+    builder.add_conditional_edges("prune", route, ["generate", "sweep" if sweep else "select"])
+    if sweep is not None:
+        builder.add_conditional_edges("sweep", lambda current: "generate" if current["frontier"] else "select",
+                                      ["generate", "select"])  # fmt: skip
     builder.add_edge("select", END)
     return compile_loop(builder, checkpointer=checkpointer, name=name)
