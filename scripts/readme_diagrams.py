@@ -1,7 +1,9 @@
-"""Regenerate the Mermaid diagrams of every strategy graph in README.md (``draw_mermaid()``, offline).
+"""Regenerate the Mermaid diagrams of every strategy graph in docs/strategies.md (``draw_mermaid()``, offline).
 
-python scripts/readme_diagrams.py          # rewrite the README section
-python scripts/readme_diagrams.py --check  # exit 1 if the README is out of date
+The diagrams lived in the README before the documentation site; the script keeps its name.
+
+python scripts/readme_diagrams.py          # rewrite the diagrams section of docs/strategies.md
+python scripts/readme_diagrams.py --check  # exit 1 if docs/strategies.md is out of date
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreR
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "strategies.md"
 START, END = "<!-- diagrams:start -->", "<!-- diagrams:end -->"
 
 
@@ -26,7 +28,7 @@ class _Unused(PolicyEngine, PRMEngine):  # drawing a graph calls no engine
 
 
 def diagrams() -> str:
-    """The README section: one Mermaid block per strategy."""
+    """The page's diagrams section: one Mermaid block per strategy."""
     parts = [START]
     for name in STRATEGIES:
         graph = create_strategy_graph(
@@ -38,14 +40,14 @@ def diagrams() -> str:
 
 
 def main() -> int:
-    """Rewrite (or, with ``--check``, compare) the README's diagrams section."""
-    text = README.read_text()
+    """Rewrite (or, with ``--check``, compare) the diagrams section of docs/strategies.md."""
+    text = PAGE.read_text()
     before, rest = text.split(START, 1)
     after = rest.split(END, 1)[1]
     updated = before + diagrams() + after
     if "--check" in sys.argv:
         return 0 if updated == text else 1
-    README.write_text(updated)
+    PAGE.write_text(updated)
     return 0
 
 

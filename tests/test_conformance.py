@@ -2,7 +2,7 @@
 
 The restatements below follow huggingface/search-and-learn (``src/sal/search/beam_search.py``,
 ``diverse_verifier_tree_search.py``, ``best_of_n.py``, ``src/sal/utils/score.py``) line by line in
-plain Python, with our documented fixes (README, "Differences from the reference"):
+plain Python, with our documented fixes (docs/differences.md, "Differences from the reference"):
 
 - a truncated completion (``max_tokens``) is never finished and never chosen;
 - the final pick is over the ``n`` best-scored finished beams, not the first ``n`` to finish, and

@@ -48,4 +48,4 @@ def test_readme_diagrams_are_generated_and_current() -> None:
 
     root = Path(__file__).resolve().parent.parent
     check = subprocess.run([sys.executable, str(root / "scripts" / "readme_diagrams.py"), "--check"], cwd=root)
-    assert check.returncode == 0, "README diagrams are stale: run python scripts/readme_diagrams.py"
+    assert check.returncode == 0, "docs/strategies.md diagrams are stale: run python scripts/readme_diagrams.py"
