@@ -1,26 +1,37 @@
-"""Measure the shipped Arith checkpoints against the properties the study needs.
+"""Measure the Arith checkpoints (v3) against the properties the study needs.
 
-- greedy accuracy by difficulty, small and large policy (and their parameter counts);
+- parameter counts of every model, and the large/small size ratio (the study compares model sizes);
+- greedy accuracy by difficulty, small and large policy;
 - reachability: P(correct step | correct prefix) at temperature 0.8, computed exactly from the small
-  policy's logits for every fact at every position 1-8 (no step may be below 10%);
+  policy's logits for every fact at every position 1-12;
 - coverage: pass@n and process pass@n (a sample right at every step, by the exact checker) of the
-  small policy at temperature 0.8, and the lucky rate: wrong derivations that end on the right answer;
-- the PRM on solutions sampled from the small policy: step accuracy on right and on wrong steps, AUROC.
+  small policy at temperature 0.8 by difficulty, and the lucky rate (wrong derivations that end on the
+  right answer); and, per difficulty band, process pass@16 and pass@256 from 256 samples per problem
+  (the unbiased estimator);
+- the verifier ladder on solutions sampled from the small policy (temperature 0.8, every band): per
+  PRM, step accuracy, AUROC, and the miss rate (a wrong step scored >= 0.5) on first wrong steps that
+  are the small policy's misconceptions (split into those the PRM's training teacher shared and those
+  it never had) and on other first wrong steps (slips, miscopies), and on steps after an error.
 
 Writes ``benchmarks/results/arith_models.md`` (with machine, date and command) and prints it.
 
-    python benchmarks/arith_models.py [--per-difficulty 100] [--coverage-problems 25] [--samples 4]
+    python benchmarks/arith_models.py [--models DIR] [--per-difficulty 100] [--coverage-problems 16]
+        [--band-problems 40] [--samples 2]
 
+``--models`` reads the checkpoints from another directory (a training run's output, before it ships).
 Problems are drawn with seeds the training script never uses; at difficulties 1-2 the problem
-space is small (230 and 53,000 problems), so "held out" there means fresh samples, not unseen problems.
+space is small (230 and 5,290 problems), so "held out" there means fresh samples, not unseen problems.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import random
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from _report import header, write
@@ -34,10 +45,11 @@ from langchain_ttc.arith.problems import (
     arithmetic_facts,
     draw_operation,
     format_problem,
+    parse_expression,
     solution_is_correct,
     solve_expression,
+    step_is_well_formed,
 )
-from langchain_ttc.arith.train import RECIPES
 from langchain_ttc.core.answers import extract_boxed
 from langchain_ttc.core.metrics import auroc
 from langchain_ttc.core.types import GenerationRequest, ScoreRequest
@@ -48,6 +60,18 @@ from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 SEED = 1_000_003
 TEMPERATURE = 0.8
 LEVELS = range(1, MAX_DIFFICULTY + 1)
+BANDS = {"easy": (1, 3), "medium": (4, 6), "hard": (7, 9), "hardest": (10, 12)}
+"""The study's difficulty bands, by number of steps."""
+TRAINING = Path(__file__).resolve().parents[1] / "scripts" / "train_arith.py"
+
+
+def _training_script():  # type: ignore[no-untyped-def]
+    """The training script as a module (it is not part of the package): its teachers say which facts are whose."""
+    spec = importlib.util.spec_from_file_location("train_arith", TRAINING)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def greedy_accuracy(policy: TransformersPolicy, per_difficulty: int) -> dict[int, float]:
@@ -55,7 +79,7 @@ def greedy_accuracy(policy: TransformersPolicy, per_difficulty: int) -> dict[int
     for difficulty in LEVELS:
         problems = make_problems(per_difficulty, difficulty, seed=SEED + difficulty)
         requests = [
-            GenerationRequest(messages=[{"role": "user", "content": p.problem}], temperature=0, max_tokens=256)
+            GenerationRequest(messages=[{"role": "user", "content": p.problem}], temperature=0, max_tokens=512)
             for p in problems
         ]
         results = policy.invoke(requests)
@@ -66,7 +90,7 @@ def greedy_accuracy(policy: TransformersPolicy, per_difficulty: int) -> dict[int
 
 
 def _expression_with_fact(fact: tuple[int, str, int], position: int, rng: random.Random) -> str:
-    """An 8-step expression whose step ``position`` (1-based) computes ``fact`` when solved right."""
+    """A longest-chain expression whose step ``position`` (1-based) computes ``fact`` when solved right."""
     left, op, right = fact
     operations = [draw_operation(rng) for _ in range(MAX_DIFFICULTY)]
     operations[position - 1] = (op, right)
@@ -124,7 +148,7 @@ def coverage(policy: TransformersPolicy, problems_per_level: int, samples: int) 
                 messages=[{"role": "user", "content": p.problem}],
                 n=samples,
                 temperature=TEMPERATURE,
-                max_tokens=256,
+                max_tokens=512,
                 seed=SEED + 100 * difficulty + i,
             )
             for i, p in enumerate(problems)
@@ -153,28 +177,70 @@ def coverage(policy: TransformersPolicy, problems_per_level: int, samples: int) 
     return table
 
 
-def prm_quality(policy: TransformersPolicy, prm: MathShepherdPRM, per_difficulty: int, samples: int) -> dict:
-    """The PRM on solutions sampled from the small policy (temperature 1.0), labelled by the exact checker."""
-    problems = make_problems(per_difficulty * MAX_DIFFICULTY, (1, MAX_DIFFICULTY), seed=SEED)
+def sampled_solutions(policy: TransformersPolicy, per_difficulty: int, samples: int) -> list[tuple[str, list[str]]]:
+    """Solutions the small policy samples at temperature 0.8, every difficulty (the verifiers' test set)."""
+    problems = [p for d in LEVELS for p in make_problems(per_difficulty, d, seed=3 * SEED + d)]
     requests = [
         GenerationRequest(
-            messages=[{"role": "user", "content": p.problem}], n=samples, temperature=1.0, max_tokens=256, seed=SEED + i
+            messages=[{"role": "user", "content": p.problem}], n=samples, temperature=TEMPERATURE, max_tokens=512,
+            seed=SEED + i,
         )
         for i, p in enumerate(problems)
-    ]
-    pairs = [
+    ]  # fmt: skip
+    return [
         (p.problem, split_steps(c.text))
         for p, r in zip(problems, policy.invoke(requests), strict=True)
         for c in r.completions
         if split_steps(c.text)
     ]
+
+
+def _fact_and_result(step: str) -> tuple[tuple[int, str, int], int] | None:
+    """The fact a well-formed step computes and the result it writes."""
+    step = step.strip()
+    if not step_is_well_formed(step):
+        return None
+    return (int(step[0]), step[1], int(step[2])), int(step[4])
+
+
+def prm_quality(
+    prm: MathShepherdPRM,
+    pairs: list[tuple[str, list[str]]],
+    *,
+    small_wrong: dict[tuple[int, str, int], int],
+    teacher_wrong: dict[tuple[int, str, int], int],
+) -> dict[str, float]:
+    """A PRM on the small policy's solutions: step accuracy, AUROC, and misses by kind of wrong step.
+
+    A solution's first wrong step is a *misconception* when it computes one of the small policy's
+    misconception facts from the right operands and writes that misconception's wrong result; it is
+    *shared* when the PRM's training teacher had the same misconception, *unseen* otherwise. Every other
+    first wrong step (a slip, a miscopy) is *other*; the steps after a solution's first error are *after*.
+    """
     scores = prm.invoke([ScoreRequest(problem=q, steps=s) for q, s in pairs])
     right: list[float] = []
     wrong: list[float] = []
+    kinds: dict[str, list[float]] = {"unseen": [], "shared": [], "other": [], "after": []}
     for (problem, steps), step_scores in zip(pairs, scores, strict=True):
-        for label, score in zip(check_steps(problem, steps), step_scores.scores, strict=True):
-            (right if label else wrong).append(score)
-    return {
+        gold, _ = solve_expression(parse_expression(problem))
+        erred = False
+        for index, (label, score) in enumerate(zip(check_steps(problem, steps), step_scores.scores, strict=True)):
+            if label:
+                right.append(score)
+                continue
+            wrong.append(score)
+            if erred:
+                kinds["after"].append(score)
+                continue
+            erred = True
+            found = _fact_and_result(steps[index])
+            expected = _fact_and_result(gold[index]) if index < len(gold) else None
+            fact = found[0] if found else None
+            if found and expected and fact == expected[0] and small_wrong.get(fact) == found[1]:
+                kinds["shared" if teacher_wrong.get(fact) == found[1] else "unseen"].append(score)
+            else:
+                kinds["other"].append(score)
+    row: dict[str, float] = {
         "solutions": len(pairs),
         "right": len(right),
         "wrong": len(wrong),
@@ -183,6 +249,36 @@ def prm_quality(policy: TransformersPolicy, prm: MathShepherdPRM, per_difficulty
         "on_wrong": sum(s < 0.5 for s in wrong) / max(1, len(wrong)),
         "auroc": auroc(right, wrong),
     }
+    for kind, values in kinds.items():
+        row[f"{kind}_count"] = len(values)
+        row[f"{kind}_miss"] = sum(s >= 0.5 for s in values) / max(1, len(values))
+    return row
+
+
+def pass_at(k: int, samples: int, correct: int) -> float:
+    """The unbiased pass@k estimate from ``samples`` draws of which ``correct`` are right (Chen et al., 2021)."""
+    if samples - correct < k:
+        return 1.0
+    return 1.0 - math.comb(samples - correct, k) / math.comb(samples, k)
+
+
+def band_coverage(policy: TransformersPolicy, problems_per_band: int, samples: int = 256) -> dict[str, dict]:
+    """Per band: process pass@1, @16 and @256 of the small policy at temperature 0.8 (``samples`` per problem)."""
+    table = {}
+    for band, (low, high) in BANDS.items():
+        problems = make_problems(problems_per_band, (low, high), seed=5 * SEED + low)
+        rows = {"pass@1": 0.0, "pass@16": 0.0, f"pass@{samples}": 0.0}
+        for i, problem in enumerate(problems):
+            request = GenerationRequest(
+                messages=[{"role": "user", "content": problem.problem}], n=samples, temperature=TEMPERATURE,
+                max_tokens=512, seed=7 * SEED + 1000 * low + i,
+            )  # fmt: skip
+            (result,) = policy.invoke([request])
+            correct = sum(solution_is_correct(problem.problem, split_steps(c.text)) for c in result.completions)
+            for k in (1, 16, samples):
+                rows[f"pass@{k}"] += pass_at(k, samples, correct) / len(problems)
+        table[band] = rows
+    return table
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -192,30 +288,51 @@ def _quantile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=None, help="Checkpoint directory (default: the shipped ones).")
     parser.add_argument("--per-difficulty", type=int, default=100)
-    parser.add_argument("--coverage-problems", type=int, default=25, help="Problems per difficulty for pass@64.")
-    parser.add_argument("--samples", type=int, default=4, help="Samples per problem for the PRM measurement.")
+    parser.add_argument("--coverage-problems", type=int, default=16, help="Problems per difficulty for pass@64.")
+    parser.add_argument("--band-problems", type=int, default=40, help="Problems per band for pass@16 and pass@256.")
+    parser.add_argument("--verifier-problems", type=int, default=25, help="Problems per difficulty for the PRMs.")
+    parser.add_argument("--samples", type=int, default=2, help="Samples per problem for the PRM measurement.")
     args = parser.parse_args()
     started = time.time()
-    small = TransformersPolicy.from_pretrained(arith_checkpoint("small"))
-    large = TransformersPolicy.from_pretrained(arith_checkpoint("large"))
-    prm = MathShepherdPRM.from_pretrained(arith_checkpoint("prm"), batch_size=64)
+
+    def path(name: str) -> Path:
+        return args.models / name if args.models else arith_checkpoint(name)
+
+    training = _training_script()
+    small = TransformersPolicy.from_pretrained(path("small"))
+    large = TransformersPolicy.from_pretrained(path("large"))
+    ladder = {name: MathShepherdPRM.from_pretrained(path(name), batch_size=64) for name in training.PRM_RECIPES}
     sizes = {
-        name: sum(p.numel() for p in policy.model.parameters()) for name, policy in (("small", small), ("large", large))
+        name: sum(p.numel() for p in engine.model.parameters())
+        for name, engine in {"small": small, "large": large, **ladder}.items()
     }
     accuracy = {
         "small": greedy_accuracy(small, args.per_difficulty),
         "large": greedy_accuracy(large, args.per_difficulty),
     }
     reach = step_reachability(small)
-    wrong_facts = RECIPES["small"].teacher.wrong_results() if RECIPES["small"].teacher else {}
+    small_wrong = training.RECIPES["small"].teacher.wrong_results()
     cover = coverage(small, args.coverage_problems, 64)
-    quality = prm_quality(small, prm, args.per_difficulty // 4, args.samples)
+    bands = band_coverage(small, args.band_problems)
+    pairs = sampled_solutions(small, args.verifier_problems, args.samples)
+    quality = {
+        name: prm_quality(
+            prm, pairs, small_wrong=small_wrong, teacher_wrong=training.PRM_RECIPES[name].teacher.wrong_results()
+        )
+        for name, prm in ladder.items()
+    }
 
-    lines = header("Arith world v2: the checkpoints against the study's requirements", __file__)
+    lines = header("Arith world v3: the checkpoints against the study's requirements", __file__)
     lines += [
-        f"- wall time {time.time() - started:.0f} s; parameters: small {sizes['small']:,}, large {sizes['large']:,} "
-        f"({sizes['large'] / sizes['small']:.1f}x), PRM {sum(p.numel() for p in prm.model.parameters()):,}",
+        f"- wall time {time.time() - started:.0f} s; models from `{args.models or 'the package'}`",
+        "",
+        "## Sizes",
+        "",
+        "| model | parameters | vs small |",
+        "| --- | ---: | ---: |",
+        *(f"| {name} | {count:,} | {count / sizes['small']:.2f}x |" for name, count in sizes.items()),
         "",
         f"## Greedy accuracy ({args.per_difficulty} problems per difficulty)",
         "",
@@ -226,16 +343,16 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(f"{a:.0%}" for a in by_difficulty.values()) + " |")
     values = [p for _, _, p in reach]
     by_kind = {
-        "misconception facts": [p for fact, _, p in reach if fact in wrong_facts],
-        "other facts": [p for fact, _, p in reach if fact not in wrong_facts],
+        "misconception facts": [p for fact, _, p in reach if fact in small_wrong],
+        "other facts": [p for fact, _, p in reach if fact not in small_wrong],
     }
     lowest = min(reach, key=lambda item: item[2])
     lines += [
         "",
         f"## Reachability: P(right step | right prefix) at temperature {TEMPERATURE}, small policy",
         "",
-        f"Every one of the {len(arithmetic_facts())} facts at every position 1-8 ({len(values)} cases), computed "
-        "exactly from the logits (the product of the step's token probabilities):",
+        f"Every one of the {len(arithmetic_facts())} facts at every position 1-{MAX_DIFFICULTY} ({len(values)} "
+        "cases), computed exactly from the logits (the product of the step's token probabilities):",
         "",
         "| cases | count | min | 1% | 5% | median | below 10% |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -265,16 +382,40 @@ def main() -> None:
         )
     lines += [
         "",
-        f"## PRM on {quality['solutions']} solutions sampled from the small policy (temperature 1.0)",
+        f"## Process pass@k by band ({args.band_problems} problems per band, 256 samples each, unbiased estimator)",
         "",
-        f"{quality['right'] + quality['wrong']} steps labelled by the exact checker (Math-Shepherd prefix labels): "
-        f"{quality['right']} right, {quality['wrong']} wrong; threshold 0.5.",
+        "The study needs the hardest band's process pass@16 between 40% and 75% and its pass@256 at 85% or more.",
         "",
-        "| step accuracy | on right steps | on wrong steps | AUROC |",
-        "| ---: | ---: | ---: | ---: |",
-        f"| {quality['accuracy']:.1%} | {quality['on_right']:.1%} | {quality['on_wrong']:.1%} "
-        f"| {quality['auroc']:.3f} |",
+        "| band | steps | pass@1 | pass@16 | pass@256 |",
+        "| --- | --- | ---: | ---: | ---: |",
     ]
+    for band, row in bands.items():
+        low, high = BANDS[band]
+        lines.append(f"| {band} | {low}-{high} | {row['pass@1']:.1%} | {row['pass@16']:.1%} | {row['pass@256']:.1%} |")
+    some = next(iter(quality.values()))
+    lines += [
+        "",
+        f"## The verifier ladder on {some['solutions']} solutions sampled from the small policy "
+        f"(temperature {TEMPERATURE})",
+        "",
+        f"{some['right'] + some['wrong']} steps labelled by the exact checker (Math-Shepherd prefix labels): "
+        f"{some['right']} right, {some['wrong']} wrong; threshold 0.5. A miss is a wrong step scored >= 0.5. "
+        "First wrong steps: *unseen misconception* (one of the small policy's misconceptions that the PRM's "
+        "training teacher never had), *shared misconception*, *other* (slips and miscopies); *after*: the steps "
+        "after a solution's first error.",
+        "",
+        "| PRM | step accuracy | on right steps | on wrong steps | AUROC | miss: unseen misconception | "
+        "miss: shared misconception | miss: other first errors | miss: after an error |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, q in quality.items():
+        misses = " | ".join(
+            f"{q[f'{kind}_miss']:.1%} of {int(q[f'{kind}_count'])}" for kind in ("unseen", "shared", "other", "after")
+        )
+        lines.append(
+            f"| {name} | {q['accuracy']:.1%} | {q['on_right']:.1%} | {q['on_wrong']:.1%} | {q['auroc']:.3f} | "
+            f"{misses} |"
+        )
     write("arith_models.md", lines)
 
 

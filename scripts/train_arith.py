@@ -320,7 +320,7 @@ def greedy_accuracy(
         encoded = tokenizer(
             [_prompt(tokenizer, p.problem) for p in chunk], return_tensors="pt", padding=True, add_special_tokens=False
         )
-        out = model.generate(**encoded, max_new_tokens=200, do_sample=False, pad_token_id=tokenizer.pad_token_id)  # type: ignore[misc]
+        out = model.generate(**encoded, max_new_tokens=512, do_sample=False, pad_token_id=tokenizer.pad_token_id)  # type: ignore[misc]
         texts = tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += sum(extract_boxed(t) == p.answer for t, p in zip(texts, chunk, strict=True))
     model.train()
@@ -488,6 +488,17 @@ def train_policy(name: str, out: Path, *, recipe: PolicyRecipe, save_every: int 
     }
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
+    return info
+
+
+def reevaluate(target: Path) -> dict[str, Any]:
+    """Measure a trained policy's greedy accuracy again and record it (with the command) in its training.json."""
+    model = LlamaForCausalLM.from_pretrained(str(target))
+    info = json.loads((target / "training.json").read_text())
+    info["greedy_accuracy"] = accuracy_by_difficulty(model, build_tokenizer(), per_difficulty=100, seed=777)
+    info.setdefault("provenance", {})["evaluated_with"] = _provenance({})
+    (target / "training.json").write_text(json.dumps(info, indent=2))
+    print(json.dumps(info["greedy_accuracy"]), flush=True)
     return info
 
 
@@ -676,6 +687,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
     parser.add_argument("--steps", type=int, default=0, help="Override the number of training steps (trials).")
     parser.add_argument("--save-every", type=int, default=250, help="Steps between resumable states.")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="Re-measure a trained policy's greedy accuracy and update its training.json (no training).",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -683,7 +699,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         if args.only not in (None, name):
             continue
-        if name in RECIPES:
+        if name in RECIPES and args.evaluate_only:
+            reevaluate(args.out / name)
+        elif name in RECIPES:
             recipe = RECIPES[name]
             if args.steps:
                 recipe = replace(recipe, steps=args.steps)
