@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from langchain_ttc.cli.main import build_parser, engine_settings, main
-from langchain_ttc.engines.settings import load_engine_settings
+from langchain_ttc.engines.loading import BACKENDS, PRM_PROTOCOLS
+from langchain_ttc.engines.settings import (
+    Backend,
+    EngineSettings,
+    ModelSettings,
+    PRMSettings,
+    Protocol,
+    load_engine_settings,
+)
 from langchain_ttc.serving.settings import load_serve_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,12 +85,18 @@ def test_the_openai_key_is_the_fallback_for_a_server_only() -> None:
             "TTC_PRM_URL is set but TTC_PRM_BACKEND='vllm'",
         ),
         ({"TTC_POLICY_BAKEND": "vllm"}, None, "TTC_POLICY_BAKEND is not a setting; use one of TTC_POLICY_BACKEND"),
-        ({"TTC_PRM_PROTOCOL": "shepherd"}, None, "pass one of math_shepherd, rlhflow, qwen_math"),
+        (
+            {"TTC_PRM_PROTOCOL": "shepherd"},
+            None,
+            "TTC_PRM_PROTOCOL='shepherd' is invalid: input should be 'math_shepherd', 'rlhflow' or 'qwen_math'",
+        ),
         ({"TTC_PRM_TRUST_REMOTE_CODE": "maybe"}, None, "TTC_PRM_TRUST_REMOTE_CODE='maybe' is invalid"),
         ({}, "[policy]\nbakend = 'vllm'\n", "[policy] bakend is not a setting; use one of backend"),
         ({}, "[polcy]\nbackend = 'vllm'\n", "[polcy] is not a section"),
         ({}, "[prm]\nprotocol = 'x'\n", "[prm] protocol='x' is invalid"),
         ({}, "[policy\n", "is not valid TOML"),
+        ({}, "backend = 'vllm'\n", "backend = 'vllm' is not in a table; put it under [policy] or [prm]"),
+        ({}, "policy = 'vllm'\n", "policy = 'vllm' is not in a table"),
         ({"TTC_CONFIG": "/no/such/ttc.toml"}, None, "TTC_CONFIG='/no/such/ttc.toml' does not exist"),
     ],
 )
@@ -107,6 +122,44 @@ def test_bad_serve_settings_fail_early(env: dict[str, str], message: str) -> Non
     with pytest.raises(ValueError) as raised:
         load_serve_settings(environ=env)
     assert message in str(raised.value)
+
+
+def test_each_layer_reads_its_own_tables_and_serve_knows_them_all(tmp_path: Path) -> None:
+    shared = _file(tmp_path, '[policy]\nmodel = "arith:large"\n[serve]\nport = 9001\n[studio]\ntheme = "dark"\n')
+    assert load_engine_settings(config=shared, environ={}).policy.model == "arith:large"  # [serve] is not its business
+    with pytest.raises(ValueError, match=r"\[studio\] is not a section; use \[policy\], \[prm\] or \[serve\]"):
+        load_serve_settings(config=shared, environ={})
+    (tmp_path / "serve.toml").write_text('[policy]\nmodel = "arith:large"\n[serve]\nport = 9001\n')
+    assert load_serve_settings(config=tmp_path / "serve.toml", environ={}).port == 9001
+    with pytest.raises(ValueError, match=r"\[serve\] prot is not a setting; use one of host, port"):
+        load_serve_settings(config=_file(tmp_path, "[serve]\nprot = 1\n"), environ={})
+    with pytest.raises(FileNotFoundError, match=r"config='/no/such.toml' does not exist"):
+        load_serve_settings(config="/no/such.toml", environ={})
+
+
+def test_explicit_values_name_themselves_and_none_unsets() -> None:
+    env = {"TTC_POLICY_MODEL": "env-model", "TTC_PRM_PROTOCOL": "rlhflow"}
+    settings = load_engine_settings(environ=env, policy={"model": None}, prm={"protocol": None})
+    assert settings.policy.model == "arith:small" and settings.prm.protocol == "math_shepherd"
+    with pytest.raises(ValueError, match=r"--prm-protocol='x' is invalid: input should be 'math_shepherd'"):
+        load_engine_settings(environ={}, prm={"protocol": "x"}, origins={"prm.protocol": "--prm-protocol"})
+    with pytest.raises(
+        ValueError, match=r"policy.bakend='vllm' is not an option of ModelSettings; pass one of api_key"
+    ):
+        load_engine_settings(environ={}, policy={"bakend": "vllm"})
+    with pytest.raises(ValueError, match=r"--port=70000 is invalid: input should be less than or equal to 65535"):
+        load_serve_settings(environ={}, overrides={"port": 70000}, origins={"port": "--port"})
+    served = load_engine_settings(environ={"TTC_PRM_URL": "http://x:1", "OPENAI_API_KEY": "sk"})
+    assert served.origins["prm.api_key"] == "OPENAI_API_KEY" and served.origins["policy.model"] == "TTC_POLICY_MODEL"
+
+
+def test_the_literal_types_name_the_loaders_backends_and_protocols() -> None:
+    assert get_args(Backend) == BACKENDS and get_args(Protocol) == PRM_PROTOCOLS
+
+
+def test_settings_read_without_the_loader_cannot_load_engines() -> None:
+    with pytest.raises(ValueError, match=r"policy settings \{\} name no backend and model.*load_engine_settings\(\)"):
+        EngineSettings(policy=ModelSettings.model_construct(), prm=PRMSettings.model_construct()).load_policy()
 
 
 def test_cli_flags_map_to_settings_and_name_themselves_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:

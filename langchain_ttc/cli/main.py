@@ -31,9 +31,9 @@ from langchain_ttc.engines.openai_policy import ServerError
 from langchain_ttc.engines.settings import EngineSettings, ModelSettings, load_engine_settings
 from langchain_ttc.evaluation.scaling import sample_strategies
 from langchain_ttc.strategies.config import validated
-from langchain_ttc.strategies.registry import DEFAULT_STRATEGY, STRATEGIES, option_fields, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
 from langchain_ttc.strategies.routing.table import routable_strategies
+from langchain_ttc.wiring import DEFAULT_STRATEGY, STRATEGIES, option_fields, strategy_spec
 
 TRUST_HELP = "Run the PRM checkpoint's own modelling code (transformers; Qwen2.5-Math-PRM needs it)."
 
@@ -49,11 +49,11 @@ def _positive_int(text: str) -> int:
 
 
 SOLVE_FLAGS = ("n", "temperature", "top_p", "max_tokens", "seed", "system_prompt")
-"""Strategy options ``ttc solve`` sets with flags of its own (the rest come from the registry's configs)."""
+"""Strategy options ``ttc solve`` sets with flags of its own (the rest come from the catalog's configs)."""
 
 
 def _field_choices(name: str) -> list[str]:
-    """The values a Literal-typed strategy option takes (from the configs in the registry)."""
+    """The values a Literal-typed strategy option takes (from the configs in the catalog)."""
     return [str(c) for c in option_fields()[name][1] or ()]
 
 
@@ -275,14 +275,11 @@ def _format_table(result: TTCResult) -> str:
     return "\n".join(lines)
 
 
-def _progress(event: dict[str, Any]) -> None:
+def _iteration_line(event: dict[str, Any]) -> str:
     best = "-" if event["best_score"] is None else f"{event['best_score']:.3f}"
-    print(
-        f"\riteration {event['iteration'] + 1}: {event['active']} active, {event['finished']} finished, "
-        f"best score {best}, {event['tokens']} tokens",
-        end="",
-        file=sys.stderr,
-        flush=True,
+    return (
+        f"iteration {event['iteration'] + 1}: {event['active']} active, {event['finished']} finished, "
+        f"best score {best}, {event['tokens']} tokens"
     )
 
 
@@ -290,9 +287,10 @@ def solve(args: argparse.Namespace) -> int:
     """Run ``ttc solve``; return the exit code."""
     if not args.problem.strip():
         raise ValueError(f"problem={args.problem!r} is empty; pass the text of the problem.")
+    from tqdm import tqdm
     from transformers.utils import logging as hf_logging
 
-    from langchain_ttc.strategies.registry import create_strategy_graph
+    from langchain_ttc.wiring import create_strategy_graph
 
     hf_logging.disable_progress_bar()
     spec = strategy_spec(args.strategy)
@@ -324,20 +322,22 @@ def solve(args: argparse.Namespace) -> int:
     prm = settings.load_prm() if needs_prm else None
     graph = create_strategy_graph(args.strategy, policy, prm, **options)
     output: dict[str, Any] = {}
-    progressed = False
+    progress: tqdm[Any] | None = None  # a search's line per iteration, on stderr (a terminal or not)
     for mode, chunk in graph.stream({"problem": args.problem}, stream_mode=["custom", "values"]):
         event = cast(dict[str, Any], chunk)
         if mode == "custom" and event.get("type") == "ttc.iteration":
-            _progress(event)
-            progressed = True
+            if progress is None:
+                progress = tqdm(desc=_iteration_line(event), file=sys.stderr, bar_format="{desc} [{elapsed}]")
+            else:
+                progress.set_description_str(_iteration_line(event))
         elif mode == "custom" and event.get("type") == "ttc.routed":
             print(_routing_line(event), file=sys.stderr)
         elif mode == "custom" and event.get("type") in ("ttc.draft", "ttc.critique"):
             print(_refine_line(event), file=sys.stderr)
         elif mode == "values":
             output = event
-    if progressed:
-        print(file=sys.stderr)
+    if progress is not None:
+        progress.close()
     result = TTCResult.model_validate(output["result"])
     print(result.model_dump_json(indent=2) if args.json else _format_table(result))
     if args.tree is not None:

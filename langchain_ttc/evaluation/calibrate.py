@@ -20,20 +20,21 @@ Example:
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.evaluation.datasets import EvalProblem
 from langchain_ttc.evaluation.fit import accuracy, fit_choices, held_out_accuracy
 from langchain_ttc.evaluation.report import wilson
 from langchain_ttc.evaluation.run import grade
-from langchain_ttc.strategies.common import conversation_from_input, reaggregated, run_calls
 from langchain_ttc.strategies.config import StrategyConfig, validated
-from langchain_ttc.strategies.registry import applicable, create_strategy_graph, sampler_for, strategy_spec
+from langchain_ttc.strategies.driver import run_calls
+from langchain_ttc.strategies.generation import conversation_from_input, reaggregated
 from langchain_ttc.strategies.routing.compute_optimal import draw_pilots, strategy_seed
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
 from langchain_ttc.strategies.routing.table import (
@@ -43,6 +44,7 @@ from langchain_ttc.strategies.routing.table import (
     choice_options,
     routable_strategies,
 )
+from langchain_ttc.wiring import applicable, create_strategy_graph, sampler_for, strategy_spec
 
 
 def default_candidates(**options: Any) -> list[StrategyChoice]:
@@ -134,19 +136,23 @@ class Calibration:
         return {"id": problem.id, "level": problem.level, "difficulty": difficulty, "correct": correct}
 
     def run(
-        self, problems: Sequence[EvalProblem], *, concurrency: int = 1, report: Callable[[str], None] | None = None
+        self, problems: Sequence[EvalProblem], *, concurrency: int = 1, progress: bool = True
     ) -> list[dict[str, Any]]:
-        """Run every problem (``concurrency`` at a time); records in the problems' order."""
-        report = report or (lambda line: print(line, end="", file=sys.stderr, flush=True))
-        started = time.time()
+        """Run every problem (``concurrency`` at a time); records in the problems' order.
+
+        With ``progress``, a progress bar (tqdm) goes to stderr, a terminal or not.
+        """
         records: dict[str, dict[str, Any]] = {}
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        bar_format = "[{n_fmt}/{total_fmt}] calibrating, {elapsed} elapsed, ETA {remaining}"
+        with (
+            ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
+            tqdm(total=len(problems), file=sys.stderr, disable=not progress, bar_format=bar_format) as bar,
+        ):
             futures = [pool.submit(self.run_problem, p) for p in problems]
             for future in as_completed(futures):
                 record = future.result()
                 records[record["id"]] = record
-                report(f"\r[{len(records)}/{len(problems)}] calibrating, {time.time() - started:.0f}s")
-        report("\n")
+                bar.update()
         return [records[p.id] for p in problems]
 
 

@@ -4,7 +4,7 @@ In: an :class:`EvalConfig`, the problems and the engines. Out: one JSONL record 
 predictions, grades and generated tokens for every strategy and budget, and the usage of every
 run), appended and flushed as each problem finishes. The file's first line holds the configuration;
 re-running the same configuration skips the problems already in the file, so an interrupted run
-loses nothing. A progress line on stderr shows the rate, the ETA and usage totals.
+loses nothing. A progress bar on stderr (tqdm) shows the rate, the ETA and usage totals.
 
 Sample-based strategies run once at ``n_max`` and are subsampled for n = 1, 2, 4, ..., ``n_max``;
 beam search and DVTS run once per budget that ``beam_width`` divides (or per ``budgets``). The
@@ -19,18 +19,26 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 from langchain_ttc.core.answers import answers_equivalent
 from langchain_ttc.core.types import Candidate, Usage
 from langchain_ttc.evaluation.datasets import EvalProblem, process_grade
 from langchain_ttc.evaluation.scaling import budgets, check_power_of_two, sample_strategies, subsampled_answers
-from langchain_ttc.strategies.registry import applicable, create_strategy_graph, sampler_for, strategy_spec
+from langchain_ttc.wiring import (
+    DEFAULT_POLICY,
+    DEFAULT_PRM,
+    applicable,
+    create_strategy_graph,
+    sampler_for,
+    strategy_spec,
+)
 
 
 @dataclass(kw_only=True)
@@ -40,8 +48,8 @@ class EvalConfig:
     dataset: str
     strategies: list[str]
     n_max: int = 16
-    policy: str = "arith:small"
-    prm: str = "arith:prm"
+    policy: str = DEFAULT_POLICY
+    prm: str = DEFAULT_PRM
     aggregation: str = "last"
     temperature: float = 0.8
     max_tokens: int = 2048
@@ -166,30 +174,46 @@ def evaluate_problem(problem: EvalProblem, config: EvalConfig, graphs: dict[str,
 
 
 class Progress:
-    """A progress line on a stream: done/total, rate, ETA and usage totals."""
+    """A progress bar (tqdm) on a stream: done/total, rate, ETA and usage totals.
+
+    Drawn on a stream that is not a terminal too, so the log of a long run shows how far it got;
+    nothing is drawn when there is nothing to do.
+
+    Example:
+        >>> import io
+        >>> progress = Progress(1, stream=io.StringIO())
+        >>> progress.update({"usage": {"sampling@4": {"policy_calls": 1, "completion_tokens": 7}}})
+        >>> progress.close()
+        >>> progress.usage.completion_tokens
+        7
+
+    """
 
     def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
-        self.total = total
-        self.done = 0
         self.usage = Usage()
-        self.started = time.time()
-        self.stream = stream
+        self.bar = tqdm(
+            total=total,
+            file=stream,
+            disable=total == 0,
+            unit=" problems",
+            bar_format="[{n_fmt}/{total_fmt}] {percentage:.0f}% {rate_fmt} ETA {remaining}{postfix}",
+        )
 
     def update(self, record: dict[str, Any]) -> None:
-        """Count a finished problem and redraw."""
-        self.done += 1
+        """Count a finished problem and its usage, and redraw."""
         for run in record["usage"].values():
             self.usage = self.usage + Usage.model_validate(run)
-        elapsed = time.time() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
         u = self.usage
-        self.stream.write(
-            f"\r[{self.done}/{self.total}] {self.done / max(1, self.total):.0%} {rate:.2f} problems/s "
-            f"ETA {eta:.0f}s | policy calls {u.policy_calls}, tokens {u.completion_tokens}, "
-            f"PRM calls {u.prm_calls}, strategy time {u.wall_time_s:.0f}s"
+        self.bar.set_postfix_str(
+            f"policy calls {u.policy_calls}, tokens {u.completion_tokens}, PRM calls {u.prm_calls}, "
+            f"strategy time {u.wall_time_s:.0f}s",
+            refresh=False,
         )
-        self.stream.flush()
+        self.bar.update()
+
+    def close(self) -> None:
+        """Draw the final state and end the line."""
+        self.bar.close()
 
 
 def read_records(path: Path, config: EvalConfig) -> list[dict[str, Any]]:
@@ -247,8 +271,7 @@ def run_evaluation(
                     os.fsync(file.fileno())
                     records.append(record)
                     bar.update(record)
-    if todo:
-        bar.stream.write("\n")
+    bar.close()
     if failure is not None:
         failure.add_note(
             f"{len(records)} of {len(problems)} problems are finished and saved in {str(output)!r}; run the same "

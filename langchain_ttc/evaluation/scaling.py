@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langchain_ttc.core.types import Candidate
-from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
+from langchain_ttc.wiring import STRATEGIES, strategy_spec
 
 
 def sample_strategies() -> list[str]:

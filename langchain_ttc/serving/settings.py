@@ -3,7 +3,8 @@
 In: ``TTC_SERVE_*`` environment variables, the ``[serve]`` table of the TOML config file
 (``TTC_CONFIG``), and explicit values (the ``ttc serve`` flags), in that order of precedence
 (flags highest). Out: a frozen :class:`ServeSettings`. The policy and PRM are configured apart
-(:mod:`langchain_ttc.engines.settings`).
+(:mod:`langchain_ttc.engines.settings`, whose pydantic-settings sources this module shares); this
+layer knows every table of the file, so it rejects one that is neither ``[serve]`` nor the engines'.
 
 =========================  ========================  ==========================================
 variable                   file key                  meaning (default)
@@ -22,7 +23,7 @@ Example:
     >>> load_serve_settings(environ={"TTC_SERVE_MAX_N": "0"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: TTC_SERVE_MAX_N='0' is invalid: input should be greater than or equal to 1; pass ...
+    ValueError: TTC_SERVE_MAX_N='0' is invalid: input should be greater than or equal to 1 (An integer >= 1: ...).
 
 """
 
@@ -30,17 +31,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from langchain_ttc.engines.settings import CONFIG_VARIABLE, build_settings, layered_settings, read_config_file
+from langchain_ttc.engines.settings import ENGINE_SECTIONS, SectionSettings, read_config_file, reading
+
+SERVE_SECTION = "serve"
+"""The config file's table of ``ttc serve``."""
+CONFIG_SECTIONS = (*ENGINE_SECTIONS, SERVE_SECTION)
+"""Every table the config file may hold."""
 
 
-class ServeSettings(BaseModel):
-    """How ``ttc serve`` listens and what budgets it accepts."""
+class ServeSettings(SectionSettings):
+    """How ``ttc serve`` listens and what budgets it accepts (``TTC_SERVE_*``, ``[serve]``).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Example:
+        >>> from langchain_ttc.engines.settings import reading
+        >>> with reading({"TTC_SERVE_MAX_N": "8"}, None):
+        ...     ServeSettings(default_n=8).max_n
+        8
+
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TTC_SERVE_", toml_table_header=(SERVE_SECTION,))
 
     host: str = Field("127.0.0.1", min_length=1, description="The address to listen on, e.g. 0.0.0.0.")
     port: int = Field(8000, ge=0, le=65535, description="A TCP port, 0 to 65535.")
@@ -50,10 +65,16 @@ class ServeSettings(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="An integer >= 1: tokens per solution (per step).")
 
     @model_validator(mode="after")
-    def _default_within_max(self) -> ServeSettings:
+    def _default_within_max(self) -> Self:
         if self.default_n > self.max_n:
             raise ValueError(f"default_n={self.default_n} exceeds max_n={self.max_n}; raise max_n or lower default_n.")
         return self
+
+    @classmethod
+    def origins(cls, explicit: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, str]:
+        """Where each value comes from; ``""`` names the two budgets the check across fields compares."""
+        where = super().origins(explicit, names)
+        return {**where, "": f"{where['default_n']} / {where['max_n']}"}
 
 
 def load_serve_settings(
@@ -72,19 +93,21 @@ def load_serve_settings(
         origins: Names of the explicit settings for messages, e.g. ``{"port": "--port"}``.
 
     Raises:
-        ValueError: An unknown variable or key, or an invalid value (named, with the fix).
+        ValueError: An unknown variable, table or key, or an invalid value (named, with the fix).
+        FileNotFoundError: If the config file does not exist.
+
+    Example:
+        >>> load_serve_settings(overrides={"max_n": 8}, environ={})
+        Traceback (most recent call last):
+        ...
+        ValueError: TTC_SERVE_DEFAULT_N / serve.max_n: default_n=16 exceeds max_n=8; raise max_n or lower default_n.
 
     """
-    env = dict(os.environ if environ is None else environ)
-    path = config if config is not None else env.get(CONFIG_VARIABLE) or None
-    file = read_config_file(path, origin="config" if config is not None else CONFIG_VARIABLE) if path else {}
-    values, where = layered_settings(
-        ServeSettings, section="serve", env_prefix="TTC_SERVE_", environ=env, file=file,
-        file_name=os.fspath(path) if path else "(no file)", overrides=overrides, origins=origins,
-    )  # fmt: skip
-    try:
-        return build_settings(ServeSettings, values, where)
-    except ValueError as error:
-        if "exceeds max_n" in str(error):
-            raise ValueError(f"{where['default_n']} / {where['max_n']}: {error}") from None
-        raise
+    env = os.environ if environ is None else environ
+    file = read_config_file(config, env)
+    unknown = [table for table in file.tables if table not in CONFIG_SECTIONS] if file else []
+    if file and unknown:
+        sections = ", ".join(f"[{s}]" for s in CONFIG_SECTIONS[:-1]) + f" or [{CONFIG_SECTIONS[-1]}]"
+        raise ValueError(f"{file.name}: [{unknown[0]}] is not a section; use {sections}.")
+    with reading(env, file):
+        return ServeSettings.read(overrides, origins)[0]

@@ -30,6 +30,7 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langchain_ttc.core.aggregation import Aggregation
+from langchain_ttc.core.errors import format_validation_error
 
 Selection = Literal["best", "weighted"]
 """How a search picks its answer among finished solutions: the best one by score, or the weighted vote."""
@@ -96,11 +97,6 @@ class SearchConfig(StepSearchConfig):
         return self
 
 
-def _fix(cls: type[BaseModel], field: str) -> str:
-    info = cls.model_fields.get(field)
-    return f" ({info.description})" if info is not None and info.description else ""
-
-
 def validated(cls: type[C], /, **values: Any) -> C:
     """Build ``cls`` from keyword options; an invalid one raises a ``ValueError`` naming it, its value and the fix.
 
@@ -111,19 +107,4 @@ def validated(cls: type[C], /, **values: Any) -> C:
     try:
         return cls(**values)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            field = ".".join(str(part) for part in item["loc"])
-            message = item["msg"].removeprefix("Value error, ")
-            if not field:  # a model validator: its message names the parameters itself
-                problems.append(message)
-            elif item["type"] == "extra_forbidden":
-                known = ", ".join(sorted(cls.model_fields))
-                problems.append(f"{field}={item['input']!r} is not an option of {cls.__name__}; pass one of {known}.")
-            elif item["type"] == "missing":
-                problems.append(f"{field} is required{_fix(cls, field)}.")
-            else:
-                problems.append(
-                    f"{field}={item['input']!r} is invalid: {message[0].lower()}{message[1:]}{_fix(cls, field)}."
-                )
-        raise ValueError("; ".join(problems)) from None
+        raise ValueError(format_validation_error(error, cls)) from None

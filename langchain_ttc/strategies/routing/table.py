@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langchain_ttc.core.aggregation import AGGREGATIONS
+from langchain_ttc.core.errors import format_validation_error
 from langchain_ttc.strategies.config import StrategyConfig
 from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
@@ -187,8 +188,9 @@ def load_table(table: str | os.PathLike[str] | dict[str, Any] | StrategyTable | 
     try:
         return StrategyTable.model_validate(table)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'table'}: {e['msg']}" for e in error.errors())
-        raise ValueError(f"table={source!r} is not a valid strategy table: {problems}") from None
+        raise ValueError(
+            f"table={source!r} is not a valid strategy table: {format_validation_error(error, StrategyTable)}"
+        ) from None
 
 
 def save_table(table: StrategyTable, path: str | os.PathLike[str]) -> None:
