@@ -25,3 +25,31 @@ def test_a_backend_failure_reaches_every_caller() -> None:
     batcher: MicroBatcher[int, int] = MicroBatcher(fail, max_wait_s=0.0)
     with pytest.raises(RuntimeError, match="server down"):
         batcher([1])
+
+
+def test_a_backend_that_returns_the_wrong_number_of_results_fails_every_caller() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda xs: [x * 10 for x in xs][:-1], max_wait_s=0.2)
+    errors: dict[int, BaseException] = {}
+
+    def call(i: int) -> None:
+        try:
+            batcher([i, i + 100])
+        except RuntimeError as error:
+            errors[i] = error
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert batcher.backend_calls == 1 and sorted(errors) == [0, 1, 2]
+    assert all("returned 5 results for 6 requests; an engine must return one result per request" in str(e)
+               for e in errors.values())  # fmt: skip
+    with pytest.raises(RuntimeError, match="returned 0 results for 1 requests"):  # the next call opens a new window
+        batcher([7])
+    assert batcher.backend_calls == 2
+
+
+def test_the_window_is_closed_after_each_merged_call() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda xs: [x + 1 for x in xs], max_wait_s=0.0)
+    assert batcher([1]) == [2] and batcher([2, 3]) == [3, 4] and batcher.backend_calls == 2

@@ -12,7 +12,9 @@ right place for compute-bound in-process models). ``invoke`` / ``ainvoke`` wrap 
 LLM run named ``ttc:policy`` / ``ttc:prm`` (tagged the same way) whose metadata names the model
 and provider (``ls_model_name``, ``ls_provider``) and whose outputs carry LangChain's
 ``usage_metadata`` (prompt and completion tokens; for a PRM the tokens it read), so LangSmith shows
-both; they accept plain dicts in place of the pydantic requests.
+both; they accept plain dicts in place of the pydantic requests. A call takes the requests and
+``config`` only: any other keyword (``temperature=``, say) raises a ``TypeError`` naming it and
+where it goes (each request's fields, or ``config``), rather than being dropped.
 
 Example:
     >>> from langchain_ttc.core.types import Completion
@@ -22,6 +24,10 @@ Example:
     ...                 finish_reason="eos")] * r.n, prompt_tokens=1) for r in requests]
     >>> Echo().invoke([{"prompt": "hi", "n": 2}])[0].completions[1].text
     'hi'
+    >>> Echo().invoke([{"prompt": "hi"}], temperature=0.2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: Echo.invoke() got an unexpected keyword argument 'temperature': ... set temperature on each request ...
 
 """
 
@@ -48,6 +54,29 @@ def _traced(config: RunnableConfig | None, name: str, engine: PolicyEngine | PRM
         "ls_model_name": engine.model_name,
     }
     return config
+
+
+def _refuse_options(engine: PolicyEngine | PRMEngine, method: str, kwargs: dict[str, Any]) -> None:
+    """Raise a ``TypeError`` naming keyword arguments an engine call would otherwise drop, and the fix.
+
+    An engine call takes only its requests and ``config``: sampling settings belong to each request
+    (requests of one batched call may differ), run settings to ``config``.
+    """
+    if not kwargs:
+        return
+    names = sorted(kwargs)
+    request = GenerationRequest if isinstance(engine, PolicyEngine) else ScoreRequest
+    per_request = [name for name in names if name in request.model_fields]
+    where = (
+        f"set {', '.join(per_request)} on each request instead (a {request.__name__} field)"
+        if per_request
+        else f"a request holds {', '.join(request.model_fields)}"
+    )
+    noun = "an unexpected keyword argument" if len(names) == 1 else "unexpected keyword arguments"
+    raise TypeError(
+        f"{type(engine).__name__}.{method}() got {noun} {', '.join(map(repr, names))}: an engine call takes only "
+        f"its requests and config=; {where}, and run options (callbacks, tags, metadata) go in config=."
+    )
 
 
 def _usage_metadata(input_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -98,7 +127,13 @@ class PolicyEngine(_Engine, Runnable[Sequence[GenerationRequest | dict[str, Any]
         config: RunnableConfig | None = None,
         **kwargs: Any,
     ) -> list[GenerationResult]:
-        """Generate for every request in one batched call."""
+        """Generate for every request in one batched call.
+
+        Raises:
+            TypeError: If called with any keyword argument but ``config`` (it would be ignored).
+
+        """
+        _refuse_options(self, "invoke", kwargs)
         traced = _untyped(self)._call_with_config(
             lambda rs: _policy_trace(self._generate(rs)),
             _policy_requests(input),
@@ -113,7 +148,8 @@ class PolicyEngine(_Engine, Runnable[Sequence[GenerationRequest | dict[str, Any]
         config: RunnableConfig | None = None,
         **kwargs: Any,
     ) -> list[GenerationResult]:
-        """Generate for every request in one batched call, on the native async path."""
+        """Generate for every request in one batched call, on the native async path (see :meth:`invoke`)."""
+        _refuse_options(self, "ainvoke", kwargs)
 
         async def run(requests: list[GenerationRequest]) -> dict[str, Any]:
             return _policy_trace(await self._agenerate(requests))
@@ -143,7 +179,13 @@ class PRMEngine(_Engine, Runnable[Sequence[ScoreRequest | dict[str, Any]], list[
         config: RunnableConfig | None = None,
         **kwargs: Any,
     ) -> list[StepScores]:
-        """Score every request in one batched call."""
+        """Score every request in one batched call.
+
+        Raises:
+            TypeError: If called with any keyword argument but ``config`` (it would be ignored).
+
+        """
+        _refuse_options(self, "invoke", kwargs)
         traced = _untyped(self)._call_with_config(
             lambda rs: _prm_trace(self._score(rs)),
             _prm_requests(input),
@@ -158,7 +200,8 @@ class PRMEngine(_Engine, Runnable[Sequence[ScoreRequest | dict[str, Any]], list[
         config: RunnableConfig | None = None,
         **kwargs: Any,
     ) -> list[StepScores]:
-        """Score every request in one batched call, on the native async path."""
+        """Score every request in one batched call, on the native async path (see :meth:`invoke`)."""
+        _refuse_options(self, "ainvoke", kwargs)
 
         async def run(requests: list[ScoreRequest]) -> dict[str, Any]:
             return _prm_trace(await self._ascore(requests))

@@ -27,11 +27,20 @@ Result = TypeVar("Result")
 
 
 class _Pending(Generic[Request, Result]):
+    """One caller's requests in a window, and, once the merged call is done, its results or the error."""
+
     def __init__(self, requests: list[Request]) -> None:
         self.requests = requests
-        self.results: list[Result] | None = None
+        self.results: list[Result] = []
         self.error: BaseException | None = None
         self.done = threading.Event()
+
+    def outcome(self) -> list[Result]:
+        """Wait for the merged call; return this caller's results, or raise its error."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.results
 
 
 class MicroBatcher(Generic[Request, Result]):
@@ -51,31 +60,37 @@ class MicroBatcher(Generic[Request, Result]):
         self._window: list[_Pending[Request, Result]] | None = None
 
     def __call__(self, requests: list[Request]) -> list[Result]:
-        """Run ``requests`` in the current window's merged call and return their results."""
+        """Run ``requests`` in the current window's merged call and return their results.
+
+        Raises:
+            RuntimeError: If the backend returns a different number of results than it got requests.
+
+        """
         pending: _Pending[Request, Result] = _Pending(requests)
         with self._lock:
-            leader = self._window is None
-            if leader:
-                self._window = []
-            assert self._window is not None
-            self._window.append(pending)
+            window = self._window
+            leader = window is None
+            if window is None:  # the first caller opens the window and will make its call
+                window = self._window = []
+            window.append(pending)
         if leader:
             threading.Event().wait(self.max_wait_s)
-            with self._lock:
-                window, self._window = self._window, None
-            assert window is not None
+            with self._lock:  # close the window: later callers open the next one
+                self._window = None
             self._run(window)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.results is not None
-        return pending.results
+        return pending.outcome()
 
     def _run(self, window: list[_Pending[Request, Result]]) -> None:
         merged = [r for p in window for r in p.requests]
         try:
             self.backend_calls += 1
             results = self.backend(merged)
+            if len(results) != len(merged):
+                raise RuntimeError(
+                    f"the batched backend {getattr(self.backend, '__qualname__', self.backend)!r} returned "
+                    f"{len(results)} results for {len(merged)} requests; an engine must return one result per "
+                    "request, in order."
+                )
         except BaseException as error:  # every caller of the window sees the failure
             for p in window:
                 p.error = error

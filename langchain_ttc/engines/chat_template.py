@@ -18,28 +18,43 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> str:
 
     Raises:
         ValueError: If the request is a chat and the tokenizer has no chat template.
+        TypeError: If the tokenizer's ``apply_chat_template(tokenize=False)`` does not return the text.
 
     """
     if request.messages is None:
         return (request.prompt or "") + request.partial
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            f"tokenizer of {tokenizer.name_or_path!r} has no chat_template; pass prompt= instead of "
+            f"tokenizer of {_name(tokenizer)!r} has no chat_template; pass prompt= instead of "
             "messages=, or a model whose tokenizer ships a chat template."
         )
     messages: list[dict[str, str]] = [dict(m) for m in request.messages]
     if not request.partial:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        assert isinstance(text, str)
-        return text
+        return _chat_text(tokenizer, messages, add_generation_prompt=True)
     messages.append({"role": "assistant", "content": request.partial})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-    assert isinstance(text, str)
+    text = _chat_text(tokenizer, messages, continue_final_message=True)
     # Some templates trim the final message: put back any trailing whitespace they dropped.
     stripped = request.partial.rstrip()
     if not text.endswith(request.partial) and text.endswith(stripped):
         text += request.partial[len(stripped) :]
     return text
+
+
+def _chat_text(tokenizer: Any, messages: list[dict[str, str]], **options: bool) -> str:
+    """The chat rendered by the tokenizer's template, as text (checked: ``tokenizer`` is any object)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, **options)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"tokenizer of {_name(tokenizer)!r}: apply_chat_template(messages, tokenize=False) returned "
+            f"{type(text).__name__}, not the prompt text; pass a Hugging Face tokenizer (a "
+            "transformers.PreTrainedTokenizerBase) or one whose apply_chat_template returns a str when tokenize=False."
+        )
+    return text
+
+
+def _name(tokenizer: Any) -> str:
+    """The tokenizer's model name or path, for messages (its class name when it has none)."""
+    return str(getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__)
 
 
 def prompt_token_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:

@@ -14,11 +14,15 @@ replies when most turns reply), and returns the chosen turn with its tool calls,
 ``create_agent(TTCChatModel(...), tools=[...])`` is an agent whose every decision is a vote.
 Anything else is refused at ``bind_tools`` with the fix.
 
-``invoke`` and ``ainvoke`` (``graph.ainvoke``) run the graph; ``stream``/``astream`` run it and then
-stream the chosen message as chunks (its text, then one chunk per tool call, then usage). Callbacks
+``invoke`` and ``ainvoke`` (``graph.ainvoke``) run the graph (``_generate`` / ``_agenerate``).
+Streaming is LangChain's ``stream``/``astream`` on ``_stream`` / ``_astream``: they run the graph,
+then yield the chosen message as chunks (its text, then one chunk per tool call, then usage), each
+reported to ``on_llm_new_token`` callbacks; added up, the chunks are what ``invoke`` returns. Only
+``stream``/``astream`` stream: ``invoke`` runs ``_generate`` even when a streaming callback handler
+listens (an agent streamed with ``stream_mode="messages"`` gets the chosen turn whole). Callbacks
 reach the strategy graph and its engine runs, which a tracer sees nested under the chat model's
-run; they are tagged ``nostream``, so an agent streamed with ``stream_mode="messages"`` shows the
-chosen turn and not the ``n`` sampled ones. ``stop`` strings cut the returned text.
+run, streamed runs included; they are tagged ``nostream``, so an agent's ``messages`` stream shows
+the chosen turn and not the ``n`` sampled ones. ``stop`` strings cut the returned text.
 
 Example:
     >>> policy = ChatModelPolicy(ChatOpenAI(base_url=url, temperature=0.8))  # doctest: +SKIP
@@ -32,18 +36,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackManager,
     CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolCallChunk
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.constants import TAG_NOSTREAM
@@ -54,6 +62,22 @@ from langchain_ttc.strategies.context import TTCContext, with_tools
 from langchain_ttc.strategies.parts import parts_of
 
 _VOTING_BUILDERS = "create_majority_vote_graph, create_best_of_n_graph or create_weighted_best_of_n_graph"
+
+
+@dataclass(frozen=True)
+class _StreamParent:
+    """The run a streamed call's graph nests under: its id (pinned before LangChain starts it) and callbacks."""
+
+    run_id: uuid.UUID
+    callbacks: BaseCallbackManager
+
+
+_STREAM_PARENT: ContextVar[_StreamParent | None] = ContextVar("ttc_chat_model_stream_parent", default=None)
+"""Set by ``stream``/``astream`` while LangChain starts the run and calls ``_stream``/``_astream``, which take it.
+
+LangChain's ``stream`` does not hand ``_stream`` its run manager (by design: it reports the chunks
+itself), so this is how the graph's runs still nest under the chat model's run.
+"""
 
 
 class TTCChatModel(BaseChatModel):
@@ -158,9 +182,8 @@ class TTCChatModel(BaseChatModel):
         tool_choice: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config: RunnableConfig = {"callbacks": _children_of(run_manager)} if run_manager else {}
         graph_input, extra = self._run_args(messages, tools, tool_choice)
-        output = self.graph.invoke(graph_input, config, **extra)
+        output = self.graph.invoke(graph_input, _graph_config(run_manager), **extra)
         return ChatResult(generations=[ChatGeneration(message=self._message(output, stop))])
 
     async def _agenerate(
@@ -173,30 +196,102 @@ class TTCChatModel(BaseChatModel):
         tool_choice: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config: RunnableConfig = {"callbacks": _children_of(run_manager)} if run_manager else {}
         graph_input, extra = self._run_args(messages, tools, tool_choice)
-        output = await self.graph.ainvoke(graph_input, config, **extra)
+        output = await self.graph.ainvoke(graph_input, _graph_config(run_manager), **extra)
         return ChatResult(generations=[ChatGeneration(message=self._message(output, stop))])
+
+    def _should_stream(
+        self,
+        *,
+        async_api: bool,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        """Stream only for ``stream``/``astream``: ``invoke`` keeps ``_generate``, its run manager and its nesting."""
+        return bool(kwargs.get("stream")) and super()._should_stream(
+            async_api=async_api, run_manager=run_manager, **kwargs
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Run the strategy (the whole vote), then yield the chosen message as chunks.
+
+        The answer exists only once the vote is done: the chunks are its text, one chunk per tool call
+        (``tool_call_chunks``), then a last chunk with the metadata and usage; added up they equal
+        what ``invoke`` returns. Each goes to ``run_manager.on_llm_new_token`` when LangChain hands
+        the run manager over (its ``stream`` reports the chunks itself).
+        """
+        graph_input, extra = self._run_args(messages, tools, tool_choice)
+        output = self.graph.invoke(graph_input, _graph_config(run_manager), **extra)
+        for chunk in _chunks(self._message(output, stop)):
+            generation = ChatGenerationChunk(message=chunk)
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=generation)
+            yield generation
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Run the strategy with ``graph.ainvoke``, then yield the chosen message as chunks (see :meth:`_stream`)."""
+        graph_input, extra = self._run_args(messages, tools, tool_choice)
+        output = await self.graph.ainvoke(graph_input, _graph_config(run_manager), **extra)
+        for chunk in _chunks(self._message(output, stop)):
+            generation = ChatGenerationChunk(message=chunk)
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=generation)
+            yield generation
 
     def stream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:  # fmt: skip
-        """Run the strategy (one traced run, as ``invoke``), then stream the chosen message as chunks.
+        """LangChain's ``stream`` (chunks from :meth:`_stream`), with the graph's runs nested under its run.
 
-        The answer exists only once the vote is done: the chunks are its text, one chunk per tool call
-        (``tool_call_chunks``), then a last chunk with the metadata and usage; added up they equal
-        what ``invoke`` returns.
+        Nothing but plumbing: the run's id and callbacks are fixed here and handed to ``_stream``,
+        which LangChain calls without its run manager.
         """
-        yield from _chunks(self.invoke(input, config, stop=stop, **kwargs))
+        config, parent = _pinned(config, CallbackManager)
+        chunks = super().stream(input, config, stop=stop, **kwargs)
+        token = _STREAM_PARENT.set(parent)
+        try:
+            first = next(chunks, None)  # LangChain starts the run and _stream runs the graph, under `parent`
+        finally:
+            _STREAM_PARENT.reset(token)
+        if first is not None:
+            yield first
+            yield from chunks
 
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:  # fmt: skip
-        """Run the strategy with ``ainvoke``, then stream the chosen message as chunks (see :meth:`stream`)."""
-        for chunk in _chunks(await self.ainvoke(input, config, stop=stop, **kwargs)):
-            yield chunk
+        """LangChain's ``astream`` (chunks from :meth:`_astream`), with the graph's runs nested (see :meth:`stream`)."""
+        config, parent = _pinned(config, AsyncCallbackManager)
+        chunks = super().astream(input, config, stop=stop, **kwargs)
+        token = _STREAM_PARENT.set(parent)
+        try:
+            first = await anext(chunks, None)
+        finally:
+            _STREAM_PARENT.reset(token)
+        if first is not None:
+            yield first
+            async for chunk in chunks:
+                yield chunk
 
     def _message(self, output: dict[str, Any], stop: list[str] | None) -> AIMessage:
         message = to_message(output, self.content)
@@ -215,9 +310,8 @@ class TTCChatModel(BaseChatModel):
         return message
 
 
-def _chunks(message: BaseMessage) -> Iterator[AIMessageChunk]:
+def _chunks(message: AIMessage) -> Iterator[AIMessageChunk]:
     """The chosen message as stream chunks: its text, one chunk per tool call, then metadata and usage."""
-    assert isinstance(message, AIMessage)
     if message.text:
         yield AIMessageChunk(content=message.text, id=message.id)
     for index, call in enumerate(message.tool_calls):
@@ -232,14 +326,52 @@ def _chunks(message: BaseMessage) -> Iterator[AIMessageChunk]:
     )
 
 
+def _pinned(
+    config: RunnableConfig | None, manager_class: type[CallbackManager] | type[AsyncCallbackManager]
+) -> tuple[RunnableConfig, _StreamParent]:
+    """``config`` with the run's id and callbacks fixed, and the parent they make for the graph's runs.
+
+    LangChain's run copies the fixed callbacks' handlers (a tracer among them, so it knows the run),
+    and the graph's runs get the same handlers with the fixed run as their parent.
+    """
+    config = ensure_config(config)
+    run_id = config.pop("run_id", None) or uuid.uuid4()
+    callbacks = manager_class.configure(
+        config.get("callbacks"), inheritable_tags=config.get("tags"), inheritable_metadata=config.get("metadata")
+    )
+    return {**config, "callbacks": callbacks, "run_id": run_id}, _StreamParent(run_id, callbacks)
+
+
+def _graph_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> RunnableConfig:
+    """The config of the graph's run: nested under the chat model's run, tagged ``nostream``.
+
+    The parent is ``run_manager`` when LangChain hands it over, else the run ``stream``/``astream``
+    pinned (taken, so a nested call does not see it), else the surrounding runnable's config.
+    """
+    if run_manager is not None:
+        return {"callbacks": _children_of(run_manager)}
+    parent = _STREAM_PARENT.get()
+    if parent is not None:
+        _STREAM_PARENT.set(None)
+        return {"callbacks": _children_of(parent.callbacks, run_id=parent.run_id)}
+    return {"tags": [*ensure_config().get("tags", []), TAG_NOSTREAM]}  # on top of the surrounding config
+
+
 def _children_of(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
+    parent: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | BaseCallbackManager,
+    *,
+    run_id: uuid.UUID | None = None,
 ) -> CallbackManager | AsyncCallbackManager:
-    """Callbacks for runs nested under the chat model's run (its inheritable handlers, tags and metadata)."""
-    manager_class = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
-    manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
+    """Callbacks for runs nested under a run (its inheritable handlers, tags and metadata).
+
+    ``parent`` is the run's manager, or the callbacks it was started with and ``run_id`` its id.
+    """
+    is_async = isinstance(parent, AsyncCallbackManagerForLLMRun | AsyncCallbackManager)
+    manager_class = AsyncCallbackManager if is_async else CallbackManager
+    parent_run_id = run_id if run_id is not None else getattr(parent, "run_id", None)
+    manager = manager_class(handlers=[], parent_run_id=parent_run_id)
+    manager.set_handlers(parent.inheritable_handlers)
+    manager.add_tags(parent.inheritable_tags)
     manager.add_tags([TAG_NOSTREAM])  # an agent's "messages" stream shows the chosen turn, not the n samples
-    manager.add_metadata(run_manager.inheritable_metadata)
+    manager.add_metadata(parent.inheritable_metadata)
     return manager

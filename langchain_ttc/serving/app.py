@@ -18,6 +18,16 @@ reader). Then the answer comes as ``chat.completion.chunk`` events (the role, th
 step of the chosen solution, then one with ``finish_reason`` and ``ttc``), a usage chunk when
 ``stream_options.include_usage`` is set, and ``data: [DONE]``.
 
+Errors, in OpenAI's format ``{"error": {"message", "type", "param", "code"}}``: what the request got
+wrong is found before the strategy runs (the body, the model name and its budget, the messages, a
+sampling option the strategy refuses) and answered 4xx with the fix. A model server that fails
+during the run is 502. Anything else that fails during the run is a fault of the server, not of the
+request: 500 with the message ``"internal error"`` and the request's id in ``error.request_id``; the
+traceback goes to the server's log (logger ``langchain_ttc.serving.app``) under that id, never to
+the client. A stream that fails after it started sends the same error as its last event, then
+``[DONE]``. Every response carries ``X-Request-ID``: the client's own, if it sent a well-formed one
+(up to 128 letters, digits and ``._:/+=@-``), else a fresh uuid4.
+
 Example:
     >>> from openai import OpenAI  # doctest: +SKIP
     >>> client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")  # doctest: +SKIP
@@ -30,8 +40,11 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
+import re
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,7 +52,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from langchain_ttc.core.types import TTCResult
 from langchain_ttc.engines.openai_policy import ServerError
@@ -56,8 +71,18 @@ from langchain_ttc.serving.protocol import (
     ttc_body,
     usage_body,
 )
-from langchain_ttc.strategies.common import StrategyGraph
+from langchain_ttc.strategies.config import validated
 from langchain_ttc.strategies.context import TTCContext
+from langchain_ttc.strategies.graphs import StrategyGraph
+from langchain_ttc.wiring import applicable, strategy_spec
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+"""The header that carries a request's id, both ways (the ``openai`` client reads it as ``error.request_id``)."""
+INTERNAL_ERROR = "internal error"
+"""The whole message a client gets for a fault of the server (the details are in the server's log)."""
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 
 
 def create_app(catalog: StrategyCatalog, *, api_key: str | None = None, info: dict[str, Any] | None = None) -> FastAPI:
@@ -77,6 +102,7 @@ def create_app(catalog: StrategyCatalog, *, api_key: str | None = None, info: di
         raise ValueError("api_key='' is empty; pass a non-empty key, or None to serve without one.")
     app = FastAPI(title="ttc serve", description="Test-time compute strategies behind the OpenAI API.")
     app.state.catalog = catalog
+    app.add_middleware(RequestIDMiddleware)
 
     def authorize(request: Request) -> None:
         if api_key is None:
@@ -95,8 +121,8 @@ def create_app(catalog: StrategyCatalog, *, api_key: str | None = None, info: di
             )
 
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, error: APIError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+    async def _api_error(request: Request, error: APIError) -> JSONResponse:
+        return JSONResponse(_error_body(error, request_id_of(request)), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -126,10 +152,11 @@ def create_app(catalog: StrategyCatalog, *, api_key: str | None = None, info: di
         return {**catalog.describe(name), "id": model}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)], response_model=None)
-    async def chat_completions(body: ChatCompletionRequest) -> dict[str, Any] | EventSourceResponse:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict[str, Any] | EventSourceResponse:
+        # Everything the request can get wrong is checked here, before the run: a client error is 4xx.
         if body.tools:
             raise api_error(400, "tools are not supported: ttc serve answers with text; send no tools.", param="tools")
-        graph, _, n = catalog.graph(body.model)
+        graph, strategy, n = catalog.graph(body.model)
         inputs = {"messages": body.conversation()}
         context = TTCContext(
             temperature=body.temperature,
@@ -137,45 +164,147 @@ def create_app(catalog: StrategyCatalog, *, api_key: str | None = None, info: di
             max_tokens=body.max_completion_tokens or body.max_tokens,
             seed=body.seed,
         )
+        _check_options(catalog, strategy, n, body)
+        request_id = request_id_of(request)
         if body.stream:
-            return EventSourceResponse(_stream(graph, inputs, context, body, n), sep="\n", ping=15)
+            return EventSourceResponse(_stream(graph, inputs, context, body, n, request_id), sep="\n", ping=15)
+        # From here on a failure is the server's (or its model server's), whatever its exception type.
         try:
             output = await graph.ainvoke(inputs, context=context)
+            result = TTCResult.model_validate(output["result"])
         except Exception as error:
-            raise _run_error(error) from error
-        result = TTCResult.model_validate(output["result"])
+            raise _run_error(error, request_id, body.model) from error
         return completion_body(result, model=body.model, n=n, include_result=body.ttc_include_result)
 
     return app
 
 
-def _run_error(error: Exception) -> APIError:
-    """The API error for an exception raised while a strategy ran."""
+class RequestIDMiddleware:
+    """Gives every HTTP request an id, sends it back in ``X-Request-ID``, and answers a fault 500.
+
+    The id is the client's ``X-Request-ID`` when it is well formed, else a fresh uuid4; handlers read
+    it with :func:`request_id_of`. An exception no handler turned into a response is logged with the
+    id and its traceback, and answered ``500 {"error": {"message": "internal error", ...,
+    "request_id": ...}}``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request under its id (other ASGI scopes pass through untouched)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request %s: %s %s failed", request_id, scope.get("method"), scope.get("path"))
+            if started:  # too late for an error response: the server closes the connection
+                raise
+            response = JSONResponse(_error_body(_internal_error(), request_id), status_code=500)
+            await response(scope, receive, send_with_id)
+
+
+def request_id_of(request: Request) -> str:
+    """The id :class:`RequestIDMiddleware` gave ``request`` (a fresh one outside the middleware)."""
+    request_id = getattr(request.state, "request_id", None)
+    return request_id if isinstance(request_id, str) else _request_id(None)
+
+
+def _request_id(sent: str | None) -> str:
+    """The client's request id if it is well formed (no header or log injection), else a fresh uuid4."""
+    return sent if sent is not None and _CLIENT_REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())
+
+
+def _internal_error() -> APIError:
+    return api_error(500, INTERNAL_ERROR, code="internal_error")
+
+
+def _error_body(error: APIError, request_id: str) -> dict[str, Any]:
+    """The error's JSON body; a server-side error (5xx) also names the request id to quote in a report."""
+    body = error.body()
+    if error.status >= 500:
+        body["error"]["request_id"] = request_id
+    return body
+
+
+def _check_options(catalog: StrategyCatalog, strategy: str, n: int, body: ChatCompletionRequest) -> None:
+    """Refuse, before the run, a sampling option the strategy's config refuses (400, naming the field).
+
+    Raises:
+        APIError: 400 ``invalid_value`` with ``param`` the request field at fault.
+
+    """
+    fields = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
+              "max_tokens": "max_completion_tokens" if body.max_completion_tokens else "max_tokens"}  # fmt: skip
+    options = {name: getattr(body, field) for name, field in fields.items() if getattr(body, field) is not None}
+    settings = {**applicable(strategy, catalog.options), "n": n, **applicable(strategy, options)}
+    try:
+        validated(strategy_spec(strategy).config, **settings)
+    except ValueError as error:
+        param = next((fields[name] for name in options if str(error).startswith(f"{name}=")), None)
+        raise api_error(400, f"model={body.model!r}: {error}", param=param, code="invalid_value") from None
+
+
+def _run_error(error: Exception, request_id: str, model: str) -> APIError:
+    """The API error for an exception raised while a strategy ran (after the request was checked).
+
+    A model server's failure is 502 with its message; an ``APIError`` stays as it is; anything else
+    is a fault of the server: logged with its traceback under ``request_id``, answered with the
+    generic :data:`INTERNAL_ERROR` only (its message may hold internals).
+    """
     if isinstance(error, APIError):
         return error
     if isinstance(error, ServerError):
+        logger.warning("request %s: a model server failed during the run of model=%r: %s", request_id, model, error)
         return api_error(502, f"a model server failed: {error}", code="upstream_error")
-    if isinstance(error, (ValueError, TypeError)):
-        return api_error(400, str(error))
-    return api_error(500, f"the strategy failed: {type(error).__name__}: {error}")
+    logger.error("request %s: the run of model=%r failed", request_id, model, exc_info=error)
+    return _internal_error()
 
 
 async def _stream(
+    graph: StrategyGraph,
+    inputs: dict[str, Any],
+    context: TTCContext,
+    body: ChatCompletionRequest,
+    n: int,
+    request_id: str,
+) -> AsyncIterator[ServerSentEvent]:
+    """The SSE events of a streamed completion: progress comments, then the answer's chunks, then ``[DONE]``.
+
+    A failure after the response started ends the stream with the error's event (see :func:`_run_error`).
+    """
+    try:
+        async for event in _events(graph, inputs, context, body, n):
+            yield event
+    except Exception as error:
+        yield ServerSentEvent(data=json.dumps(_error_body(_run_error(error, request_id, body.model), request_id)))
+    yield ServerSentEvent(data="[DONE]")
+
+
+async def _events(
     graph: StrategyGraph, inputs: dict[str, Any], context: TTCContext, body: ChatCompletionRequest, n: int
 ) -> AsyncIterator[ServerSentEvent]:
-    """The SSE events of a streamed completion: progress comments, then the answer's chunks, then ``[DONE]``."""
+    """The events of a streamed completion before ``[DONE]`` (raising whatever the run raises)."""
     output: dict[str, Any] = {}
-    try:
-        async for mode, part in graph.astream(inputs, context=context, stream_mode=["custom", "values"]):
-            if mode == "custom" and isinstance(part, dict):
-                fields = {k: v for k, v in part.items() if k != "type"}
-                yield ServerSentEvent(comment=f"{part.get('type', 'ttc.event')} {json.dumps(fields, default=str)}")
-            elif mode == "values" and isinstance(part, dict):
-                output = part
-    except Exception as error:
-        yield ServerSentEvent(data=json.dumps(_run_error(error).body()))
-        yield ServerSentEvent(data="[DONE]")
-        return
+    async for mode, part in graph.astream(inputs, context=context, stream_mode=["custom", "values"]):
+        if mode == "custom" and isinstance(part, dict):
+            fields = {k: v for k, v in part.items() if k != "type"}
+            yield ServerSentEvent(comment=f"{part.get('type', 'ttc.event')} {json.dumps(fields, default=str)}")
+        elif mode == "values" and isinstance(part, dict):
+            output = part
     result = TTCResult.model_validate(output["result"])
     completion_id, created = new_id(), int(time.time())
 
@@ -191,4 +320,3 @@ async def _stream(
     if body.stream_options is not None and body.stream_options.include_usage:
         usage = {**chunk_body(completion_id, body.model, created, {}), "choices": [], "usage": usage_body(result.usage)}
         yield ServerSentEvent(data=json.dumps(usage))
-    yield ServerSentEvent(data="[DONE]")
