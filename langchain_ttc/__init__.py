@@ -39,7 +39,7 @@ from langchain_ttc.strategies import (
     create_self_refine_graph,
     create_weighted_best_of_n_graph,
 )
-from langchain_ttc.strategies.registry import STRATEGIES, create_strategy_graph
+from langchain_ttc.wiring import STRATEGIES, create_strategy_graph
 
 __all__ = [
     "AGGREGATIONS",

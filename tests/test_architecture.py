@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import inspect
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -16,20 +17,12 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
-from langchain_ttc import (
-    create_beam_search_graph,
-    create_best_of_n_graph,
-    create_compute_optimal_graph,
-    create_dvts_graph,
-    create_majority_vote_graph,
-    create_particle_filtering_graph,
-    create_self_refine_graph,
-    create_weighted_best_of_n_graph,
-)
+from langchain_ttc import create_beam_search_graph, create_dvts_graph, create_self_refine_graph
 from langchain_ttc.core.tree import TreeNode
 from langchain_ttc.integrations.chat_model import TTCChatModel
+from langchain_ttc.strategies import registry
 from langchain_ttc.strategies.context import OPTION_FIELDS, TTCContext
-from langchain_ttc.strategies.registry import STRATEGIES, option_fields
+from langchain_ttc.wiring import STRATEGIES, option_fields
 from tests.fakes import ScriptedPolicy, StepTreePolicy, last_step_prm
 
 PACKAGE = Path(__file__).resolve().parents[1] / "langchain_ttc"
@@ -143,20 +136,37 @@ def test_strategy_names_live_in_their_own_modules_only() -> None:
         assert len(homes) == 1, f"{name} is named in {homes}"
 
 
+def test_only_the_composition_root_registers_at_import_time() -> None:
+    """Model aliases are registered, and the catalog assembled, in langchain_ttc/wiring.py alone."""
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        calls = [
+            n for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+        ]  # statements at module level that are bare calls: registrations
+        names = {ast.unparse(c.value.func) for c in calls if isinstance(c.value, ast.Call)}
+        if path.name != "wiring.py":
+            assert not {n for n in names if "register" in n}, f"{path} registers at import time: {names}"
+        mutations = [
+            n for n in tree.body if isinstance(n, ast.Assign) and any(isinstance(t, ast.Subscript) for t in n.targets)
+        ]
+        assert not mutations or path.name == "wiring.py", f"{path} fills a table at import time"
+    from langchain_ttc.engines.references import MODEL_ALIASES
+
+    assert {"arith:", "smollm2"} <= set(MODEL_ALIASES) and "compute_optimal" in STRATEGIES
+    assert "compute_optimal" not in registry.STRATEGIES  # the registry holds the families; the root adds the router
+
+
 def test_the_runtime_context_sets_only_options_some_strategy_has() -> None:
     assert OPTION_FIELDS <= set(option_fields())
 
 
-FACTORIES = {
-    "majority_vote": create_majority_vote_graph,
-    "best_of_n": create_best_of_n_graph,
-    "weighted_best_of_n": create_weighted_best_of_n_graph,
-    "beam_search": create_beam_search_graph,
-    "dvts": create_dvts_graph,
-    "particle_filtering": create_particle_filtering_graph,
-    "self_refine": create_self_refine_graph,
-    "compute_optimal": create_compute_optimal_graph,
-}
+def factory_of(strategy: str) -> Any:
+    """A strategy's factory: ``create_<name>_graph`` in the module of its registry builder."""
+    build = STRATEGIES[strategy].build
+    module = sys.modules[getattr(build, "func", build).__module__]
+    return getattr(module, f"create_{strategy}_graph")
+
+
 DERIVED = {
     # factory parameters that stand for a config field under another name or type, and why
     "self_refine": {"n": "chains x (max_revisions + 1)", "critic": "the critic object (or its name)"},
@@ -186,7 +196,7 @@ def _unwrap(annotation: Any) -> set[Any]:
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_option_of_a_factory_is_its_configs_field(strategy: str) -> None:
     """A factory's keyword options are its config's fields: the same default, type and description."""
-    config, factory = STRATEGIES[strategy].config, FACTORIES[strategy]
+    config, factory = STRATEGIES[strategy].config, factory_of(strategy)
     hints = typing.get_type_hints(factory)
     parameters = inspect.signature(factory).parameters
     documented = _documented(factory)

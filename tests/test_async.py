@@ -14,7 +14,7 @@ import pytest
 
 from langchain_ttc import create_strategy_graph
 from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
-from langchain_ttc.strategies.registry import STRATEGIES
+from langchain_ttc.wiring import STRATEGIES
 from tests.fakes import ScriptedPolicy, ScriptedPRM
 
 PROBLEM = "Keep only the last digit after each step. What is 2+3*3?"

@@ -16,8 +16,10 @@ import openai
 import pytest
 
 from langchain_ttc.core.answers import extract_boxed
-from langchain_ttc.strategies.registry import STRATEGIES
+from langchain_ttc.wiring import STRATEGIES
 from tests.servers import free_port, running_server, vllm_requests_served
+
+pytestmark = pytest.mark.integration
 
 PROBLEM = "Keep only the last digit after each step. What is 3+4*3?"
 KEY = "sk-ttc-test"

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from langchain_ttc.strategies.registry import STRATEGIES, strategy_spec
+from langchain_ttc.wiring import STRATEGIES, strategy_spec
 from langchain_ttc.strategies.routing.table import load_table
 from tests.servers import free_port, running_server, vllm_requests_served
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "Keep only the last digit after each step. What is 2+3*7?"

@@ -1,18 +1,14 @@
 """The Arith world: an offline task with real trained checkpoints (see :mod:`.problems`).
 
-Importing it registers the ``arith:`` model alias (``arith:small``, ``arith:large``, ``arith:prm``)
-with the engines' loader, so ``load_policy("arith:small")`` finds the shipped checkpoints.
+The composition root (:mod:`langchain_ttc.wiring`) names its checkpoints for the engines' loader
+(``arith:small``, ``arith:large``, ``arith:prm``, ``arith:prm-in-distribution``).
 """
 
-from langchain_ttc.arith.checkpoints import arith_checkpoint
 from langchain_ttc.arith.problems import (
     ArithProblem,
     check_steps,
     make_problems,
     split_steps,
 )
-from langchain_ttc.engines.references import register_model_alias
-
-register_model_alias("arith:", arith_checkpoint)
 
 __all__ = ["ArithProblem", "check_steps", "make_problems", "split_steps"]

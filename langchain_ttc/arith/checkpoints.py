@@ -1,7 +1,7 @@
 """Where the shipped Arith checkpoints live (package data, so an installed wheel has them).
 
-In: a checkpoint name (``"small"``, ``"large"`` or ``"prm"``). Out: the path of its Hugging Face
-directory inside the installed package.
+In: a checkpoint name (``"small"``, ``"large"``, ``"prm"`` or ``"prm-in-distribution"``). Out: the path of its
+Hugging Face directory inside the installed package.
 
 Example:
     >>> arith_checkpoint("small").name
@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-CheckpointName = Literal["small", "large", "prm"]
+CheckpointName = Literal["small", "large", "prm", "prm-in-distribution"]
+"""The shipped checkpoints: two policies (small, large: 3.7x its size), the realistic PRM (``prm``, the
+default: trained on another policy's errors) and the near-perfect one (``prm-in-distribution``)."""
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 

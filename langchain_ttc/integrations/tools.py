@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
 
-from langchain_ttc.strategies.common import StrategyGraph
+from langchain_ttc.strategies.graphs import StrategyGraph
 
 DEFAULT_DESCRIPTION = (
     "Solve a math problem carefully by sampling many step-by-step solutions and checking every step with "

@@ -1,7 +1,7 @@
 """Model names to strategy graphs: ``<strategy>`` or ``<strategy>:<n>``, one compiled graph per name.
 
 In: the ``model`` of a request. Out: the compiled strategy graph (from
-:mod:`langchain_ttc.strategies.registry`) built once on the engines loaded at startup, or an
+:mod:`langchain_ttc.wiring`) built once on the engines loaded at startup, or an
 :class:`~langchain_ttc.serving.protocol.APIError` (404 for an unknown strategy, 400 for a bad budget).
 
 Example:
@@ -17,8 +17,8 @@ from typing import Any
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.serving.protocol import APIError, api_error
-from langchain_ttc.strategies.common import StrategyGraph
-from langchain_ttc.strategies.registry import STRATEGIES, applicable, create_strategy_graph, strategy_spec
+from langchain_ttc.strategies.graphs import StrategyGraph
+from langchain_ttc.wiring import STRATEGIES, applicable, create_strategy_graph, strategy_spec
 
 
 class StrategyCatalog:

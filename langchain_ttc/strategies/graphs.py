@@ -7,7 +7,8 @@ is read through the typed accessors here (:func:`config_of`, :func:`candidates_o
 never with ad hoc ``model_validate`` calls in nodes.
 
 Example:
-    >>> state = {"usage": {"policy_calls": 2}, "candidates": [{"text": "x", "steps": ["x"]}]}
+    >>> candidate = {"text": "x", "steps": ["x"], "answer": None, "finish_reason": "eos"}
+    >>> state = {"usage": {"policy_calls": 2}, "candidates": [candidate]}
     >>> usage_of(state).policy_calls, candidates_of(state)[0].text
     (2, 'x')
 

@@ -1,15 +1,17 @@
-"""The one strategy registry: every strategy's name, config, builder and traits, read by everything else.
+"""The strategy registry: every family's strategies (name, config, builder, traits), read by everything else.
 
-In: a strategy name and its options. Out: its spec, and its compiled graph. The CLI's options, the
-Studio context, the router table's schema, ``ttc eval`` and ``ttc calibrate`` all read
-:data:`STRATEGIES`; no other module lists strategy names. Each strategy module defines its own
-:class:`StrategySpec` next to its factory; adding a strategy is its module plus one entry in
-:data:`STRATEGIES` (the router, which builds the others by name, adds itself: it sits above this module).
+In: a strategy name and its options. Out: its spec, and its compiled graph. The router table's schema,
+the router itself, ``ttc eval`` and ``ttc calibrate`` read :data:`STRATEGIES`; no other module lists
+strategy names. Each strategy module defines its own :class:`StrategySpec` next to its factory; adding a
+strategy is its module plus one entry in :data:`STRATEGIES`. The compute-optimal router builds these by
+name and so sits above this module: the whole catalog, router included, is assembled by the composition
+root (:mod:`langchain_ttc.wiring`), whose functions of the same names the surfaces use. Every function
+here takes the ``catalog`` to read (this registry by default).
 
 Example:
     >>> sorted(STRATEGIES)  # doctest: +NORMALIZE_WHITESPACE
-    ['beam_search', 'best_of_n', 'compute_optimal', 'dvts', 'majority_vote', 'particle_filtering',
-     'self_refine', 'weighted_best_of_n']
+    ['adaptive_majority_vote', 'adaptive_weighted_best_of_n', 'beam_search', 'best_of_n', 'dvts',
+     'majority_vote', 'particle_filtering', 'self_refine', 'weighted_best_of_n']
     >>> strategy_spec(DEFAULT_STRATEGY).needs_prm
     True
 
@@ -17,15 +19,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 from langgraph.types import Checkpointer
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.common import StrategyGraph
 from langchain_ttc.strategies.config import validated
+from langchain_ttc.strategies.graphs import StrategyGraph
 from langchain_ttc.strategies.refine.self_refine import SELF_REFINE
+from langchain_ttc.strategies.sampling.adaptive import ADAPTIVE_MAJORITY_VOTE, ADAPTIVE_WEIGHTED_BEST_OF_N
 from langchain_ttc.strategies.sampling.best_of_n import BEST_OF_N, WEIGHTED_BEST_OF_N
 from langchain_ttc.strategies.sampling.majority_vote import MAJORITY_VOTE
 from langchain_ttc.strategies.search.beam_search import BEAM_SEARCH
@@ -35,47 +39,54 @@ from langchain_ttc.strategies.spec import StrategySpec
 
 STRATEGIES: dict[str, StrategySpec] = {
     spec.name: spec
-    for spec in (MAJORITY_VOTE, BEST_OF_N, WEIGHTED_BEST_OF_N, BEAM_SEARCH, DVTS, PARTICLE_FILTERING, SELF_REFINE)
+    for spec in (
+        MAJORITY_VOTE,
+        BEST_OF_N,
+        WEIGHTED_BEST_OF_N,
+        BEAM_SEARCH,
+        DVTS,
+        PARTICLE_FILTERING,
+        SELF_REFINE,
+        ADAPTIVE_MAJORITY_VOTE,
+        ADAPTIVE_WEIGHTED_BEST_OF_N,
+    )
 }
-"""Every strategy by name (the compute-optimal router adds itself when its module loads)."""
+"""Every strategy of the families by name (the router, above them, joins them in :mod:`langchain_ttc.wiring`)."""
 DEFAULT_STRATEGY = WEIGHTED_BEST_OF_N.name
 """What ``ttc solve`` runs when no strategy is named: the papers' strong, simple baseline."""
 
-
-def register(spec: StrategySpec) -> StrategySpec:
-    """Add a strategy to the registry (the router registers itself; the others are listed below)."""
-    STRATEGIES[spec.name] = spec
-    return spec
+Catalog = Mapping[str, StrategySpec]
 
 
-def strategy_spec(strategy: str) -> StrategySpec:
+def strategy_spec(strategy: str, *, catalog: Catalog = STRATEGIES) -> StrategySpec:
     """The spec of ``strategy``.
 
     Raises:
         ValueError: If the strategy is unknown (the message lists the known ones).
 
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is not known; pass one of {', '.join(sorted(STRATEGIES))}.")
-    return STRATEGIES[strategy]
+    if strategy not in catalog:
+        raise ValueError(f"strategy={strategy!r} is not known; pass one of {', '.join(sorted(catalog))}.")
+    return catalog[strategy]
 
 
-def applicable(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+def applicable(strategy: str, options: dict[str, Any], *, catalog: Catalog = STRATEGIES) -> dict[str, Any]:
     """The subset of ``options`` that ``strategy``'s config has (shared settings passed to many strategies)."""
-    fields = strategy_spec(strategy).config.model_fields
+    fields = strategy_spec(strategy, catalog=catalog).config.model_fields
     return {k: v for k, v in options.items() if k in fields}
 
 
-def sampler_for(strategies: list[str]) -> str | None:
+def sampler_for(strategies: list[str], *, catalog: Catalog = STRATEGIES) -> str | None:
     """The sample-then-select strategy whose one run serves the selection rules of all of ``strategies``.
 
     Its samples are scored when any of them needs scores; ``None`` when none samples then selects.
     """
-    sampling = [s for s in strategies if strategy_spec(s).vote is not None]
-    return next((s for s in sampling if strategy_spec(s).needs_prm), sampling[0] if sampling else None)
+    specs = {s: strategy_spec(s, catalog=catalog) for s in strategies}
+    sampling = [s for s in strategies if specs[s].vote is not None]
+    return next((s for s in sampling if specs[s].needs_prm), sampling[0] if sampling else None)
 
 
-def option_fields() -> dict[str, tuple[type, tuple[Any, ...] | None, str]]:
+def option_fields(*, catalog: Catalog = STRATEGIES) -> dict[str, tuple[type, tuple[Any, ...] | None, str]]:
     """Every option of any registered strategy: ``name -> (value type, choices or None, help)``.
 
     The CLI builds its flags from it. Choices of an option two strategies type differently are
@@ -83,7 +94,7 @@ def option_fields() -> dict[str, tuple[type, tuple[Any, ...] | None, str]]:
     """
     found: dict[str, tuple[type, tuple[Any, ...] | None, str]] = {}
     users: dict[str, list[str]] = {}
-    for spec in STRATEGIES.values():
+    for spec in catalog.values():
         for name, info in spec.config.model_fields.items():
             users.setdefault(name, []).append(spec.name)
             kind, choices = _scalar(info.annotation)
@@ -114,6 +125,7 @@ def create_strategy_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str | None = None,
+    catalog: Catalog = STRATEGIES,
     **options: Any,
 ) -> StrategyGraph:
     """Build the graph of the named strategy from its options (validated by its config).
@@ -122,7 +134,7 @@ def create_strategy_graph(
         ValueError: If the strategy is unknown, an option is invalid, or it needs a PRM and ``prm`` is ``None``.
 
     """
-    spec = strategy_spec(strategy)
+    spec = strategy_spec(strategy, catalog=catalog)
     config = validated(spec.config, **options)
     if spec.needs_prm and prm is None:
         raise ValueError(f"strategy={strategy!r} scores solutions with a PRM; pass prm=.")

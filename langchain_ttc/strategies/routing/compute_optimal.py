@@ -63,7 +63,7 @@ from langchain_ttc.strategies.graphs import (
     run_config,
     usage_of,
 )
-from langchain_ttc.strategies.registry import create_strategy_graph, register, strategy_spec
+from langchain_ttc.strategies.registry import create_strategy_graph, strategy_spec
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS, DifficultyEstimator, check_estimator
 from langchain_ttc.strategies.routing.table import StrategyChoice, StrategyTable, load_table
 from langchain_ttc.strategies.spec import StrategySpec
@@ -349,13 +349,12 @@ def _build_registered(
     return build_compute_optimal_graph(policy, prm, config, checkpointer=checkpointer, name=name)
 
 
-COMPUTE_OPTIMAL = register(
-    StrategySpec(
-        name="compute_optimal",
-        description="Estimate difficulty from pilots, run the strategy the calibrated table names for it.",
-        config=ComputeOptimalConfig,
-        build=_build_registered,
-        needs_prm=True,
-        family="routing",
-    )
+COMPUTE_OPTIMAL = StrategySpec(
+    name="compute_optimal",
+    description="Estimate difficulty from pilots, run the strategy the calibrated table names for it.",
+    config=ComputeOptimalConfig,
+    build=_build_registered,
+    needs_prm=True,
+    family="routing",
 )
+"""The router's spec: the composition root (:mod:`langchain_ttc.wiring`) adds it to the catalog."""
