@@ -41,6 +41,8 @@ from langchain_ttc.engines.smollm2 import smollm2_checkpoint
 from langchain_ttc.integrations.chat_model import TTCChatModel
 from tests.servers import free_port, running_server, vllm_server_command
 
+pytestmark = pytest.mark.integration
+
 N = 5
 
 

@@ -1,4 +1,8 @@
+import importlib.util
 import random
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +25,17 @@ from langchain_ttc.engines.math_shepherd_format import math_shepherd_text
 
 difficulties = st.integers(min_value=1, max_value=MAX_DIFFICULTY)
 seeds = st.integers(min_value=0, max_value=2**32)
+
+
+def training_script() -> ModuleType:
+    """scripts/train_arith.py, which is not part of the package (it imports torch at the top)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_arith.py"
+    spec = importlib.util.spec_from_file_location("train_arith", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("train_arith", module)
+    spec.loader.exec_module(module)
+    return module
 
 
 def evaluate(expression: str) -> int:
@@ -80,8 +95,8 @@ def test_operations_keep_the_last_digit(left: int, right: int, op: str) -> None:
 
 
 def test_bad_difficulty_and_problem_raise_clear_errors() -> None:
-    with pytest.raises(ValueError, match=r"difficulty=9 is out of range.*1 to 8"):
-        make_problems(1, 9)
+    with pytest.raises(ValueError, match=r"difficulty=13 is out of range.*1 to 12"):
+        make_problems(1, 13)
     with pytest.raises(ValueError, match=r"difficulty=\(5, 2\) has low > high"):
         make_problems(1, (5, 2))
     with pytest.raises(ValueError, match="is not an Arith problem"):
@@ -116,20 +131,18 @@ def test_facts_and_process_grades() -> None:
 
 
 def test_teacher_distributions_and_solutions() -> None:
-    from langchain_ttc.arith.train import (
-        RECIPES,
-        Teacher,
-        _fact_results,
-        _result_digits,
-        _Tables,
-        prm_solutions,
-        teacher_solution,
-    )
+    train = training_script()
+    RECIPES, Teacher, _Tables = train.RECIPES, train.Teacher, train._Tables
+    _fact_results, _result_digits = train._fact_results, train._result_digits
+    prm_solutions, teacher_solution = train.prm_solutions, train.teacher_solution
 
     small, large = (RECIPES[name].teacher for name in ("small", "large"))
     assert small is not None and large is not None
     wrong = small.wrong_results()
-    assert len(wrong) == 30 and large.wrong_results().items() <= wrong.items()  # the large policy's are a subset
+    assert len(wrong) == 50 and large.wrong_results().items() <= wrong.items()  # the large policy's are a subset
+    prm_teacher = train.PRM_RECIPES["prm"].teacher.wrong_results()  # the realistic PRM's teacher shares half of them
+    assert len(prm_teacher) == 50 and len(prm_teacher.items() & wrong.items()) == 25
+    assert not large.wrong_results().keys() & prm_teacher.keys()  # the large policy's are all blind spots
     for fact in arithmetic_facts():
         probs = small.distribution(fact)
         right = apply_operator(*fact)

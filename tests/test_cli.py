@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 EASY = "Keep only the last digit after each step. What is 2+3?"
 
 

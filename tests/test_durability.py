@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from langchain_ttc import create_beam_search_graph, make_problems
+
+pytestmark = pytest.mark.integration
 
 PROBLEM = make_problems(1, 8, seed=61)[0].problem
 OPTIONS: dict[str, Any] = {"n": 4, "beam_width": 2, "seed": 3, "max_tokens": 64}

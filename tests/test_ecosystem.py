@@ -22,6 +22,8 @@ from langchain_ttc.integrations.chat_model import TTCChatModel
 from langchain_ttc.integrations.reasoner import create_reasoner
 from langchain_ttc.integrations.tools import create_ttc_tool
 
+pytestmark = pytest.mark.integration
+
 PROBLEM = make_problems(1, 2, seed=51)[0]
 STRATEGIES = [
     "majority_vote",

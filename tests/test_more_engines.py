@@ -107,6 +107,7 @@ def test_chat_model_policy_for_whole_solution_strategies() -> None:
         ChatModelPolicy("gpt")  # type: ignore[arg-type]
 
 
+@pytest.mark.integration
 def test_cli_scores_with_a_remote_code_qwen_prm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The published Qwen2.5-Math-PRM ships its own modelling code; --trust-remote-code runs it.
     build_qwen_prm(tmp_path / "qwen")

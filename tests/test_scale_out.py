@@ -36,6 +36,8 @@ from langchain_ttc.engines.openai_policy import OpenAICompatiblePolicy
 from langchain_ttc.engines.vllm_prm import VLLMPRM
 from tests.servers import free_port, running_servers, vllm_server_command
 
+pytestmark = pytest.mark.integration
+
 POLICY = str(arith_checkpoint("small"))
 PRM = str(arith_checkpoint("prm"))
 ROUTER = Path(sys.executable).parent / "vllm-router"

@@ -19,6 +19,8 @@ from langchain_ttc.evaluation.datasets import load_problems
 from langchain_ttc.evaluation.run import EvalConfig, read_records, run_evaluation
 from tests.servers import free_port, running_server, stop, vllm_server_command
 
+pytestmark = pytest.mark.integration
+
 MODEL = str(arith_checkpoint("small"))
 PROBLEMS = load_problems("arith", limit=12, difficulty=(2, 4), seed=7)
 CONFIG = EvalConfig(dataset="arith", strategies=["majority_vote"], n_max=4, max_tokens=128, seed=0)

@@ -15,6 +15,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from langchain_ttc import TTCResult, create_beam_search_graph, create_dvts_graph, make_problems
 
+pytestmark = pytest.mark.integration
+
 HARD = make_problems(1, 6, seed=31)[0]
 
 

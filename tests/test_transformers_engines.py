@@ -111,6 +111,7 @@ def test_missing_model_path_names_the_parameter(tmp_path: Path) -> None:
         MathShepherdPRM.from_pretrained(missing)
 
 
+@pytest.mark.integration
 def test_prm_tokenizer_without_step_tag_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "prm-without-tag"
     shutil.copytree(arith_checkpoint("prm"), target)
@@ -124,6 +125,7 @@ def test_prm_tokenizer_without_step_tag_is_refused(tmp_path: Path) -> None:
         MathShepherdPRM.from_pretrained(arith_checkpoint("prm"), step_tag="<step>")
 
 
+@pytest.mark.integration
 def test_chat_without_template_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "no-template"
     shutil.copytree(arith_checkpoint("small"), target)

@@ -96,6 +96,7 @@ def test_the_page_shows_the_tree_in_a_headless_browser(
         browser.close()
 
 
+@pytest.mark.integration
 @needs_dot
 def test_ttc_solve_writes_the_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["solve", HARD.problem, "--strategy", "beam_search", "--n", "4", "--beam-width", "2", "--seed", "0"]

@@ -31,6 +31,8 @@ from langchain_ttc.engines.vllm_policy import AsyncVLLMPolicy, VLLMPolicy
 from langchain_ttc.engines.vllm_prm import VLLMPRM
 from tests.servers import CPU_ENGINE, free_port, running_server, vllm_server_command
 
+pytestmark = pytest.mark.integration
+
 PROBLEM = make_problems(1, 4, seed=71)[0]
 HARD = make_problems(1, 8, seed=76)[0]  # the small policy is unsure here: samples differ
 

@@ -24,6 +24,8 @@ from tests.fakes import ScriptedPolicy
 from tests.servers import CPU_ENGINE, free_port, running_server, vllm_server_command
 from tests.tiny_models import build_qwen_prm
 
+pytestmark = pytest.mark.integration
+
 PROBLEMS = make_problems(6, (1, 8), seed=91)
 REQUESTS = [ScoreRequest(problem=p.problem, steps=split_steps(p.solution)) for p in PROBLEMS]
 
