@@ -125,6 +125,27 @@ class TTCContext:
         default=None, metadata=_describe("A strategy table file (default: the shipped Arith table).")
     )
     estimator: str | None = field(default=None, metadata=_describe("The difficulty estimator (default: the table's)."))
+    wave_size: int | None = field(
+        default=None, metadata=_describe("Samples per wave (one policy call, and one PRM call, each); None: min(4, n).")
+    )
+    stop_rule: Literal["dirichlet", "supermajority"] | None = field(
+        default=None,
+        metadata=_describe(
+            "When the vote is settled: dirichlet (P(the leader stays the leader) >= threshold) or supermajority "
+            "(the leader's share of the votes >= threshold)."
+        ),
+    )
+    threshold: float | None = field(
+        default=None,
+        metadata=_describe("Where the stop rule stops, in (0.5, 1]; None: 0.95 for dirichlet, 0.75 for supermajority."),
+    )
+    adaptive_threshold: float | None = field(
+        default=None,
+        metadata=_describe(
+            "Stop early once the finished solutions' weighted vote is settled: P(its leader stays the leader) >= "
+            "this, in (0.5, 1] (None: off)."
+        ),
+    )
     # The run's collaborators beside the options.
     tools: list[dict[str, Any]] | None = field(
         default=None,

@@ -19,7 +19,11 @@ Each iteration (``generate`` → ``score`` → ``prune``, looped by a conditiona
 
 The last iteration writes to the end of the solution. The search stops when no beam is active or
 ``max_iterations`` is reached (or, with ``stop_when_n_finished=True``, once ``n`` beams have
-finished). The answer is the weighted vote over the ``n`` best-scored finished beams
+finished; or, with ``adaptive_threshold=t``, once the weighted vote over the finished beams is settled:
+the Adaptive-Consistency rule of :mod:`langchain_ttc.core.stopping` on the summed scores, P(the
+leader stays the leader) >= ``t``; the iteration it stops after records it under ``early_stop`` in
+``metadata["iterations"]``. Beams that share a prefix are not independent samples, so read the
+posterior as optimistic). The answer is the weighted vote over the ``n`` best-scored finished beams
 (``selection="weighted"``, the papers' setting) or the best finished beam by aggregated score
 (``"best"``). Each iteration emits a ``ttc.iteration`` custom stream event.
 
@@ -32,14 +36,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from langgraph.types import Checkpointer
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from langchain_ttc.core.search import Beam, prune, repeat_counts
+from langchain_ttc.core.search import Beam, prune, repeat_counts, top_by_score
+from langchain_ttc.core.stopping import check_threshold, vote_settled
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, validated
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, StepSearchConfig, validated
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
@@ -48,8 +53,57 @@ from langchain_ttc.strategies.search.stepwise import (
     check_engines,
     close_iteration,
     make_search_nodes,
+    pilot_candidates,
 )
 from langchain_ttc.strategies.spec import StrategySpec
+
+ADAPTIVE_STOP = (
+    "Stop early once the finished solutions' weighted vote is settled: P(its leader stays the leader) >= this, "
+    "in (0.5, 1] (None: off)."
+)
+"""The description of a step-level search's ``adaptive_threshold`` option."""
+
+
+def check_adaptive_stop(threshold: float | None, selection: str) -> None:
+    """Check a search's ``adaptive_threshold``: in (0.5, 1], and only with the weighted vote it reads.
+
+    Raises:
+        ValueError: Naming the value and the fix.
+
+    """
+    if threshold is None:
+        return
+    check_threshold(threshold, parameter="adaptive_threshold")
+    if selection != "weighted":
+        raise ValueError(
+            f"adaptive_threshold={threshold} stops once the weighted vote is settled, but selection={selection!r} "
+            "picks the best-scored solution instead; pass selection='weighted', or adaptive_threshold=None."
+        )
+
+
+def record_early_stop(state: SearchState, update: dict[str, Any], threshold: float | None) -> dict[str, Any]:
+    """``update`` (an iteration's end) with an adaptive stop recorded in its iteration's record, if there is one.
+
+    There is one when ``threshold`` is set, the search would go on (a beam is active, iterations are
+    left) and the weighted vote over the finished beams (the ``n`` best-scored, as ``select`` takes
+    them, and the pilots) is settled by the Dirichlet rule. The record (``early_stop``: the reason
+    and the :class:`~langchain_ttc.core.stopping.StopDecision`) ends in ``metadata["iterations"]``.
+    """
+    run = config_of(state, StepSearchConfig)
+    if threshold is None or not update["frontier"] or update["iteration"] >= run.max_iterations:
+        return update
+    finished = top_by_score([Beam.model_validate(b) for b in update["finished"]], run.n)
+    pool = [b.to_candidate(run.step_delimiter) for b in finished] + pilot_candidates(state, run.aggregation)
+    decision = vote_settled(pool, rule="dirichlet", threshold=threshold, weighted=True)
+    if decision.stop:
+        update["iterations"][-1]["early_stop"] = {"reason": "settled", **decision.model_dump()}
+    return update
+
+
+def stopped_early(state: SearchState) -> bool:
+    """Whether the iteration that just ended recorded an adaptive stop (:func:`record_early_stop`)."""
+    iterations = state.get("iterations") or []
+    return bool(iterations) and "early_stop" in iterations[-1]
 
 
 class BeamSearchConfig(SearchConfig):
@@ -61,6 +115,12 @@ class BeamSearchConfig(SearchConfig):
     stop_when_n_finished: bool = Field(
         False, description="Stop once n beams have finished (off: run until none is active)."
     )
+    adaptive_threshold: float | None = Field(None, description=ADAPTIVE_STOP)
+
+    @model_validator(mode="after")
+    def _adaptive_stop_reads_the_vote(self) -> Self:
+        check_adaptive_stop(self.adaptive_threshold, self.selection)
+        return self
 
 
 def create_beam_search_graph(
@@ -76,6 +136,7 @@ def create_beam_search_graph(
     filter_duplicates: bool = False,
     selection: Selection = "weighted",
     stop_when_n_finished: bool = False,
+    adaptive_threshold: float | None = None,
     temperature: float = 0.8,
     top_p: float = 1.0,
     max_tokens: int = 2048,
@@ -99,6 +160,8 @@ def create_beam_search_graph(
         filter_duplicates: Drop candidates whose text equals an earlier one before pruning.
         selection: Final pick: weighted vote over finished solutions, or best.
         stop_when_n_finished: Stop once n beams have finished (off: run until none is active).
+        adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays
+            the leader) >= this, in (0.5, 1] (None: off).
         temperature: Sampling temperature (0: greedy).
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
@@ -110,15 +173,17 @@ def create_beam_search_graph(
 
     Raises:
         ValueError: If ``beam_width`` does not divide ``n``, ``n < beam_width``, ``max_iterations < 1``,
-            the step delimiter is empty, or another option is out of range.
+            the step delimiter is empty, ``adaptive_threshold`` is outside (0.5, 1] or set with
+            ``selection="best"``, or another option is out of range.
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
     config = validated(
         BeamSearchConfig, n=n, beam_width=beam_width, max_iterations=max_iterations, lookahead=lookahead,
         step_delimiter=step_delimiter, aggregation=aggregation, filter_duplicates=filter_duplicates,
-        selection=selection, stop_when_n_finished=stop_when_n_finished, temperature=temperature, top_p=top_p,
-        max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
+        selection=selection, stop_when_n_finished=stop_when_n_finished, adaptive_threshold=adaptive_threshold,
+        temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt,
+        record_tree=record_tree,
     )  # fmt: skip
     return build_beam_search_graph(policy, prm, config, checkpointer=checkpointer, name=name)
 
@@ -147,16 +212,17 @@ def build_beam_search_graph(
         survivors = prune(
             [c for c in candidates if c.active], keep=run.n // run.beam_width, filter_duplicates=run.filter_duplicates
         )
-        return close_iteration(
+        update = close_iteration(
             state,
             frontier=survivors,
             finished=beams_of(state, "finished") + [c for c in candidates if c.complete],
             truncated=beams_of(state, "truncated") + [c for c in candidates if c.truncated],
         )
+        return record_early_stop(state, update, run.adaptive_threshold)
 
     def enough_finished(state: SearchState) -> bool:
         run = config_of(state, BeamSearchConfig)
-        return run.stop_when_n_finished and len(state["finished"]) >= run.n
+        return (run.stop_when_n_finished and len(state["finished"]) >= run.n) or stopped_early(state)
 
     return build_search_graph(nodes, prune=prune_node, stop=enough_finished, checkpointer=checkpointer, name=name)
 

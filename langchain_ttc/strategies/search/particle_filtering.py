@@ -17,7 +17,12 @@ In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}
 The last iteration writes to the end. The search stops when no particle is active or at
 ``max_iterations``; the answer is the weighted vote over the final population's finished
 particles (``selection="weighted"``, each particle weighted by its score, copies counting as
-often as they were drawn) or its best particle (``"best"``). Resampling draws from a random stream
+often as they were drawn) or its best particle (``"best"``). With ``adaptive_threshold=t`` the
+search (a sweep, under particle Gibbs) also ends once the weighted vote over the population's
+finished particles is settled (the Adaptive-Consistency rule of :mod:`langchain_ttc.core.stopping`:
+P(the leader stays the leader) >= ``t``), recorded under ``early_stop`` in the record of the
+iteration it ends after (``metadata["iterations"]``); resampled copies are not independent samples,
+so read the posterior as optimistic. Resampling draws from a random stream
 seeded per iteration (:mod:`langchain_ttc.core.seeds`), so a seeded run is reproducible.
 
 **Particle Gibbs** (``rounds > 1``; the paper's section 3.2, its_hub's ``ParticleGibbs``): the budget
@@ -49,6 +54,12 @@ from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.config import Aggregation, Selection, StepSearchConfig, validated
 from langchain_ttc.strategies.driver import emit
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of, dumped
+from langchain_ttc.strategies.search.beam_search import (
+    ADAPTIVE_STOP,
+    check_adaptive_stop,
+    record_early_stop,
+    stopped_early,
+)
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
     beams_of,
@@ -73,6 +84,7 @@ class ParticleFilteringConfig(StepSearchConfig):
     reference_particles: int = Field(
         1, ge=1, description="Particle Gibbs: finished particles carried into the next sweep as references."
     )
+    adaptive_threshold: float | None = Field(None, description=ADAPTIVE_STOP)
 
     @property
     def particles(self) -> int:
@@ -91,6 +103,7 @@ class ParticleFilteringConfig(StepSearchConfig):
                 f"reference_particles={self.reference_particles} leaves no fresh particle in a sweep of "
                 f"n / rounds = {self.particles}; pass fewer reference particles or a larger n."
             )
+        check_adaptive_stop(self.adaptive_threshold, self.selection)
         return self
 
 
@@ -136,6 +149,7 @@ def create_particle_filtering_graph(
     resampling: Resampling = "multinomial",
     rounds: int = 1,
     reference_particles: int = 1,
+    adaptive_threshold: float | None = None,
     max_iterations: int = 40,
     lookahead: int = 0,
     step_delimiter: str = "\n\n",
@@ -160,6 +174,8 @@ def create_particle_filtering_graph(
         resampling: How particles are drawn: multinomial or systematic.
         rounds: Particle Gibbs sweeps that share the budget n (1: particle filtering).
         reference_particles: Particle Gibbs: finished particles carried into the next sweep as references.
+        adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays
+            the leader) >= this, in (0.5, 1] (None: off).
         max_iterations: Most steps per solution; the last one writes to the end.
         lookahead: Greedy steps rolled out past each candidate before scoring.
         step_delimiter: The text between steps, e.g. '\\n\\n'.
@@ -176,13 +192,15 @@ def create_particle_filtering_graph(
 
     Raises:
         ValueError: If ``n < 1``, ``resampling_temperature <= 0``, an unknown resampling, ``rounds``
-            that do not divide ``n``, too many reference particles, or another option is out of range.
+            that do not divide ``n``, too many reference particles, ``adaptive_threshold`` outside (0.5, 1] or
+            with ``selection="best"``, or another option is out of range.
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
     config = validated(
         ParticleFilteringConfig, n=n, resampling_temperature=resampling_temperature, resampling=resampling,
-        rounds=rounds, reference_particles=reference_particles, max_iterations=max_iterations, lookahead=lookahead,
+        rounds=rounds, reference_particles=reference_particles, adaptive_threshold=adaptive_threshold,
+        max_iterations=max_iterations, lookahead=lookahead,
         step_delimiter=step_delimiter, aggregation=aggregation, selection=selection, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
     )  # fmt: skip
@@ -219,8 +237,9 @@ def build_particle_filtering_graph(
         population = candidates + beams_of(state, "finished") + references
         weights = particle_weights([None if b.truncated else b.score for b in population], run.resampling_temperature)
         truncated = beams_of(state, "truncated") + [b for b in candidates if b.truncated]
-        if not any(weights):  # every particle truncated or unscored: the sweep ends with what it has
-            return close_iteration(state, frontier=[], finished=beams_of(state, "finished"), truncated=truncated)
+        if not any(weights):  # every particle truncated or unscored: the search ends with what this sweep has
+            update = close_iteration(state, frontier=[], finished=beams_of(state, "finished"), truncated=truncated)
+            return update | {"sweep": run.rounds - 1, "references": []}  # no sweep follows
         # Particle Gibbs keeps the sweep's partial solutions: a reference's first steps are read from them.
         lineage = (
             beams_of(state, "lineage") + [b.model_copy(update={"lookahead": ""}) for b in candidates]
@@ -238,13 +257,19 @@ def build_particle_filtering_graph(
         update = close_iteration(state, frontier=frontier, finished=finished, truncated=truncated)
         if lineage:
             update["lineage"] = dumped(lineage)
-        return update
+        return record_early_stop(state, update, run.adaptive_threshold)
 
     def sweep_node(state: SearchState) -> dict[str, Any]:
         return next_sweep(config_of(state, ParticleFilteringConfig), state)
 
     return build_search_graph(
-        nodes, prune=resample_node, sweep=sweep_node, checkpointer=checkpointer, name=name, state=ParticleState
+        nodes,
+        prune=resample_node,
+        stop=stopped_early,
+        sweep=sweep_node,
+        checkpointer=checkpointer,
+        name=name,
+        state=ParticleState,
     )
 
 
