@@ -422,6 +422,7 @@ def _provenance(seeds: dict[str, int]) -> dict[str, Any]:
 def train_policy(name: str, out: Path, *, recipe: PolicyRecipe, save_every: int = 250) -> dict[str, Any]:
     """Train one policy from scratch to imitate its teacher, and save it to ``out / name``."""
     assert recipe.teacher is not None
+    provenance = _provenance({"recipe": recipe.seed, "misconceptions": MISCONCEPTION_SEED})  # the tree it starts from
     torch.manual_seed(recipe.seed)
     tokenizer = build_tokenizer()
     model = LlamaForCausalLM(_model_config(tokenizer, recipe.hidden_size, recipe.num_layers))
@@ -484,7 +485,7 @@ def train_policy(name: str, out: Path, *, recipe: PolicyRecipe, save_every: int 
         "recipe": asdict(recipe),
         "train_seconds": round(seconds, 1),
         "greedy_accuracy": accuracy,
-        "provenance": _provenance({"recipe": recipe.seed, "misconceptions": MISCONCEPTION_SEED}),
+        "provenance": provenance,
     }
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
@@ -561,6 +562,7 @@ def prm_solutions(
 def train_prm(name: str, out: Path, *, recipe: PRMRecipe, save_every: int = 250) -> dict[str, Any]:
     """Train a Math-Shepherd PRM on checker-labelled teacher samples, from scratch or from a trained policy."""
     prm = recipe
+    provenance = _provenance({"recipe": prm.seed, "held_out": prm.seed + 1, "misconceptions": MISCONCEPTION_SEED})
     torch.manual_seed(prm.seed)
     tokenizer = build_tokenizer()
     if prm.init is None:
@@ -671,7 +673,7 @@ def train_prm(name: str, out: Path, *, recipe: PRMRecipe, save_every: int = 250)
         "recipe": asdict(prm),
         "train_seconds": round(seconds, 1),
         "held_out_teacher_samples": evaluate(held_out),
-        "provenance": _provenance({"recipe": prm.seed, "held_out": prm.seed + 1, "misconceptions": MISCONCEPTION_SEED}),
+        "provenance": provenance,
     }
     (target / "training.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
