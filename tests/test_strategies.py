@@ -18,7 +18,7 @@ from langchain_ttc import (
     create_weighted_best_of_n_graph,
     make_problems,
 )
-from tests.fakes import ScriptedPolicy, ScriptedPRM
+from tests.fakes import ScriptedPolicy, ScriptedPRM, last_step_prm
 
 PROBLEM = make_problems(1, 3, seed=21)[0]
 
@@ -167,3 +167,27 @@ def test_empty_problem_is_refused_before_any_model_call(state: dict[str, Any]) -
     with pytest.raises(ValueError, match=r"is empty|neither 'problem' nor 'messages'"):
         create_majority_vote_graph(policy, n=2).invoke(state)
     assert policy.calls == []
+
+
+def test_a_budget_over_the_limits_is_refused_before_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: n=100000 was accepted everywhere and ran for more than ten minutes."""
+    from langchain_ttc.strategies.config import limits
+
+    policy = ScriptedPolicy(["\\boxed{1}"])
+    with pytest.raises(ValueError, match=r"n=100000 is over the limit of 1024; .* TTC_MAX_N"):
+        create_majority_vote_graph(policy, n=100000)
+    graph = create_majority_vote_graph(policy, n=2)
+    with pytest.raises(ValueError, match=r"n=100000 is over the limit of 1024"):  # a Studio run's context
+        graph.invoke({"problem": "p"}, context={"n": 100000})
+    with pytest.raises(ValueError, match=r"max_tokens=10\*\*9|max_tokens=1000000000 is over the limit"):
+        create_majority_vote_graph(policy, n=2, max_tokens=10**9)
+    with pytest.raises(ValueError, match=r"= 409600 step writes is over the limit of 65536; .*TTC_MAX_SEARCH_STEPS"):
+        create_strategy_graph("beam_search", policy, last_step_prm({}), n=1024, max_iterations=400)
+    assert policy.calls == []
+    monkeypatch.setenv("TTC_MAX_N", "200000")
+    limits.cache_clear()
+    try:
+        assert create_majority_vote_graph(policy, n=100000).name == "majority_vote"
+    finally:
+        monkeypatch.delenv("TTC_MAX_N")
+        limits.cache_clear()

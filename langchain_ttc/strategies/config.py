@@ -25,17 +25,54 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from langchain_ttc.core.aggregation import Aggregation
 from langchain_ttc.core.errors import format_validation_error
 
-Selection = Literal["best", "weighted"]
+SelectionRule = Literal["best", "weighted"]
 """How a search picks its answer among finished solutions: the best one by score, or the weighted vote."""
 
 C = TypeVar("C", bound="StrategyConfig")
+
+
+class Limits(BaseSettings):
+    """What one run may ask for, whoever builds it (a factory, the CLI, a Studio context, ``ttc serve``).
+
+    Read from the environment (``TTC_MAX_N``, ``TTC_MAX_SEARCH_STEPS``, ``TTC_MAX_TOKENS``) when first
+    needed; :func:`limits` returns them. A config beyond a limit is refused at validation, with the
+    limit, the value and how to raise it.
+
+    Example:
+        >>> Limits().max_n
+        1024
+
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TTC_", frozen=True)
+
+    max_n: int = Field(1024, ge=1, description="The largest budget n of one run.")
+    max_search_steps: int = Field(
+        65536, ge=1, description="The most step writes a step-level search may plan: n x max_iterations."
+    )
+    max_tokens: int = Field(32768, ge=1, description="The largest max_tokens of one run.")
+
+
+@functools.cache
+def limits() -> Limits:
+    """The limits in force (read from the environment once; ``limits.cache_clear()`` reads them again)."""
+    return Limits()
+
+
+def _over(option: str, value: int, limit: int, variable: str) -> ValueError:
+    return ValueError(
+        f"{option}={value} is over the limit of {limit}; pass a smaller {option}, or raise the limit with the "
+        f"environment variable {variable} (e.g. {variable}={value})."
+    )
 
 
 class StrategyConfig(BaseModel):
@@ -52,6 +89,15 @@ class StrategyConfig(BaseModel):
     seed: int | None = Field(None, description="Seed for reproducible sampling (each draw gets its own stream).")
     system_prompt: str | None = Field(None, description="Optional system message put before the problem.")
     step_delimiter: str = Field("\n\n", min_length=1, description="The text between steps, e.g. '\\n\\n'.")
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> Self:
+        bounds = limits()
+        if self.n > bounds.max_n:
+            raise _over("n", self.n, bounds.max_n, "TTC_MAX_N")
+        if self.max_tokens > bounds.max_tokens:
+            raise _over("max_tokens", self.max_tokens, bounds.max_tokens, "TTC_MAX_TOKENS")
+        return self
 
     def merged(self, overrides: dict[str, Any]) -> Self:
         """The config with ``overrides`` (only the fields it has, ``None`` ignored), validated again."""
@@ -72,8 +118,21 @@ class StepSearchConfig(ScoredConfig):
 
     max_iterations: int = Field(40, ge=1, description="Most steps per solution; the last one writes to the end.")
     lookahead: int = Field(0, ge=0, description="Greedy steps rolled out past each candidate before scoring.")
-    selection: Selection = Field("weighted", description="Final pick: weighted vote over finished solutions, or best.")
+    selection: SelectionRule = Field(
+        "weighted", description="Final pick: weighted vote over finished solutions, or best."
+    )
     record_tree: bool = Field(False, description="Keep the whole search tree in the result (metadata['tree']).")
+
+    @model_validator(mode="after")
+    def _search_within_limits(self) -> Self:
+        planned, limit = self.n * self.max_iterations, limits().max_search_steps
+        if planned > limit:
+            raise ValueError(
+                f"n={self.n} x max_iterations={self.max_iterations} = {planned} step writes is over the limit of "
+                f"{limit}; pass a smaller n or max_iterations, or raise the limit with the environment variable "
+                f"TTC_MAX_SEARCH_STEPS (e.g. TTC_MAX_SEARCH_STEPS={planned})."
+            )
+        return self
 
 
 class SearchConfig(StepSearchConfig):

@@ -44,7 +44,7 @@ from pydantic import Field, model_validator
 from langchain_ttc.core.search import Beam, prune, repeat_counts, top_by_score
 from langchain_ttc.core.stopping import check_threshold, vote_settled
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, StepSearchConfig, validated
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, StepSearchConfig, validated
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
@@ -134,7 +134,7 @@ def create_beam_search_graph(
     step_delimiter: str = "\n\n",
     aggregation: Aggregation = "last",
     filter_duplicates: bool = False,
-    selection: Selection = "weighted",
+    selection: SelectionRule = "weighted",
     stop_when_n_finished: bool = False,
     adaptive_threshold: float | None = None,
     temperature: float = 0.8,

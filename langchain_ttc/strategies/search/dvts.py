@@ -28,7 +28,7 @@ from langgraph.types import Checkpointer
 
 from langchain_ttc.core.search import Beam, answered, best_per_subtree
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, SearchConfig, Selection, validated
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, validated
 from langchain_ttc.strategies.graphs import StrategyGraph, dumped
 from langchain_ttc.strategies.search.beam_search import searched_beams
 from langchain_ttc.strategies.search.stepwise import (
@@ -56,7 +56,7 @@ def create_dvts_graph(
     lookahead: int = 0,
     step_delimiter: str = "\n\n",
     aggregation: Aggregation = "last",
-    selection: Selection = "weighted",
+    selection: SelectionRule = "weighted",
     temperature: float = 0.8,
     top_p: float = 1.0,
     max_tokens: int = 2048,

@@ -51,7 +51,7 @@ from langchain_ttc.core.search import Beam, particle_weights, resample
 from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.tree import TreeNode
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, Selection, StepSearchConfig, validated
+from langchain_ttc.strategies.config import Aggregation, SelectionRule, StepSearchConfig, validated
 from langchain_ttc.strategies.driver import emit
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of, dumped
 from langchain_ttc.strategies.search.beam_search import (
@@ -154,7 +154,7 @@ def create_particle_filtering_graph(
     lookahead: int = 0,
     step_delimiter: str = "\n\n",
     aggregation: Aggregation = "last",
-    selection: Selection = "weighted",
+    selection: SelectionRule = "weighted",
     temperature: float = 0.8,
     top_p: float = 1.0,
     max_tokens: int = 2048,
