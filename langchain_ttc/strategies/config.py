@@ -48,7 +48,7 @@ class Limits(BaseSettings):
     limit, the value and how to raise it.
 
     Example:
-        >>> Limits().max_n
+        >>> limits().max_n
         1024
 
     """
@@ -65,7 +65,7 @@ class Limits(BaseSettings):
 @functools.cache
 def limits() -> Limits:
     """The limits in force (read from the environment once; ``limits.cache_clear()`` reads them again)."""
-    return Limits()
+    return Limits.model_validate({})
 
 
 def _over(option: str, value: int, limit: int, variable: str) -> ValueError:
