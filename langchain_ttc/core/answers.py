@@ -1,18 +1,55 @@
-"""Final answers: ``\\boxed{...}`` extraction, equivalence, and grouping of equivalent answers.
+"""Final answers: extraction, equivalence, and grouping of equivalent answers (the answer keys).
 
 In: solution texts and answers as strings. Out: the extracted answer (or ``None``), whether two
-answers are mathematically equivalent (by ``math-verify``, with a fast exact-string path), and
-groups of equivalent answers for voting. An :class:`AnswerKey` bundles extraction and equivalence;
-the math key is the default and other answer kinds plug in.
+answers are the same answer, and groups of equivalent answers for voting. An :class:`AnswerKey`
+bundles extraction and equivalence; other answer kinds (tool calls) plug in the same way.
 
-``math-verify`` uses ``signal.alarm`` for its default timeouts, which raises outside the main thread
-(LangGraph runs sync nodes in threads), so it is always called with its timeouts disabled.
+Two math keys:
+
+- :data:`MATH_ANSWERS` (the default): the last complete ``\\boxed{...}`` of a solution, nothing else;
+  two answers are the same when ``math-verify`` says they are equivalent (``0.5``, ``1/2`` and
+  ``\\frac{1}{2}`` are one answer; a fast exact-string path first).
+- :data:`REFERENCE_MATH_ANSWERS`: the answer as huggingface/search-and-learn reads it
+  (``extract_answer(text, "math")`` of ``src/sal/utils/qwen_math_parser.py``, adapted from
+  Qwen2.5-Math): ``final answer is $...$. I hope``, else the last ``boxed`` (an unclosed brace
+  takes the rest of the text), else the text after the last ``the answer is`` / ``The answer is``,
+  else after ``final answer is``, else the last number; then normalised (:func:`normalize_answer`,
+  its ``strip_string``). Two answers are the same when their canonical forms are equal
+  (:func:`canonical_form`), the answer parsed from LaTeX, simplified and printed back as LaTeX, as
+  ``memoized_canonical_form`` of ``src/sal/utils/math.py`` does with ``latex2sympy2``. That package
+  is not installed here (it pins an ANTLR runtime math-verify cannot share): we parse with
+  ``latex2sympy2_extended`` (installed with math-verify) and ``sympy.simplify``, read decimals as
+  exact fractions and fall back to the normalised string for pairs, intervals, sets and truth
+  values, as ``latex2sympy2`` does (checked side by side with sal's own parser on about 100 answers
+  and solution texts: the same answers and groups but for the cases listed below). ``0.5``,
+  ``1/2`` and ``\\frac{2}{4}`` are one answer under both keys.
+
+Why the strict key is the default: (1) the fallbacks give an answer to a solution that never states
+one (the last number of an unfinished argument, or of a step that merely mentions a number), so
+solutions that did not answer still vote, and a weighted vote sums their scores; (2) canonical strings
+split one answer written two ways into two groups that split its votes, where equivalence keeps
+them together: ``\\{1,2\\}`` and ``\\{2,1\\}``, ``(\\frac{1}{2},3)`` and ``(0.5,3)``,
+``(x+1)^2`` and ``x^2+2x+1``, ``10\\%`` and ``0.1``; (3) our evaluation grades by equivalence
+(:func:`answers_equivalent`), so voting by the same rule picks what is graded. Use
+:data:`REFERENCE_MATH_ANSWERS` to reproduce the study's votes. Where it still differs from sal: a
+text with no answer at all gives ``None`` (it does not vote), where sal votes with the empty string;
+the normalisation leaves out two of ``strip_string``'s rules, MathQA's list of unit words
+(``"5 cm"`` stays ``"5cm"``, ``"a and b"`` stays ``"ab"``) and spelled-out numbers
+(``word2number``, not installed); and the two LaTeX parsers disagree on a few inputs (``1\\frac{1}{2}``
+is ``3/2`` here and ``1/2`` for ``latex2sympy2``; ``3i`` and words such as ``Monday`` parse here and
+fall back to the string there).
+
+``math-verify`` and sal's canonical form use ``signal.alarm`` for their timeouts, which raises
+outside the main thread (LangGraph runs sync nodes in threads), so both run here without one, on
+inputs of bounded length.
 
 Example:
     >>> extract_boxed("so the answer is \\\\boxed{\\\\frac{1}{2}}.")
     '\\\\frac{1}{2}'
     >>> answers_equivalent("0.5", "\\\\frac{1}{2}")
     True
+    >>> reference_math_answer("3+4 = 7, and 7*2 = 14."), reference_math_answer("The answer is 1/2.")
+    ('14', '\\\\frac{1}{2}')
 
 """
 
@@ -20,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -141,6 +179,197 @@ class AnswerKey:
 
 MATH_ANSWERS = AnswerKey(name="math", extract=extract_boxed, equivalent=answers_equivalent)
 """The default key: the last ``\\boxed{}`` of a solution, compared by mathematical equivalence."""
+
+
+# ---- the reference's key: search-and-learn's Qwen2.5-Math parser and canonical forms ----
+
+_MAX_CANONICAL_CHARS = 200
+"""Longer answers keep their normalised string as canonical form: sympy runs without a timeout here."""
+_LAST_NUMBER = re.compile(r"-?\d*\.?\d+")
+
+
+def _after_last_boxed(text: str) -> str:
+    """What follows the last ``boxed``: its braced group (to the end if unclosed), else the text up to a ``$``."""
+    tail = text.split("boxed")[-1]
+    if not tail.startswith("{"):
+        return tail.split("$")[0].strip()
+    depth, end = 0, len(tail)
+    for index, char in enumerate(tail):
+        depth += (char == "{") - (char == "}")
+        if depth == 0:
+            end = index
+            break
+    return tail[1:end]
+
+
+def _raw_reference_answer(text: str) -> str:
+    """The answer text before normalisation, by the parser's fallbacks in its order."""
+    if "final answer is $" in text and "$. I hope" in text:
+        return text.split("final answer is $", 1)[1].split("$. I hope", 1)[0].strip()
+    if "boxed" in text:
+        return _after_last_boxed(text)
+    for phrase in ("he answer is", "final answer is"):  # "The answer is" and "the answer is"
+        if phrase in text:
+            return text.split(phrase)[-1].strip()
+    if "答案是" in text:
+        return text.split("答案是")[1].strip().split("\n\n")[0].strip()
+    numbers = _LAST_NUMBER.findall(text.replace(",", ""))
+    return numbers[-1] if numbers else ""
+
+
+def _braced_fracs(answer: str) -> str:
+    """``\\frac12`` to ``\\frac{1}{2}``, ``\\frac1{72}`` to ``\\frac{1}{72}`` (braced arguments are kept)."""
+    head, *rest = answer.split("\\frac")
+    out = head
+    for part in rest:
+        out += "\\frac"
+        if part.startswith("{"):
+            out += part
+        elif len(part) < 2:
+            return answer
+        elif part[1] == "{":
+            out += "{" + part[0] + "}" + part[1:]
+        else:
+            out += "{" + part[0] + "}{" + part[1] + "}" + part[2:]
+    return out
+
+
+def _slash_fraction(answer: str) -> str:
+    """``a/b`` of two integers (or square roots) to ``\\frac{a}{b}``; anything else is kept."""
+    parts = answer.split("/")
+    if len(parts) != 2:
+        return answer
+    try:
+        first, second = (part if "sqrt" in part else int(part) for part in parts)
+    except ValueError:
+        return answer
+    return f"\\frac{{{first}}}{{{second}}}" if f"{first}/{second}" == answer else answer
+
+
+def normalize_answer(answer: str) -> str:
+    """An extracted answer normalised as sal's ``strip_string`` does (``data_name="math"``), but two of its rules.
+
+    Drops line breaks, a final period, ``\\!``, ``\\left``/``\\right``, a trailing ``\\text{unit}``,
+    degrees, dollar signs, ``\\text{}`` wrappers, ``x=``-style prefixes, percent signs, trailing
+    ``.0``, spaces; rewrites ``tfrac``/``dfrac``, ``\\leq``-style relations, arrays and bmatrices,
+    ``\\emptyset``, ``inf``; braces ``\\sqrt2`` and ``\\frac12``; turns ``a/b`` of integers into
+    ``\\frac{a}{b}``; keeps the right side of a short ``k = ...``. Left out: removing MathQA's unit
+    words (``"5 cm"`` becomes ``"5cm"``, not ``"5"``) and reading spelled-out numbers (``"five"``).
+
+    Example:
+        >>> normalize_answer("x = \\\\dfrac{3}{4}."), normalize_answer("10.0"), normalize_answer("\\\\$5\\\\%")
+        ('\\\\frac{3}{4}', '10', '5')
+
+    """
+    s = str(answer).strip().replace("\n", "").rstrip(".").replace("\\!", "")
+    s = re.sub(r"\\begin\{array\}\{.*?\}", r"\\begin{pmatrix}", s)
+    s = re.sub(r"\\end\{array\}", r"\\end{pmatrix}", s).replace("bmatrix", "pmatrix")
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
+    s = s.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge")
+    s = s.replace("\\left", "").replace("\\right", "").replace("\\{", "{").replace("\\}", "}")
+    without_unit = re.sub(r"\\text\{.*?\}$", "", s).strip()
+    if without_unit:
+        s = without_unit
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
+    s = s.replace("\\$", "").replace("$", "").replace("\\(", "").replace("\\)", "")
+    s = re.sub(r"\\text\{(.*?)\}", r"\1", s)
+    for prefix in ("x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"):
+        s = s.replace(prefix, "")
+    s = s.replace("\\emptyset", "{}").replace("(-\\infty,\\infty)", "\\mathbb{R}")
+    s = s.replace("\\%", "").replace("%", "")
+    s = s.replace(" .", " 0.").replace("{.", "{0.")
+    s = s.replace("infinity", "\\infty")
+    if "\\infty" not in s:
+        s = s.replace("inf", "\\infty")
+    s = s.replace("+\\inity", "\\infty").replace("and", "").replace("\\mathbf", "")
+    s = re.sub(r"\\mbox\{.*?\}", "", s)
+    if "j" in s and "i" not in s:
+        s = s.replace("j", "i")
+    s = re.sub(r"(\d+)\.0*([^\d])", r"\1\2", s)
+    s = re.sub(r"(\d+)\.0*$", r"\1", s)
+    if not s:
+        return s
+    if s[0] == ".":
+        s = "0" + s
+    sides = s.split("=")
+    if len(sides) == 2 and len(sides[0]) <= 2:
+        s = sides[1]
+    s = re.sub(r"\\sqrt(\w+)", r"\\sqrt{\1}", s).replace(" ", "")
+    return _slash_fraction(_braced_fracs(s))
+
+
+def reference_math_answer(text: str) -> str | None:
+    """A solution's answer as search-and-learn reads it (Qwen2.5-Math's parser); ``None`` when it finds none.
+
+    The fallbacks, in order: ``final answer is $...$. I hope``; the last ``boxed``; the text after the
+    last ``the answer is``; after ``final answer is``; the last number. The result is normalised
+    (:func:`normalize_answer`). The Math-Shepherd step tag ``ки`` is removed first, as sal does.
+
+    Example:
+        >>> reference_math_answer("First 2+2=4.\\n\\nThe answer is: 4")
+        '4'
+        >>> reference_math_answer("So \\\\boxed{\\\\dfrac12}. Check: 3"), reference_math_answer("no number")
+        ('\\\\frac{1}{2}', None)
+
+    """
+    raw = _raw_reference_answer(text.replace("ки", ""))
+    raw = re.sub(r"\n\s*", "", raw)
+    raw = raw.removeprefix(":").removesuffix(".").removesuffix("/")
+    return normalize_answer(raw) or None
+
+
+@functools.lru_cache(maxsize=65536)
+def canonical_form(answer: str) -> str:
+    """The canonical form sal groups answers by: parsed from LaTeX, simplified, printed as LaTeX.
+
+    Parsed with ``latex2sympy2_extended`` (sal uses ``latex2sympy2``, not installed here), decimals read
+    as exact fractions as ``latex2sympy2`` reads them. When the parse or the simplification fails, or
+    gives a pair, an interval, a set or a truth value (which ``latex2sympy2`` cannot read), or the
+    answer is longer than 200 characters, the canonical form is the normalised answer itself (sal's
+    fallback on errors and timeouts).
+
+    Example:
+        >>> canonical_form("\\\\frac{2}{4}"), canonical_form("0.5"), canonical_form("\\\\sqrt{8}")
+        ('\\\\frac{1}{2}', '\\\\frac{1}{2}', '2 \\\\sqrt{2}')
+
+    """
+    fallback = normalize_answer(answer)
+    if len(answer) > _MAX_CANONICAL_CHARS:
+        return fallback
+    try:
+        from latex2sympy2_extended import latex2sympy
+        from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+        from sympy import Basic, Float, Rational, Set, Tuple, latex, simplify
+        from sympy.logic.boolalg import BooleanAtom
+
+        expression = latex2sympy(
+            answer, normalization_config=None, conversion_config=ConversionConfig(lowercase_symbols=False)
+        )
+        if isinstance(expression, (tuple, Tuple, Set)):  # sal's parser fails on pairs, intervals and sets
+            return fallback
+        if isinstance(expression, Basic):  # sal's parser reads a decimal as an exact fraction: 0.5 is 1/2
+            expression = expression.xreplace({f: Rational(str(f)) for f in expression.atoms(Float)})
+        simplified = simplify(expression)
+        if isinstance(simplified, (bool, BooleanAtom)):  # a membership or a relation that evaluated to a truth value
+            return fallback
+        return str(latex(simplified))
+    except Exception:  # any parse or simplification error: sal's fallback
+        return fallback
+
+
+def same_canonical_form(first: str, second: str) -> bool:
+    """Whether two answers have the same canonical form (:func:`canonical_form`): sal's grouping rule.
+
+    Example:
+        >>> same_canonical_form("0.5", "\\\\frac{1}{2}"), same_canonical_form("(x+1)^2", "x^2+2x+1")
+        (True, False)
+
+    """
+    return first == second or canonical_form(first) == canonical_form(second)
+
+
+REFERENCE_MATH_ANSWERS = AnswerKey(name="reference-math", extract=reference_math_answer, equivalent=same_canonical_form)
+"""search-and-learn's answer key: Qwen2.5-Math's parser with its fallbacks, grouped by canonical form."""
 
 
 def group_equivalent(answers: Sequence[str | None], *, key: AnswerKey = MATH_ANSWERS) -> list[list[int]]:
