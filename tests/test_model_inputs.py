@@ -203,3 +203,30 @@ def test_an_unfinished_solution_is_scored_on_its_steps_only() -> None:
     assert split_steps(unfinished, "\n\n") == split_steps(finished, "\n\n") == STEPS
     assert unfinished.split("\n\n") == [*STEPS, ""]  # what sal's RLHFlow scorer splits into (one empty turn more)
     assert len(split_steps("  \n\n3*4=12.\n\n \n\n", "\n\n")) == 1  # whitespace-only pieces are no steps
+
+
+def test_the_preset_reaches_the_policy_from_every_surface(capsys: pytest.CaptureFixture[str]) -> None:
+    """preset:search-and-learn names the study's prompt in a factory, the registry, a Studio context and the CLI."""
+    from langchain_ttc import create_majority_vote_graph, create_strategy_graph
+    from langchain_ttc.cli.main import build_parser
+    from langchain_ttc.core.prompts import SYSTEM_PROMPTS
+    from tests.fakes import ScriptedPolicy
+
+    study = SYSTEM_PROMPTS["search-and-learn"]
+    for build in (
+        lambda p: create_majority_vote_graph(p, n=1, system_prompt="preset:search-and-learn"),
+        lambda p: create_strategy_graph("majority_vote", p, n=1, system_prompt="preset:search-and-learn"),
+    ):
+        policy = ScriptedPolicy(["\\boxed{1}"])
+        build(policy).invoke({"problem": "p"})
+        assert policy.calls[0][0].messages[0] == {"role": "system", "content": study}
+    policy = ScriptedPolicy(["\\boxed{1}"])
+    create_majority_vote_graph(policy, n=1).invoke(
+        {"problem": "p"}, context={"system_prompt": "preset:search-and-learn"}
+    )
+    assert policy.calls[0][0].messages[0]["content"] == study
+    with pytest.raises(ValueError, match=r"system_prompt='preset:nope' names no known preset"):
+        create_majority_vote_graph(policy, n=1, system_prompt="preset:nope")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["solve", "--help"])
+    assert "preset:search-and-learn" in " ".join(capsys.readouterr().out.split())  # the flag's help names them

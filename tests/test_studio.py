@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from langchain_ttc.wiring import STRATEGIES, strategy_spec
 from langchain_ttc.strategies.routing.table import load_table
+from langchain_ttc.wiring import STRATEGIES, strategy_spec
 from tests.servers import free_port, running_server, vllm_requests_served
 
 pytestmark = pytest.mark.integration

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from langchain_ttc.core.aggregation import AGGREGATIONS
+from langchain_ttc.core.prompts import SYSTEM_PROMPTS
 from langchain_ttc.core.types import TTCResult
 from langchain_ttc.engines.loading import BACKENDS, PRM_PROTOCOLS
 from langchain_ttc.engines.openai_policy import ServerError
@@ -50,6 +51,13 @@ def _positive_int(text: str) -> int:
 
 SOLVE_FLAGS = ("n", "temperature", "top_p", "max_tokens", "seed", "system_prompt")
 """Strategy options ``ttc solve`` sets with flags of its own (the rest come from the catalog's configs)."""
+
+
+SYSTEM_PROMPT_HELP = (
+    "A system message put before the problem, or a preset: "
+    + ", ".join(f"preset:{name}" for name in SYSTEM_PROMPTS)
+    + " (preset:search-and-learn is the study's prompt)."
+)
 
 
 def _field_choices(name: str) -> list[str]:
@@ -144,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--top-p", type=float, default=1.0, help="Default: %(default)s.")
     solve.add_argument("--max-tokens", type=_positive_int, default=2048, help="Default: %(default)s.")
     solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
-    solve.add_argument("--system-prompt", default=None, help="A system message put before the problem.")
+    solve.add_argument("--system-prompt", default=None, help=SYSTEM_PROMPT_HELP)
     solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
     solve.add_argument(
         "--tree",
@@ -176,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--count", type=_positive_int, default=100, help="arith: problems when no --limit.")
     evaluate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 3 or 1-8.")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--system-prompt", default=None)
+    evaluate.add_argument("--system-prompt", default=None, help=SYSTEM_PROMPT_HELP)
     evaluate.add_argument("--concurrency", type=_positive_int, default=4, help="Problems in flight at once.")
     evaluate.add_argument(
         "--output", type=Path, default=None, help="JSONL results (default: ttc_eval/<dataset>.jsonl)."

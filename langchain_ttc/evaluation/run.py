@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from langchain_ttc.core.answers import answers_equivalent
+from langchain_ttc.core.prompts import resolve_system_prompt
 from langchain_ttc.core.types import Candidate, Usage
 from langchain_ttc.evaluation.datasets import EvalProblem, process_grade
 from langchain_ttc.evaluation.scaling import budgets, check_power_of_two, sample_strategies, subsampled_answers
@@ -69,6 +70,7 @@ class EvalConfig:
         """
         if not self.strategies:
             raise ValueError("--strategy is empty; pass one or more strategies.")
+        self.system_prompt = resolve_system_prompt(self.system_prompt, parameter="--system-prompt")
         for strategy in self.strategies:
             strategy_spec(strategy)
         check_power_of_two(self.n_max)

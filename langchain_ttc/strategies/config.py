@@ -28,11 +28,12 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from langchain_ttc.core.aggregation import Aggregation
 from langchain_ttc.core.errors import format_validation_error
+from langchain_ttc.core.prompts import resolve_system_prompt
 
 SelectionRule = Literal["best", "weighted"]
 """How a search picks its answer among finished solutions: the best one by score, or the weighted vote."""
@@ -87,8 +88,15 @@ class StrategyConfig(BaseModel):
         2048, ge=1, description="Most tokens per solution (per step in the searches); a cut-off one is never picked."
     )
     seed: int | None = Field(None, description="Seed for reproducible sampling (each draw gets its own stream).")
-    system_prompt: str | None = Field(None, description="Optional system message put before the problem.")
+    system_prompt: str | None = Field(
+        None, description="Optional system message put before the problem, or preset:<name> (preset:search-and-learn)."
+    )
     step_delimiter: str = Field("\n\n", min_length=1, description="The text between steps, e.g. '\\n\\n'.")
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _preset(cls, value: str | None) -> str | None:
+        return resolve_system_prompt(value)
 
     @model_validator(mode="after")
     def _within_limits(self) -> Self:

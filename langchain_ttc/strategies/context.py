@@ -68,7 +68,10 @@ class TTCContext:
         default=None, metadata=_describe("Seed for reproducible sampling (each draw gets its own stream).")
     )
     system_prompt: str | None = field(
-        default=None, metadata=_describe("Optional system message put before the problem.")
+        default=None,
+        metadata=_describe(
+            "Optional system message put before the problem, or preset:<name> (preset:search-and-learn)."
+        ),
     )
     step_delimiter: str | None = field(default=None, metadata=_describe("The text between steps, e.g. '\\n\\n'."))
     aggregation: Aggregation | None = field(

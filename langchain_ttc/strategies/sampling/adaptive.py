@@ -161,14 +161,14 @@ def create_adaptive_majority_vote_graph(
         policy: The policy engine (a :class:`~langchain_ttc.engines.base.PolicyEngine`).
         n: The budget: solutions sampled (or beams written per iteration).
         wave_size: Samples per wave (one policy call, and one PRM call, each); None: min(4, n).
-        stop_rule: When the vote is settled: dirichlet (P(the leader stays the leader) >= threshold) or
-            supermajority (the leader's share of the votes >= threshold).
+        stop_rule: When the vote is settled: dirichlet (P(the leader stays the leader) >= threshold) or supermajority
+            (the leader's share of the votes >= threshold).
         threshold: Where the stop rule stops, in (0.5, 1]; None: 0.95 for dirichlet, 0.75 for supermajority.
         temperature: Sampling temperature (0: greedy).
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
         seed: Seed for reproducible sampling (each draw gets its own stream).
-        system_prompt: Optional system message put before the problem.
+        system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
         answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.
@@ -218,15 +218,15 @@ def create_adaptive_weighted_best_of_n_graph(
         prm: The PRM engine (a :class:`~langchain_ttc.engines.base.PRMEngine`).
         n: The budget: solutions sampled (or beams written per iteration).
         wave_size: Samples per wave (one policy call, and one PRM call, each); None: min(4, n).
-        stop_rule: When the vote is settled: dirichlet (P(the leader stays the leader) >= threshold) or
-            supermajority (the leader's share of the votes >= threshold).
+        stop_rule: When the vote is settled: dirichlet (P(the leader stays the leader) >= threshold) or supermajority
+            (the leader's share of the votes >= threshold).
         threshold: Where the stop rule stops, in (0.5, 1]; None: 0.95 for dirichlet, 0.75 for supermajority.
         aggregation: How step scores become one score: last, min, prod, mean.
         temperature: Sampling temperature (0: greedy).
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
         seed: Seed for reproducible sampling (each draw gets its own stream).
-        system_prompt: Optional system message put before the problem.
+        system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
         answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.

@@ -92,7 +92,7 @@ def create_best_of_n_graph(
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
         seed: Seed for reproducible sampling (each draw gets its own stream).
-        system_prompt: Optional system message put before the problem.
+        system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
         answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.
@@ -139,7 +139,7 @@ def create_weighted_best_of_n_graph(
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
         seed: Seed for reproducible sampling (each draw gets its own stream).
-        system_prompt: Optional system message put before the problem.
+        system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
         answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
         checkpointer: Optional LangGraph checkpointer.

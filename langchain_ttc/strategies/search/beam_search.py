@@ -160,13 +160,13 @@ def create_beam_search_graph(
         filter_duplicates: Drop candidates whose text equals an earlier one before pruning.
         selection: Final pick: weighted vote over finished solutions, or best.
         stop_when_n_finished: Stop once n beams have finished (off: run until none is active).
-        adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays
-            the leader) >= this, in (0.5, 1] (None: off).
+        adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays the
+            leader) >= this, in (0.5, 1] (None: off).
         temperature: Sampling temperature (0: greedy).
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
         seed: Seed for reproducible sampling (each draw gets its own stream).
-        system_prompt: Optional system message put before the problem.
+        system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         record_tree: Keep the whole search tree in the result (metadata['tree']).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.

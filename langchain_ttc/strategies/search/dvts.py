@@ -82,7 +82,7 @@ def create_dvts_graph(
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
         seed: Seed for reproducible sampling (each draw gets its own stream).
-        system_prompt: Optional system message put before the problem.
+        system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         record_tree: Keep the whole search tree in the result (metadata['tree']).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.

@@ -174,8 +174,8 @@ def create_particle_filtering_graph(
         resampling: How particles are drawn: multinomial or systematic.
         rounds: Particle Gibbs sweeps that share the budget n (1: particle filtering).
         reference_particles: Particle Gibbs: finished particles carried into the next sweep as references.
-        adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays
-            the leader) >= this, in (0.5, 1] (None: off).
+        adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays the
+            leader) >= this, in (0.5, 1] (None: off).
         max_iterations: Most steps per solution; the last one writes to the end.
         lookahead: Greedy steps rolled out past each candidate before scoring.
         step_delimiter: The text between steps, e.g. '\\n\\n'.
@@ -185,7 +185,7 @@ def create_particle_filtering_graph(
         top_p: Nucleus sampling mass, in (0, 1].
         max_tokens: Most tokens per solution (per step in the searches); a cut-off one is never picked.
         seed: Seed for reproducible sampling (each draw gets its own stream).
-        system_prompt: Optional system message put before the problem.
+        system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         record_tree: Keep the whole search tree in the result (metadata['tree']).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
