@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from _bands import band_thresholds, problems_by_band
 from _report import header, write
 
 from langchain_ttc.arith import check_steps, make_problems, split_steps
@@ -60,8 +61,6 @@ from langchain_ttc.engines.transformers_prm import MathShepherdPRM
 SEED = 1_000_003
 TEMPERATURE = 0.8
 LEVELS = range(1, MAX_DIFFICULTY + 1)
-BANDS = {"easy": (1, 3), "medium": (4, 6), "hard": (7, 9), "hardest": (10, 12)}
-"""The study's difficulty bands, by number of steps."""
 TRAINING = Path(__file__).resolve().parents[1] / "scripts" / "train_arith.py"
 
 
@@ -262,23 +261,28 @@ def pass_at(k: int, samples: int, correct: int) -> float:
     return 1.0 - math.comb(samples - correct, k) / math.comb(samples, k)
 
 
-def band_coverage(policy: TransformersPolicy, problems_per_band: int, samples: int = 256) -> dict[str, dict]:
-    """Per band: process pass@1, @16 and @256 of the small policy at temperature 0.8 (``samples`` per problem)."""
+def band_coverage(
+    policy: TransformersPolicy, problems_per_band: int, samples: int = 256
+) -> tuple[list[float], dict[str, dict[str, float]]]:
+    """The study's bands (quartiles of the exact pass@1) and, per band, process pass@1, @16 and @256 from samples."""
+    thresholds = band_thresholds(policy)
     table = {}
-    for band, (low, high) in BANDS.items():
-        problems = make_problems(problems_per_band, (low, high), seed=5 * SEED + low)
-        rows = {"pass@1": 0.0, "pass@16": 0.0, f"pass@{samples}": 0.0}
-        for i, problem in enumerate(problems):
+    bands = problems_by_band(policy, problems_per_band, seed=5 * SEED, thresholds=thresholds)
+    for index, (band, found) in enumerate(bands.items()):
+        rows = {"exact pass@1": sum(p for _, p in found) / len(found), "pass@1": 0.0, "pass@16": 0.0}
+        rows[f"pass@{samples}"] = 0.0
+        for i, (problem, _) in enumerate(found):
             request = GenerationRequest(
                 messages=[{"role": "user", "content": problem.problem}], n=samples, temperature=TEMPERATURE,
-                max_tokens=512, seed=7 * SEED + 1000 * low + i,
+                max_tokens=512, seed=7 * SEED + 1000 * index + i,
             )  # fmt: skip
             (result,) = policy.invoke([request])
             correct = sum(solution_is_correct(problem.problem, split_steps(c.text)) for c in result.completions)
             for k in (1, 16, samples):
-                rows[f"pass@{k}"] += pass_at(k, samples, correct) / len(problems)
+                rows[f"pass@{k}"] += pass_at(k, samples, correct) / len(found)
+        rows["steps"] = statistics.mean(p.difficulty for p, _ in found)
         table[band] = rows
-    return table
+    return thresholds, table
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -315,7 +319,7 @@ def main() -> None:
     reach = step_reachability(small)
     small_wrong = training.RECIPES["small"].teacher.wrong_results()
     cover = coverage(small, args.coverage_problems, 64)
-    bands = band_coverage(small, args.band_problems)
+    thresholds, bands = band_coverage(small, args.band_problems)
     pairs = sampled_solutions(small, args.verifier_problems, args.samples)
     quality = {
         name: prm_quality(
@@ -384,14 +388,20 @@ def main() -> None:
         "",
         f"## Process pass@k by band ({args.band_problems} problems per band, 256 samples each, unbiased estimator)",
         "",
-        "The study needs the hardest band's process pass@16 between 40% and 75% and its pass@256 at 85% or more.",
+        "The study's bands (`benchmarks/_bands.py`): quartiles of the small policy's exact process pass@1 at "
+        f"temperature {TEMPERATURE} (the probability of the gold solution, from its logits: Snell et al.'s oracle "
+        "difficulty) over a calibration pool of 400 problems of 1-9 steps; thresholds "
+        + ", ".join(f"{t:.2%}" for t in thresholds)
+        + ". The study needs the hardest band's process pass@16 between 40% and 75% and its pass@256 at 85% or more.",
         "",
-        "| band | steps | pass@1 | pass@16 | pass@256 |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| band | mean steps | exact pass@1 | pass@1 (sampled) | pass@16 | pass@256 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for band, row in bands.items():
-        low, high = BANDS[band]
-        lines.append(f"| {band} | {low}-{high} | {row['pass@1']:.1%} | {row['pass@16']:.1%} | {row['pass@256']:.1%} |")
+        lines.append(
+            f"| {band} | {row['steps']:.1f} | {row['exact pass@1']:.1%} | {row['pass@1']:.1%} | {row['pass@16']:.1%} "
+            f"| {row['pass@256']:.1%} |"
+        )
     some = next(iter(quality.values()))
     lines += [
         "",
