@@ -35,7 +35,8 @@ from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
 from langchain_ttc.engines.loading import load_policy, load_prm
 from langchain_ttc.engines.self_verification import SelfVerificationPRM
 from langchain_ttc.evaluation.run import grade
-from langchain_ttc.strategies.common import run_calls, score_candidates
+from langchain_ttc.strategies.driver import run_calls
+from langchain_ttc.strategies.generation import score_candidates
 from langchain_ttc.strategies.refine.self_refine import create_self_refine_graph
 from langchain_ttc.strategies.sampling.majority_vote import create_majority_vote_graph
 

@@ -1,4 +1,4 @@
-"""Beam bookkeeping for step-level search (beam search and DVTS): pure functions on plain data.
+"""Beam bookkeeping for step-level search (beam search, DVTS, particle filtering and Gibbs): pure functions.
 
 In: beams (partial solutions with their PRM scores) and the search settings. Out: which beams
 finish, which survive pruning, and how survivors expand. No models, no LangGraph.

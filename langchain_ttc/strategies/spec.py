@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import Selection
-from langchain_ttc.strategies.common import StrategyGraph
+from langchain_ttc.strategies.graphs import StrategyGraph
 from langchain_ttc.strategies.config import StrategyConfig
 
 Family = Literal["sampling", "search", "refine", "routing"]
