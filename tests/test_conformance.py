@@ -8,8 +8,10 @@ step of only whitespace ends its beam; lookahead text is scored; the final pick 
 best-scored finished beams, each once; DVTS keeps only the finished siblings of a subtree's last
 expansion and ends a subtree whose chosen step states a ``\\boxed{}`` answer; ties in score go to the
 earlier candidate; particles are weighted by the softmax of their score's logit over a temperature,
-finished ones stay in the population, and particle Gibbs gives a reference its final weight; every draw
-samples from its own block of seeds (``seed + k`` for the ``k``-th sample of a request, as vLLM does).
+finished ones stay in the population, particle Gibbs gives a reference its final weight, and with
+``stop_at`` (its_hub's stop token, drawn by hypothesis) a step holding the stop text finishes its
+particle, its lookahead unscored; every draw samples from its own block of seeds (``seed + k`` for the
+``k``-th sample of a request, as vLLM does).
 
 **The restatements share no code with the package.** Sections 1 and 2 import nothing from
 ``langchain_ttc``: their own aggregation, ``\\boxed{}`` extraction, answer equivalence (exact
@@ -348,6 +350,20 @@ class Particle(NamedTuple):
     score: float | None
 
 
+def ref_stopped(
+    children: list[tuple[str, str]], chains: list[tuple[str, ...]], looks: list[str], stop: str
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """its_hub's stop rule: a child whose new step (its delimiter left out) holds ``stop`` is finished, unrolled."""
+    out_children, out_looks = [], []
+    for (text, reason), chain, look in zip(children, chains, looks, strict=True):
+        step = text[len(chain[-2]) :] if len(chain) > 1 else text
+        if reason == "stop" and stop in step.removesuffix(DELIM):
+            reason, look = "eos", ""
+        out_children.append((text, reason))
+        out_looks.append(look)
+    return out_children, out_looks
+
+
 def ref_particles(
     world: World,
     *,
@@ -361,6 +377,7 @@ def ref_particles(
     lookahead: int,
     final: str,
     seed: int,
+    stop: str | None = None,
 ) -> Outcome:
     """its_hub's particle filtering (``rounds=1``) and particle Gibbs, with the differences documented above.
 
@@ -369,7 +386,9 @@ def ref_particles(
     references at their final weight) is resampled by weight; a drawn reference longer than the sweep so
     far comes back as its first steps and goes on. After a sweep the references are drawn from its
     finished particles and references; the last sweep's population is picked from. When every particle
-    of an iteration is truncated or unscored, the search ends with what that sweep has finished.
+    of an iteration is truncated or unscored, the search ends with what that sweep has finished. With
+    ``stop`` (its_hub's stop token), a child whose step (its delimiter left out) holds it is finished, and
+    the lookahead rolled past it is not scored.
     """
     calls: list[Call] = []
     per = n // rounds
@@ -389,7 +408,13 @@ def ref_particles(
             chains = (
                 [(t,) for t, _ in children] if i == 0 else [(*p, c[0]) for p, c in zip(frontier, children, strict=True)]
             )
-            cands = scored(world, calls, children, lookahead=lookahead, last=last, how=aggregation)
+            looks = roll_out(world, calls, children, lookahead) if lookahead and not last else [""] * len(children)
+            if stop is not None:
+                children, looks = ref_stopped(children, chains, looks, stop)
+            cands = [
+                Cand(t, r, score_of(world, t, look, r, aggregation))
+                for (t, r), look in zip(children, looks, strict=True)
+            ]
             truncated += [c for c in cands if c.reason == "length"]
             population = [Particle(ch, c.reason, c.score) for ch, c in zip(chains, cands, strict=True)]
             population += finished + references
@@ -443,6 +468,7 @@ RESTATEMENTS: tuple[object, ...] = (
     ref_dvts,
     ref_weights,
     ref_resample,
+    ref_stopped,
     ref_particles,
     ref_sampling,
     Cand,
@@ -590,6 +616,7 @@ def check_particles(
     lookahead: int,
     final: str,
     seed: int,
+    stop: str | None = None,
 ) -> None:
     policy = WorldPolicy(world)
     graph = create_particle_filtering_graph(
@@ -605,6 +632,7 @@ def check_particles(
         lookahead=lookahead,
         selection=final,
         seed=seed,
+        stop_at=stop,
     )
     expected = ref_particles(
         world,
@@ -618,6 +646,7 @@ def check_particles(
         lookahead=lookahead,
         final=final,
         seed=seed,
+        stop=stop,
     )
     compare(policy, graph.invoke({"problem": PROBLEM}), expected)
 
@@ -658,6 +687,7 @@ OPTIONS: dict[str, tuple[Any, ...]] = {
     "lookahead": (0, 0, 1, 2),
     "temperature": (0.2, 1.0, 3.0),
     "method": ("multinomial", "systematic"),
+    "stop": (None, "\\boxed"),
 }
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -750,6 +780,7 @@ def test_dvts_conforms(
     lookahead=option("lookahead"),
     final=option("final"),
     seed=st.integers(0, 10**6),
+    stop=option("stop"),
 )
 def test_particle_filtering_conforms(
     world: World,
@@ -761,6 +792,7 @@ def test_particle_filtering_conforms(
     lookahead: int,
     final: str,
     seed: int,
+    stop: str | None,
 ) -> None:
     check_particles(
         world,
@@ -774,6 +806,7 @@ def test_particle_filtering_conforms(
         lookahead=lookahead,
         final=final,
         seed=seed,
+        stop=stop,
     )
 
 
@@ -790,6 +823,7 @@ def test_particle_filtering_conforms(
     lookahead=option("lookahead"),
     final=option("final"),
     seed=st.integers(0, 10**6),
+    stop=option("stop"),
 )
 def test_particle_gibbs_conforms(
     world: World,
@@ -803,6 +837,7 @@ def test_particle_gibbs_conforms(
     lookahead: int,
     final: str,
     seed: int,
+    stop: str | None,
 ) -> None:
     check_particles(
         world,
@@ -816,6 +851,7 @@ def test_particle_gibbs_conforms(
         lookahead=lookahead,
         final=final,
         seed=seed,
+        stop=stop,
     )
 
 
@@ -894,6 +930,7 @@ def random_case(strategy: str, rng: random.Random) -> tuple[Callable[..., None],
                 "refs": rng.randint(1, per - 1),
                 "temperature": pick("temperature"),
                 "method": pick("method"),
+                "stop": "\\boxed" if common["seed"] % 2 else None,  # no draw of its own: the cases stay the same
                 **common,
             },
         )
@@ -1063,6 +1100,9 @@ MUTATIONS: dict[str, tuple[str, str, str, Callable[[Any], Any]]] = {
         "particle_filtering", PARTICLES, "particle_weights", _proportional_weights,
     ),
     "resampling: systematic draws independently": ("particle_filtering", PARTICLES, "resample", _multinomial_only),
+    "its_hub's stop rule: a step holding the stop text does not finish its particle": (
+        "particle_filtering", PARTICLES, "stopped_at", lambda f: lambda beam, stop, delimiter="": beam,
+    ),
     "particle Gibbs reference cut: a drawn reference keeps all its steps": (
         "particle_gibbs", PARTICLES, "ancestry", lambda f: lambda beam, lineage: [beam],
     ),

@@ -110,3 +110,78 @@ def test_a_run_context_turns_particle_filtering_into_particle_gibbs() -> None:
     assert [[r.n for r in call] for call in policy.calls] == [[2], [1]]  # sweeps of 2: 2 fresh, then 1 + the reference
     with pytest.raises(ValueError, match="rounds=3 does not divide n=4"):
         graph.invoke({"problem": "p"}, context=TTCContext(rounds=3))
+
+
+# ---- its_hub's stop rule: stop_at ----
+
+BOXED = "so \\boxed{7}\n\n"  # a step that states the answer and stops at the delimiter (the solution could go on)
+
+
+def test_a_step_holding_the_stop_text_finishes_its_particle() -> None:
+    tree = {"": [(BOXED, S)], BOXED: [("more \\boxed{8}", E)]}
+    ours = StepTreePolicy(tree)
+    result = TTCResult.model_validate(
+        create_particle_filtering_graph(ours, last_step_prm({}), n=3, seed=1).invoke({"problem": "p"})["result"]
+    )
+    assert len(ours.calls) == 2 and result.answer == "8"  # by default a boxed step does not stop a particle
+    its_hub = StepTreePolicy(tree)
+    graph = create_particle_filtering_graph(its_hub, last_step_prm({}), n=3, seed=1, stop_at="\\boxed")
+    result = TTCResult.model_validate(graph.invoke({"problem": "p"})["result"])
+    assert len(its_hub.calls) == 1  # every particle finished with its first step
+    assert result.answer == "7" and {c.finish_reason for c in result.candidates} == {"eos"}
+    assert [c.text for c in result.candidates] == [BOXED] * 3
+
+
+def test_a_stopped_particle_is_scored_as_written_without_its_lookahead() -> None:
+    # The rollout runs before the rule (it is part of generate); its text is dropped, not scored.
+    tree = {"": [(BOXED, S)], BOXED: [("after\n\n", S)]}
+    policy, prm = StepTreePolicy(tree), last_step_prm({"after": 0.0})
+    graph = create_particle_filtering_graph(policy, prm, n=2, seed=0, stop_at="\\boxed", lookahead=1)
+    result = TTCResult.model_validate(graph.invoke({"problem": "p"})["result"])
+    assert [[r.partial for r in call] for call in policy.calls] == [[""], [BOXED, BOXED]]  # the rollout was written
+    assert [r.steps for r in prm.calls[0]] == [["so \\boxed{7}"]] * 2  # but not scored
+    assert result.usage.policy_calls == 2 and [c.step_scores for c in result.candidates] == [[0.5], [0.5]]
+
+
+def test_the_stop_rule_leaves_truncated_and_ended_steps_alone() -> None:
+    tree = {"": [("cut \\boxed{1", L), ("\\boxed{2}", E), ("plain\n\n", S)], "plain\n\n": [("\\boxed{3}", E)]}
+    graph = create_particle_filtering_graph(StepTreePolicy(tree), last_step_prm({}), n=3, seed=2, stop_at="\\boxed")
+    result = TTCResult.model_validate(graph.invoke({"problem": "p"})["result"])
+    reasons = {c.text: c.finish_reason for c in result.candidates}
+    assert reasons["cut \\boxed{1"] == "length"  # a cut-off step never finishes, whatever it holds
+    assert all(reasons[t] == "eos" for t in reasons if t != "cut \\boxed{1")
+
+
+def test_the_stop_text_is_read_without_the_closing_delimiter() -> None:
+    # its_hub's steps leave the delimiter out, so a stop text inside the delimiter never fires.
+    from langchain_ttc.core.search import Beam, stopped_at
+
+    step = Beam(text="a\n\n", step="a\n\n")
+    assert stopped_at(step, "\n", "\n\n").active and stopped_at(step, None, "\n\n").active
+    assert stopped_at(Beam(step="a\nb\n\n"), "\n", "\n\n").complete
+    ended = Beam(step="\\boxed{1}", finish_reason="length", lookahead="x")
+    assert stopped_at(ended, "\\boxed", "\n\n") == ended
+
+
+def test_a_run_context_sets_the_stop_text() -> None:
+    from langchain_ttc.strategies.context import TTCContext
+
+    policy = StepTreePolicy({"": [(BOXED, S)], BOXED: [("\\boxed{8}", E)]})
+    graph = create_particle_filtering_graph(policy, last_step_prm({}), n=2, seed=0)
+    assert graph.invoke({"problem": "p"}, context=TTCContext(stop_at="\\boxed"))["answer"] == "7"
+    assert len(policy.calls) == 1
+    with pytest.raises(ValueError, match="stop_at='' is invalid"):
+        create_particle_filtering_graph(policy, last_step_prm({}), n=2, stop_at="")
+
+
+def test_particle_gibbs_carries_a_stopped_particle_as_its_reference() -> None:
+    # Sweep 1 stops at a boxed step; the reference, drawn back at step 1, is finished as it is (it
+    # keeps its weight and is never continued), and sweep 2's fresh particle writes one step.
+    tree = {"": [(BOXED, S)], BOXED: [("never\n\n", S)]}
+    policy = StepTreePolicy(tree)
+    graph = create_particle_filtering_graph(
+        policy, last_step_prm({}), n=4, rounds=2, reference_particles=1, seed=0, stop_at="\\boxed"
+    )
+    result = TTCResult.model_validate(graph.invoke({"problem": "p"})["result"])
+    assert [[(r.partial, r.n) for r in call] for call in policy.calls] == [[("", 2)], [("", 1)]]
+    assert result.answer == "7" and all(c.finish_reason == "eos" for c in result.candidates)

@@ -5,7 +5,8 @@ finish, which survive pruning, and how survivors expand. No models, no LangGraph
 
 A :class:`Beam` is a partial assistant text written one step at a time. After each step it is
 
-- *complete* when the policy ended it (end of sequence): a complete solution;
+- *complete* when the policy ended it (end of sequence), or a search's stop rule says it is done
+  (DVTS's :func:`answered`, particle filtering's :func:`stopped_at`): a complete solution;
 - *truncated* when it ran out of tokens: never complete, never chosen (the reference counted it);
 - *active* otherwise (it stopped at the step delimiter) and goes on to the next iteration.
 
@@ -67,7 +68,7 @@ class Beam(BaseModel):
 
     @property
     def complete(self) -> bool:
-        """Whether the policy ended this solution: a complete solution (not truncated, not still active)."""
+        """Whether the solution is finished: the policy (or a search's stop rule) ended it, not truncated."""
         return self.finish_reason == "eos"
 
     @property
@@ -123,6 +124,25 @@ def answered(beam: Beam) -> Beam:
     """
     if beam.active and extract_boxed(beam.text) is not None:
         return beam.model_copy(update={"finish_reason": "eos"})
+    return beam
+
+
+def stopped_at(beam: Beam, stop: str | None, delimiter: str = "") -> Beam:
+    """its_hub's stop rule: an active beam whose last step contains ``stop`` is complete (``"eos"``).
+
+    The step is read without its closing ``delimiter``, as its_hub reads it (its steps leave the delimiter
+    out). A beam it ends loses the lookahead rolled past it: a finished solution is scored as written,
+    as one that ended at end of sequence is. ``stop=None``: the beam as it is.
+
+    Example:
+        >>> stopped_at(Beam(step="so \\\\boxed{7}\\n\\n"), "\\\\boxed", "\\n\\n").finish_reason
+        'eos'
+        >>> stopped_at(Beam(step="so 7\\n\\n"), "\\\\boxed", "\\n\\n").finish_reason
+        'stop'
+
+    """
+    if stop is not None and beam.active and stop in beam.step.removesuffix(delimiter):
+        return beam.model_copy(update={"finish_reason": "eos", "lookahead": ""})
     return beam
 
 

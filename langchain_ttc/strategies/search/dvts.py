@@ -1,4 +1,4 @@
-"""Diverse verifier tree search (DVTS) as a resumable, streaming LangGraph graph.
+r"""Diverse verifier tree search (DVTS) as a resumable, streaming LangGraph graph.
 
 In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}`` where ``result``
 is a :class:`~langchain_ttc.core.types.TTCResult` as data (its ``metadata["iterations"]`` holds each

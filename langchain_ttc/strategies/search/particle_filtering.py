@@ -14,6 +14,15 @@ In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}
    die out, instead of beam search's fixed top-k. Finished particles are kept in the population
    and resampled like the others.
 
+A particle is finished when its step ends the solution (end of sequence, or a step of only
+whitespace). With ``stop_at`` (its_hub's stop token: ``"\\boxed"`` in every one of its examples), a
+particle whose new step contains that text (read without the closing delimiter) is finished too, as
+soon as ``generate`` wrote it: the PRM scores it as written (any lookahead rolled past that step is
+dropped unscored; its tokens still count in the usage) and it is resampled as a finished particle.
+Unlike its_hub, end of sequence always ends a particle (its policy does not report it). its_hub's
+examples aggregate the step scores with ``prod`` (``aggregation="prod"``; the default, ``last``, is
+the one every search here shares) and pick the heaviest particle (``selection="best"``).
+
 The last iteration writes to the end. The search stops when no particle is active or at
 ``max_iterations``; the answer is the weighted vote over the final population's finished
 particles (``selection="weighted"``, each particle weighted by its score, copies counting as
@@ -36,6 +45,9 @@ Carlo). The answer is picked from the last sweep's population (its references in
 Example:
     >>> graph = create_particle_filtering_graph(policy, prm, n=8, resampling_temperature=1.0)  # doctest: +SKIP
     >>> gibbs = create_particle_filtering_graph(policy, prm, n=8, rounds=2)  # doctest: +SKIP
+    >>> like_its_hub = create_particle_filtering_graph(  # doctest: +SKIP
+    ...     policy, prm, n=8, stop_at="\\boxed", aggregation="prod", selection="best"
+    ... )
 
 """
 
@@ -44,15 +56,17 @@ from __future__ import annotations
 import random
 from typing import Any, Literal, Self, cast
 
+from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import Field, model_validator
 
-from langchain_ttc.core.search import Beam, particle_weights, resample
+from langchain_ttc.core.search import Beam, particle_weights, resample, stopped_at
 from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.tree import TreeNode
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.strategies.config import Aggregation, SelectionRule, StepSearchConfig, validated
-from langchain_ttc.strategies.driver import emit
+from langchain_ttc.strategies.context import TTCContext
+from langchain_ttc.strategies.driver import Calls, emit
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of, dumped
 from langchain_ttc.strategies.search.beam_search import (
     ADAPTIVE_STOP,
@@ -71,6 +85,10 @@ from langchain_ttc.strategies.search.stepwise import (
 from langchain_ttc.strategies.spec import StrategySpec
 
 Resampling = Literal["multinomial", "systematic"]
+STOP_AT = (
+    "A particle whose step contains this text is finished (its_hub's rule, e.g. '\\boxed'); None: only end of "
+    "sequence or a step of only whitespace ends one."
+)
 
 
 class ParticleFilteringConfig(StepSearchConfig):
@@ -85,6 +103,7 @@ class ParticleFilteringConfig(StepSearchConfig):
         1, ge=1, description="Particle Gibbs: finished particles carried into the next sweep as references."
     )
     adaptive_threshold: float | None = Field(None, description=ADAPTIVE_STOP)
+    stop_at: str | None = Field(None, min_length=1, description=STOP_AT)
 
     @property
     def particles(self) -> int:
@@ -150,6 +169,7 @@ def create_particle_filtering_graph(
     rounds: int = 1,
     reference_particles: int = 1,
     adaptive_threshold: float | None = None,
+    stop_at: str | None = None,
     max_iterations: int = 40,
     lookahead: int = 0,
     step_delimiter: str = "\n\n",
@@ -176,6 +196,8 @@ def create_particle_filtering_graph(
         reference_particles: Particle Gibbs: finished particles carried into the next sweep as references.
         adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays the
             leader) >= this, in (0.5, 1] (None: off).
+        stop_at: A particle whose step contains this text is finished (its_hub's rule, e.g. '\\boxed'); None: only
+            end of sequence or a step of only whitespace ends one.
         max_iterations: Most steps per solution; the last one writes to the end.
         lookahead: Greedy steps rolled out past each candidate before scoring.
         step_delimiter: The text between steps, e.g. '\\n\\n'.
@@ -193,14 +215,14 @@ def create_particle_filtering_graph(
     Raises:
         ValueError: If ``n < 1``, ``resampling_temperature <= 0``, an unknown resampling, ``rounds``
             that do not divide ``n``, too many reference particles, ``adaptive_threshold`` outside (0.5, 1] or
-            with ``selection="best"``, or another option is out of range.
+            with ``selection="best"``, an empty ``stop_at``, or another option is out of range.
         TypeError: If an engine has the wrong type or the policy cannot continue partial messages.
 
     """
     config = validated(
         ParticleFilteringConfig, n=n, resampling_temperature=resampling_temperature, resampling=resampling,
         rounds=rounds, reference_particles=reference_particles, adaptive_threshold=adaptive_threshold,
-        max_iterations=max_iterations, lookahead=lookahead,
+        stop_at=stop_at, max_iterations=max_iterations, lookahead=lookahead,
         step_delimiter=step_delimiter, aggregation=aggregation, selection=selection, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
     )  # fmt: skip
@@ -229,6 +251,17 @@ def build_particle_filtering_graph(
         ],
         seed_labels=sweep_label,
     )
+    write_steps = nodes["generate"]
+
+    def generate_node(state: SearchState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
+        update: dict[str, Any] = yield from write_steps(state, runtime)
+        run = config_of(state, ParticleFilteringConfig)
+        if run.stop_at is not None:  # its_hub's rule: a step that holds the stop text ends its particle
+            written = [Beam.model_validate(b) for b in update["candidates"]]
+            update["candidates"] = dumped([stopped_at(b, run.stop_at, run.step_delimiter) for b in written])
+        return update
+
+    nodes["generate"] = generate_node
 
     def resample_node(state: SearchState) -> dict[str, Any]:
         run = config_of(state, ParticleFilteringConfig)
