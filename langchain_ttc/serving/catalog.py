@@ -17,6 +17,7 @@ from typing import Any
 
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.serving.protocol import APIError, api_error
+from langchain_ttc.serving.settings import setting_name
 from langchain_ttc.strategies.graphs import StrategyGraph
 from langchain_ttc.wiring import STRATEGIES, applicable, create_strategy_graph, strategy_spec
 
@@ -65,7 +66,7 @@ class StrategyCatalog:
         if name not in STRATEGIES:
             raise api_error(
                 404,
-                f"model={model!r} names no strategy; pass one of {', '.join(self.names())}, optionally with "
+                f"model={_cut(model)!r} names no strategy; pass one of {', '.join(self.names())}, optionally with "
                 f"':<n>' for the budget (e.g. '{self.names()[0]}:{self.default_n}'); GET /v1/models lists them.",
                 param="model",
                 code="model_not_found",
@@ -77,14 +78,22 @@ class StrategyCatalog:
         except ValueError:
             n = 0
         if not 1 <= n <= self.max_n or not budget.isdigit():
+            shown = budget if len(budget) <= 32 else f"{budget[:32]}..."
             raise api_error(
                 400,
-                f"model={model!r} asks for budget n={budget!r}; pass an integer from 1 to {self.max_n}, "
-                f"e.g. '{name}:{self.default_n}'.",
+                f"model={_cut(model)!r} asks for budget n={shown!r}; pass an integer from 1 to {self.max_n}, "
+                f"e.g. '{name}:{self.default_n}' (the server's limit is max_n={self.max_n}: raise it with "
+                f"{setting_name('max_n')} or ttc serve --max-n, up to TTC_MAX_N).",
                 param="model",
                 code="invalid_budget",
+                limit="max_n" if n > self.max_n else None,
             )
         return name, n
+
+    def strategy_of(self, model: str) -> str | None:
+        """The strategy a model name names, if it names one (whatever its budget)."""
+        name = model.partition(":")[0]
+        return name if name in STRATEGIES else None
 
     def graph(self, model: str) -> tuple[StrategyGraph, str, int]:
         """The compiled graph for a model name (built on first use, then reused), its strategy and budget.
@@ -101,7 +110,7 @@ class StrategyCatalog:
                     strategy, self.policy, self.prm, n=n, **applicable(strategy, self.options)
                 )
             except ValueError as error:
-                raise api_error(400, f"model={model!r}: {error}", param="model", code="invalid_budget") from None
+                raise api_error(400, f"model={_cut(model)!r}: {error}", param="model", code="invalid_budget") from None
         return self._graphs[key], strategy, n
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -120,6 +129,11 @@ class StrategyCatalog:
                 "max_n": self.max_n,
             },
         }
+
+
+def _cut(model: str, most: int = 64) -> str:
+    """A model name as messages quote it: long ones cut short (an error never echoes a huge input)."""
+    return model if len(model) <= most else f"{model[:most]}..."
 
 
 __all__ = ["APIError", "StrategyCatalog"]

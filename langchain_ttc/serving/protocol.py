@@ -9,7 +9,9 @@ Extensions (all optional, ignored by OpenAI clients that do not know them):
 - request ``ttc_include_result: true``: the response's ``ttc.result`` holds the whole
   :class:`~langchain_ttc.core.types.TTCResult` (every candidate, its scores, usage).
 - response ``ttc``: ``{"strategy", "n", "answer"}`` (plus ``result`` when asked); in a stream, on
-  the chunk that carries ``finish_reason``.
+  the chunk that carries ``finish_reason``. When there is no answer, ``ttc.no_answer`` says why
+  (``{"reason": "length" | "no_answer" | "no_candidates", "message"}``); ``finish_reason`` is
+  ``length`` when every candidate was cut off by ``max_tokens``.
 - ``usage.prompt_tokens`` counts the policy's prompt tokens plus the tokens the PRM read;
   ``usage.completion_tokens`` the policy's generated tokens; ``usage.ttc`` breaks them down
   (``policy_prompt_tokens``, ``prm_tokens``, ``policy_calls``, ``prm_calls``, ``wall_time_s``).
@@ -26,12 +28,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from langchain_ttc.core.types import TTCResult, Usage
 
+MAX_MODEL_CHARS = 256
+"""The longest model name a request may send (names are ``<strategy>[:<n>]``)."""
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 """Chat roles a strategy reads, and the role each becomes (``developer`` is OpenAI's newer ``system``)."""
 
@@ -40,36 +44,76 @@ class APIError(Exception):
     """An error returned in OpenAI's format, with its HTTP status.
 
     Args:
-        status: The HTTP status (400 bad request, 401 bad key, 404 unknown model, 500, 502).
+        status: The HTTP status (400 bad request, 401 bad key, 404 unknown model, 413 body too large,
+            429 busy, 500, 502, 504 deadline).
         message: What went wrong and how to fix it.
         type: OpenAI's error type (``invalid_request_error``, ``authentication_error``, ``server_error``).
         param: The request field at fault, if any.
         code: A machine-readable code (``model_not_found``, ``invalid_api_key``, ...).
+        limit: The server setting that refused the request (``max_body_bytes``, ...), for logs and metrics.
+        headers: HTTP headers of the response (``Retry-After`` on a 429).
 
     """
 
     def __init__(
-        self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str,
+        param: str | None = None,
+        code: str | None = None,
+        limit: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.limit, self.headers = limit, headers
 
     def body(self) -> dict[str, Any]:
         """The JSON body: ``{"error": {"message", "type", "param", "code"}}``."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def api_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+ERROR_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
+"""OpenAI's error type by status; any other 4xx is ``invalid_request_error``, any 5xx ``server_error``."""
+
+
+def api_error(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    limit: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> APIError:
     """An :class:`APIError` with the type OpenAI uses for ``status``."""
-    kind = {401: "authentication_error", 500: "server_error", 502: "server_error"}.get(status, "invalid_request_error")
-    return APIError(status, message, type=kind, param=param, code=code)
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return APIError(status, message, type=kind, param=param, code=code, limit=limit, headers=headers)
+
+
+def _unicode(text: str) -> str:
+    """Refuse text that is not valid Unicode (a lone surrogate from a JSON ``\\ud800`` escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"holds a lone surrogate {text[error.start : error.end]!r} at character {error.start}, which is not "
+            "Unicode text; send the character itself, or a valid surrogate pair"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+"""A string that is valid Unicode (UTF-8 encodable): what tokenizers, logs and responses can carry."""
 
 
 class TextPart(BaseModel):
     """A text part of a message's content (other kinds of parts are refused)."""
 
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
@@ -78,8 +122,8 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     def text(self) -> str:
         """The content as one string (text parts joined)."""
@@ -102,7 +146,7 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1)
+    model: Text = Field(min_length=1, max_length=MAX_MODEL_CHARS)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -111,7 +155,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="A 64-bit signed integer.")
     tools: list[Any] | None = None
     ttc_include_result: bool = Field(False, description="Extension: return the whole TTC result in ttc.result.")
 
@@ -140,10 +184,41 @@ def new_id() -> str:
 
 
 def finish_reason(result: TTCResult) -> str:
-    """``length`` when the chosen solution was cut off by ``max_tokens``, else ``stop``."""
+    """``length`` when the chosen solution, or every candidate when none was chosen, was cut off; else ``stop``."""
     if result.chosen_index is None:
-        return "stop"
+        cut = bool(result.candidates) and all(c.finish_reason == "length" for c in result.candidates)
+        return "length" if cut else "stop"
     return "length" if result.candidates[result.chosen_index].finish_reason == "length" else "stop"
+
+
+def no_answer(result: TTCResult) -> dict[str, str] | None:
+    """Why a result has no answer (``ttc.no_answer``: ``reason`` and ``message``), or ``None`` when it has one.
+
+    Example:
+        >>> from langchain_ttc.core.types import Candidate
+        >>> cut = Candidate(text="2+3 is", steps=["2+3 is"], answer=None, finish_reason="length")
+        >>> no_answer(TTCResult(strategy="majority_vote", answer=None, solution=None, chosen_index=None,
+        ...                     candidates=[cut, cut]))["reason"]
+        'length'
+
+    """
+    if result.answer is not None:
+        return None
+    total = len(result.candidates)
+    cut = sum(1 for c in result.candidates if c.finish_reason == "length")
+    if total and cut == total:
+        return {
+            "reason": "length",
+            "message": f"every candidate ({cut} of {total}) was cut off by max_tokens before it finished, so no "
+            "answer was chosen; send a larger max_tokens (or max_completion_tokens).",
+        }
+    if not total:
+        return {"reason": "no_candidates", "message": "the strategy produced no candidate, so there is no answer."}
+    return {
+        "reason": "no_answer",
+        "message": f"no finished candidate ({total - cut} finished, {cut} cut off by max_tokens) stated a final "
+        "answer the strategy could read (e.g. \\boxed{...}); the chosen text, if any, is the best attempt.",
+    }
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -166,6 +241,9 @@ def usage_body(usage: Usage) -> dict[str, Any]:
 def ttc_body(result: TTCResult, *, n: int, include_result: bool) -> dict[str, Any]:
     """The ``ttc`` extension of a response."""
     body: dict[str, Any] = {"strategy": result.strategy, "n": n, "answer": result.answer}
+    missing = no_answer(result)
+    if missing is not None:
+        body["no_answer"] = missing
     if include_result:
         body["result"] = result.model_dump(mode="json")
     return body

@@ -6,16 +6,25 @@ In: ``TTC_SERVE_*`` environment variables, the ``[serve]`` table of the TOML con
 (:mod:`langchain_ttc.engines.settings`, whose pydantic-settings sources this module shares); this
 layer knows every table of the file, so it rejects one that is neither ``[serve]`` nor the engines'.
 
-=========================  ========================  ==========================================
-variable                   file key                  meaning (default)
-=========================  ========================  ==========================================
-``TTC_SERVE_HOST``         ``[serve] host``          address to listen on (``127.0.0.1``)
-``TTC_SERVE_PORT``         ``[serve] port``          port (8000)
-``TTC_SERVE_API_KEY``      ``[serve] api_key``       bearer token clients must send (none: open)
-``TTC_SERVE_DEFAULT_N``    ``[serve] default_n``     budget of a bare strategy name (16)
-``TTC_SERVE_MAX_N``        ``[serve] max_n``         largest budget a request may ask for (64)
-``TTC_SERVE_MAX_TOKENS``   ``[serve] max_tokens``    default tokens per solution or step (strategy's)
-=========================  ========================  ==========================================
+================================  ==============================  ===================================================
+variable                          file key                        meaning (default)
+================================  ==============================  ===================================================
+``TTC_SERVE_HOST``                ``[serve] host``                address to listen on (``127.0.0.1``)
+``TTC_SERVE_PORT``                ``[serve] port``                port (8000)
+``TTC_SERVE_API_KEY``             ``[serve] api_key``             bearer token clients must send (none: open)
+``TTC_SERVE_DEFAULT_N``           ``[serve] default_n``           budget of a bare strategy name (16)
+``TTC_SERVE_MAX_N``               ``[serve] max_n``               largest budget a request may ask (64, <= TTC_MAX_N)
+``TTC_SERVE_MAX_TOKENS``          ``[serve] max_tokens``          default tokens per solution or step (strategy's)
+``TTC_SERVE_MAX_TOKENS_LIMIT``    ``[serve] max_tokens_limit``    largest ``max_tokens`` a request may ask (4096)
+``TTC_SERVE_MAX_BODY_BYTES``      ``[serve] max_body_bytes``      largest request body, 413 beyond (1 MiB)
+``TTC_SERVE_MAX_PROMPT_CHARS``    ``[serve] max_prompt_chars``    most characters in a request's messages (65536)
+``TTC_SERVE_MAX_PROMPT_TOKENS``   ``[serve] max_prompt_tokens``   most prompt tokens; never over the context (16384)
+``TTC_SERVE_REQUEST_TIMEOUT_S``   ``[serve] request_timeout_s``   deadline of a request, queue included (300 s)
+``TTC_SERVE_MAX_IN_FLIGHT``       ``[serve] max_in_flight``       runs at once (16)
+``TTC_SERVE_MAX_QUEUE``           ``[serve] max_queue``           runs waiting for a slot, 429 beyond (64)
+``TTC_SERVE_SHUTDOWN_TIMEOUT_S``  ``[serve] shutdown_timeout_s``  time in-flight requests get on SIGTERM (30 s)
+``TTC_SERVE_MAX_CONNECTIONS``     ``[serve] max_connections``     open connections, 503 beyond (1024)
+================================  ==============================  ===================================================
 
 Example:
     >>> load_serve_settings(environ={"TTC_SERVE_PORT": "9000"}).port
@@ -33,19 +42,119 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from langchain_ttc.engines.settings import ENGINE_SECTIONS, SectionSettings, read_config_file, reading
+from langchain_ttc.strategies.config import limits
 
 SERVE_SECTION = "serve"
 """The config file's table of ``ttc serve``."""
 CONFIG_SECTIONS = (*ENGINE_SECTIONS, SERVE_SECTION)
 """Every table the config file may hold."""
+SERVE_PREFIX = "TTC_SERVE_"
+"""The prefix of the server's environment variables."""
 
 
-class ServeSettings(SectionSettings):
-    """How ``ttc serve`` listens and what budgets it accepts (``TTC_SERVE_*``, ``[serve]``).
+def setting_name(key: str) -> str:
+    """How a refusal tells the operator to change a setting: its variable and its file key.
+
+    Example:
+        >>> setting_name("max_body_bytes")
+        'TTC_SERVE_MAX_BODY_BYTES (or [serve] max_body_bytes)'
+
+    """
+    return f"{SERVE_PREFIX}{key.upper()} (or [{SERVE_SECTION}] {key})"
+
+
+class ServeLimits(BaseModel):
+    """The bounds ``ttc serve`` enforces on every request (part of :class:`ServeSettings`).
+
+    Each refusal is an error in OpenAI's format that names the limit, the value and the setting that
+    raises it (:func:`setting_name`). The defaults fit one policy server; raise them for a bigger one.
+
+    Example:
+        >>> ServeLimits().max_body_bytes, ServeLimits(max_in_flight=4).max_in_flight
+        (1048576, 4)
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens_limit: int = Field(
+        default=4096,
+        ge=1,
+        description="An integer >= 1: the largest max_tokens a request may ask (at most TTC_MAX_TOKENS).",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="An integer >= 1: the largest request body in bytes (413 beyond, unparsed).",
+    )
+    max_prompt_chars: int = Field(
+        default=65_536, ge=1, description="An integer >= 1: the most characters the messages of one request may hold."
+    )
+    max_prompt_tokens: int = Field(
+        default=16_384,
+        ge=1,
+        description="An integer >= 1: the most prompt tokens (never over the policy's context window).",
+    )
+    request_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds > 0: the deadline of one request, queueing included (then it is cancelled).",
+    )
+    max_in_flight: int = Field(default=16, ge=1, description="An integer >= 1: the runs that may be in flight at once.")
+    max_queue: int = Field(
+        default=64,
+        ge=0,
+        description="An integer >= 0: the runs that may wait for a slot (429 with Retry-After beyond).",
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0, ge=0, description="Seconds >= 0: how long in-flight requests may still run after SIGTERM."
+    )
+
+    @field_validator("max_tokens_limit")
+    @classmethod
+    def _within_the_run_limit(cls, value: int) -> int:
+        ceiling = limits().max_tokens
+        if value > ceiling:
+            raise ValueError(
+                f"max_tokens_limit={value} is over the limit of {ceiling} every run has (TTC_MAX_TOKENS); "
+                f"pass at most {ceiling}, or raise TTC_MAX_TOKENS."
+            )
+        return value
+
+
+class _ServeAddress(SectionSettings):
+    """Where ``ttc serve`` listens and what budgets it accepts (the first fields of :class:`ServeSettings`)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="The address to listen on, e.g. 0.0.0.0.")
+    port: int = Field(8000, ge=0, le=65535, description="A TCP port, 0 to 65535.")
+    api_key: str | None = Field(None, min_length=1, repr=False, description="The bearer token clients must send.")
+    default_n: int = Field(16, ge=1, description="An integer >= 1: the budget of a bare strategy name.")
+    max_n: int = Field(
+        64, ge=1, description="An integer >= 1: the largest budget a request may ask for (at most TTC_MAX_N)."
+    )
+    max_tokens: int | None = Field(None, ge=1, description="An integer >= 1: tokens per solution (per step).")
+    max_connections: int = Field(
+        1024, ge=1, description="An integer >= 1: the open connections uvicorn accepts (503 beyond)."
+    )
+
+    @field_validator("max_n")
+    @classmethod
+    def _within_the_budget_limit(cls, value: int) -> int:
+        ceiling = limits().max_n
+        if value > ceiling:
+            raise ValueError(
+                f"max_n={value} is over the limit of {ceiling} every run has (TTC_MAX_N); "
+                f"pass at most {ceiling}, or raise TTC_MAX_N."
+            )
+        return value
+
+
+class ServeSettings(ServeLimits, _ServeAddress):
+    """How ``ttc serve`` listens, what budgets it accepts and the limits it enforces (``TTC_SERVE_*``, ``[serve]``).
 
     Example:
         >>> from langchain_ttc.engines.settings import reading
@@ -55,14 +164,18 @@ class ServeSettings(SectionSettings):
 
     """
 
-    model_config = SettingsConfigDict(env_prefix="TTC_SERVE_", toml_table_header=(SERVE_SECTION,))
+    model_config = SettingsConfigDict(env_prefix=SERVE_PREFIX, toml_table_header=(SERVE_SECTION,))
 
-    host: str = Field("127.0.0.1", min_length=1, description="The address to listen on, e.g. 0.0.0.0.")
-    port: int = Field(8000, ge=0, le=65535, description="A TCP port, 0 to 65535.")
-    api_key: str | None = Field(None, min_length=1, repr=False, description="The bearer token clients must send.")
-    default_n: int = Field(16, ge=1, description="An integer >= 1: the budget of a bare strategy name.")
-    max_n: int = Field(64, ge=1, description="An integer >= 1: the largest budget a request may ask for.")
-    max_tokens: int | None = Field(None, ge=1, description="An integer >= 1: tokens per solution (per step).")
+    @field_validator("max_tokens_limit")
+    @classmethod
+    def _default_within_the_request_limit(cls, value: int, info: ValidationInfo) -> int:
+        default = info.data.get("max_tokens")
+        if isinstance(default, int) and default > value:
+            raise ValueError(
+                f"max_tokens={default} (the default per solution, {SERVE_PREFIX}MAX_TOKENS) is over "
+                f"max_tokens_limit={value}; lower the one or raise the other."
+            )
+        return value
 
     @model_validator(mode="after")
     def _default_within_max(self) -> Self:
