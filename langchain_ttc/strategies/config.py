@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from langchain_ttc.core.aggregation import Aggregation
 from langchain_ttc.core.errors import format_validation_error
 from langchain_ttc.core.prompts import resolve_system_prompt
+from langchain_ttc.core.stopping import check_threshold
 
 SelectionRule = Literal["best", "weighted"]
 """How a search picks its answer among finished solutions: the best one by score, or the weighted vote."""
@@ -130,6 +131,24 @@ class StepSearchConfig(ScoredConfig):
         "weighted", description="Final pick: weighted vote over finished solutions, or best."
     )
     record_tree: bool = Field(False, description="Keep the whole search tree in the result (metadata['tree']).")
+    adaptive_threshold: float | None = Field(
+        None,
+        description="Stop early once the finished solutions' weighted vote is settled: P(its leader stays the "
+        "leader) >= this, in (0.5, 1] (None: off).",
+    )
+
+    @model_validator(mode="after")
+    def _adaptive_stop_reads_the_weighted_vote(self) -> Self:
+        if self.adaptive_threshold is None:
+            return self
+        check_threshold(self.adaptive_threshold, parameter="adaptive_threshold")
+        if self.selection != "weighted":
+            raise ValueError(
+                f"adaptive_threshold={self.adaptive_threshold} stops once the weighted vote is settled, but "
+                f"selection={self.selection!r} picks the best-scored solution instead; pass selection='weighted', "
+                "or adaptive_threshold=None."
+            )
+        return self
 
     @model_validator(mode="after")
     def _search_within_limits(self) -> Self:

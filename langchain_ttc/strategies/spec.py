@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import Selection
-from langchain_ttc.strategies.graphs import StrategyGraph
 from langchain_ttc.strategies.config import StrategyConfig
+from langchain_ttc.strategies.graphs import StrategyGraph
 
 Family = Literal["sampling", "search", "refine", "routing"]
 

@@ -36,15 +36,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any
 
 from langgraph.types import Checkpointer
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from langchain_ttc.core.search import Beam, prune, repeat_counts, top_by_score
-from langchain_ttc.core.stopping import check_threshold, vote_settled
+from langchain_ttc.core.search import Beam, prune, repeat_counts
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, StepSearchConfig, validated
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, validated
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
@@ -53,57 +52,8 @@ from langchain_ttc.strategies.search.stepwise import (
     check_engines,
     close_iteration,
     make_search_nodes,
-    pilot_candidates,
 )
 from langchain_ttc.strategies.spec import StrategySpec
-
-ADAPTIVE_STOP = (
-    "Stop early once the finished solutions' weighted vote is settled: P(its leader stays the leader) >= this, "
-    "in (0.5, 1] (None: off)."
-)
-"""The description of a step-level search's ``adaptive_threshold`` option."""
-
-
-def check_adaptive_stop(threshold: float | None, selection: str) -> None:
-    """Check a search's ``adaptive_threshold``: in (0.5, 1], and only with the weighted vote it reads.
-
-    Raises:
-        ValueError: Naming the value and the fix.
-
-    """
-    if threshold is None:
-        return
-    check_threshold(threshold, parameter="adaptive_threshold")
-    if selection != "weighted":
-        raise ValueError(
-            f"adaptive_threshold={threshold} stops once the weighted vote is settled, but selection={selection!r} "
-            "picks the best-scored solution instead; pass selection='weighted', or adaptive_threshold=None."
-        )
-
-
-def record_early_stop(state: SearchState, update: dict[str, Any], threshold: float | None) -> dict[str, Any]:
-    """``update`` (an iteration's end) with an adaptive stop recorded in its iteration's record, if there is one.
-
-    There is one when ``threshold`` is set, the search would go on (a beam is active, iterations are
-    left) and the weighted vote over the finished beams (the ``n`` best-scored, as ``select`` takes
-    them, and the pilots) is settled by the Dirichlet rule. The record (``early_stop``: the reason
-    and the :class:`~langchain_ttc.core.stopping.StopDecision`) ends in ``metadata["iterations"]``.
-    """
-    run = config_of(state, StepSearchConfig)
-    if threshold is None or not update["frontier"] or update["iteration"] >= run.max_iterations:
-        return update
-    finished = top_by_score([Beam.model_validate(b) for b in update["finished"]], run.n)
-    pool = [b.to_candidate(run.step_delimiter) for b in finished] + pilot_candidates(state, run.aggregation)
-    decision = vote_settled(pool, rule="dirichlet", threshold=threshold, weighted=True)
-    if decision.stop:
-        update["iterations"][-1]["early_stop"] = {"reason": "settled", **decision.model_dump()}
-    return update
-
-
-def stopped_early(state: SearchState) -> bool:
-    """Whether the iteration that just ended recorded an adaptive stop (:func:`record_early_stop`)."""
-    iterations = state.get("iterations") or []
-    return bool(iterations) and "early_stop" in iterations[-1]
 
 
 class BeamSearchConfig(SearchConfig):
@@ -115,12 +65,6 @@ class BeamSearchConfig(SearchConfig):
     stop_when_n_finished: bool = Field(
         False, description="Stop once n beams have finished (off: run until none is active)."
     )
-    adaptive_threshold: float | None = Field(None, description=ADAPTIVE_STOP)
-
-    @model_validator(mode="after")
-    def _adaptive_stop_reads_the_vote(self) -> Self:
-        check_adaptive_stop(self.adaptive_threshold, self.selection)
-        return self
 
 
 def create_beam_search_graph(
@@ -212,17 +156,16 @@ def build_beam_search_graph(
         survivors = prune(
             [c for c in candidates if c.active], keep=run.n // run.beam_width, filter_duplicates=run.filter_duplicates
         )
-        update = close_iteration(
+        return close_iteration(
             state,
             frontier=survivors,
             finished=beams_of(state, "finished") + [c for c in candidates if c.complete],
             truncated=beams_of(state, "truncated") + [c for c in candidates if c.truncated],
         )
-        return record_early_stop(state, update, run.adaptive_threshold)
 
     def enough_finished(state: SearchState) -> bool:
         run = config_of(state, BeamSearchConfig)
-        return (run.stop_when_n_finished and len(state["finished"]) >= run.n) or stopped_early(state)
+        return run.stop_when_n_finished and len(state["finished"]) >= run.n
 
     return build_search_graph(nodes, prune=prune_node, stop=enough_finished, checkpointer=checkpointer, name=name)
 

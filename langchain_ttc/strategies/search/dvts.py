@@ -63,6 +63,7 @@ def create_dvts_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     record_tree: bool = False,
+    adaptive_threshold: float | None = None,
     checkpointer: Checkpointer = None,
     name: str = "dvts",
 ) -> StrategyGraph:
@@ -84,6 +85,8 @@ def create_dvts_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         record_tree: Keep the whole search tree in the result (metadata['tree']).
+        adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays the
+            leader) >= this, in (0.5, 1] (None: off).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -97,6 +100,7 @@ def create_dvts_graph(
         DVTSConfig, n=n, beam_width=beam_width, max_iterations=max_iterations, lookahead=lookahead,
         step_delimiter=step_delimiter, aggregation=aggregation, selection=selection, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
+        adaptive_threshold=adaptive_threshold,
     )  # fmt: skip
     return build_dvts_graph(policy, prm, config, checkpointer=checkpointer, name=name)
 

@@ -68,12 +68,6 @@ from langchain_ttc.strategies.config import Aggregation, SelectionRule, StepSear
 from langchain_ttc.strategies.context import TTCContext
 from langchain_ttc.strategies.driver import Calls, emit
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of, dumped
-from langchain_ttc.strategies.search.beam_search import (
-    ADAPTIVE_STOP,
-    check_adaptive_stop,
-    record_early_stop,
-    stopped_early,
-)
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
     beams_of,
@@ -102,7 +96,6 @@ class ParticleFilteringConfig(StepSearchConfig):
     reference_particles: int = Field(
         1, ge=1, description="Particle Gibbs: finished particles carried into the next sweep as references."
     )
-    adaptive_threshold: float | None = Field(None, description=ADAPTIVE_STOP)
     stop_at: str | None = Field(None, min_length=1, description=STOP_AT)
 
     @property
@@ -122,7 +115,6 @@ class ParticleFilteringConfig(StepSearchConfig):
                 f"reference_particles={self.reference_particles} leaves no fresh particle in a sweep of "
                 f"n / rounds = {self.particles}; pass fewer reference particles or a larger n."
             )
-        check_adaptive_stop(self.adaptive_threshold, self.selection)
         return self
 
 
@@ -196,8 +188,8 @@ def create_particle_filtering_graph(
         reference_particles: Particle Gibbs: finished particles carried into the next sweep as references.
         adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays the
             leader) >= this, in (0.5, 1] (None: off).
-        stop_at: A particle whose step contains this text is finished (its_hub's rule, e.g. '\\boxed'); None: only
-            end of sequence or a step of only whitespace ends one.
+        stop_at: A particle whose step contains this text is finished (its_hub's rule, e.g. '\\boxed'); None: only end
+            of sequence or a step of only whitespace ends one.
         max_iterations: Most steps per solution; the last one writes to the end.
         lookahead: Greedy steps rolled out past each candidate before scoring.
         step_delimiter: The text between steps, e.g. '\\n\\n'.
@@ -290,7 +282,7 @@ def build_particle_filtering_graph(
         update = close_iteration(state, frontier=frontier, finished=finished, truncated=truncated)
         if lineage:
             update["lineage"] = dumped(lineage)
-        return record_early_stop(state, update, run.adaptive_threshold)
+        return update
 
     def sweep_node(state: SearchState) -> dict[str, Any]:
         return next_sweep(config_of(state, ParticleFilteringConfig), state)
@@ -298,7 +290,6 @@ def build_particle_filtering_graph(
     return build_search_graph(
         nodes,
         prune=resample_node,
-        stop=stopped_early,
         sweep=sweep_node,
         checkpointer=checkpointer,
         name=name,

@@ -29,6 +29,7 @@ from langgraph.types import Checkpointer
 from langchain_ttc.core.aggregation import aggregate
 from langchain_ttc.core.search import Beam, extend, interleave, split_steps, top_by_score
 from langchain_ttc.core.seeds import derive_seed, seed_requests
+from langchain_ttc.core.stopping import vote_settled
 from langchain_ttc.core.tree import Fate, TreeNode
 from langchain_ttc.core.types import Candidate, Message, ScoreRequest, Usage
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
@@ -305,6 +306,33 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
     return select
 
 
+def record_early_stop(state: SearchState, update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` (an iteration's end) with an adaptive stop recorded in its iteration's record, if there is one.
+
+    There is one when ``adaptive_threshold`` is set, the search would go on (a beam is active,
+    iterations are left) and the weighted vote over the finished beams (the ``n`` best-scored, as
+    ``select`` takes them, and the pilots) is settled by the Dirichlet rule
+    (:func:`~langchain_ttc.core.stopping.vote_settled`). The record (``early_stop``: the reason and
+    the decision) ends in ``metadata["iterations"]``.
+    """
+    run = config_of(state, StepSearchConfig)
+    threshold = run.adaptive_threshold
+    if threshold is None or not update["frontier"] or update["iteration"] >= run.max_iterations:
+        return update
+    finished = top_by_score([Beam.model_validate(b) for b in update["finished"]], run.n)
+    pool = [b.to_candidate(run.step_delimiter) for b in finished] + pilot_candidates(state, run.aggregation)
+    decision = vote_settled(pool, rule="dirichlet", threshold=threshold, weighted=True)
+    if decision.stop:
+        update["iterations"][-1]["early_stop"] = {"reason": "settled", **decision.model_dump()}
+    return update
+
+
+def stopped_early(state: SearchState) -> bool:
+    """Whether the iteration that just ended recorded an adaptive stop (:func:`record_early_stop`)."""
+    iterations = state.get("iterations") or []
+    return bool(iterations) and "early_stop" in iterations[-1]
+
+
 def build_search_graph(
     nodes: dict[str, Any],
     *,
@@ -318,7 +346,9 @@ def build_search_graph(
     """Wire a step-level search: ``start`` → (``generate`` → ``score`` → ``prune``)* → ``select``.
 
     The loop goes on while a beam is active and fewer than ``max_iterations`` steps are written,
-    unless ``stop(state)`` says the search is done early. With ``sweep`` (particle Gibbs), an ended
+    unless ``stop(state)`` says the search is done early, or the run's ``adaptive_threshold`` finds the
+    finished beams' weighted vote settled (:func:`record_early_stop`, applied to every ``prune``).
+    With ``sweep`` (particle Gibbs), an ended
     sweep goes to the ``sweep`` node, which starts the next one (back to ``generate``) or, after the
     last, hands the population to ``select``: a second loop, drawn as such.
 
@@ -328,12 +358,16 @@ def build_search_graph(
     def route(current: SearchState) -> str:
         run = config_of(current, StepSearchConfig)
         going_on = bool(current["frontier"]) and current["iteration"] < run.max_iterations
-        if going_on and not (stop is not None and stop(current)):
+        if going_on and not stopped_early(current) and not (stop is not None and stop(current)):
             return "generate"
         return "select" if sweep is None else "sweep"
 
     builder = new_graph(state)
-    steps = {**nodes, "prune": prune, **({"sweep": sweep} if sweep else {}), "select": make_select_node(name)}
+
+    def prune_and_check(current: SearchState) -> dict[str, Any]:
+        return record_early_stop(current, prune(current))
+
+    steps = {**nodes, "prune": prune_and_check, **({"sweep": sweep} if sweep else {}), "select": make_select_node(name)}
     for node_name, node in steps.items():
         builder.add_node(node_name, as_node(node, name=node_name))
     builder.add_edge(START, "start")
