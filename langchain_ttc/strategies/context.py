@@ -36,46 +36,7 @@ class TTCContext:
         metadata=_describe(
             "Policy model: a local directory, a Hugging Face hub id, or arith:small / arith:large (the "
             "checkpoints shipped in the package). Empty: the graph's own policy."
-        ),    stop_at: str | None = field(
-        default=None,
-        metadata=_describe(
-            "A particle whose step contains this text is finished (its_hub's rule, e.g. '\\boxed'); None: only end "
-            "of sequence or a step of only whitespace ends one."
         ),
-    )
-    max_revisions: int | None = field(default=None, metadata=_describe("Revisions per chain (0: drafts only)."))
-    critic: Literal["self", "prm", "policy", "custom"] | None = field(
-        default=None, metadata=_describe("Who critiques: self (self-verification), prm, policy, custom.")
-    )
-    critique_threshold: float | None = field(
-        default=None, metadata=_describe("A PRM critic flags the first step below it.")
-    )
-    table: str | None = field(
-        default=None, metadata=_describe("A strategy table file (default: the shipped Arith table).")
-    )
-    estimator: str | None = field(default=None, metadata=_describe("The difficulty estimator (default: the table's)."))
-    wave_size: int | None = field(
-        default=None, metadata=_describe("Samples per wave (one policy call, and one PRM call, each); None: min(4, n).")
-    )
-    stop_rule: Literal["dirichlet", "supermajority"] | None = field(
-        default=None,
-        metadata=_describe(
-            "When the vote is settled: dirichlet (P(the leader stays the leader) >= threshold) or supermajority "
-            "(the leader's share of the votes >= threshold)."
-        ),
-    )
-    threshold: float | None = field(
-        default=None,
-        metadata=_describe("Where the stop rule stops, in (0.5, 1]; None: 0.95 for dirichlet, 0.75 for supermajority."),
-    )
-    adaptive_threshold: float | None = field(
-        default=None,
-        metadata=_describe(
-            "Stop early once the finished solutions' weighted vote is settled: P(its leader stays the leader) >= "
-            "this, in (0.5, 1] (None: off)."
-        ),
-    )
-
     )
     prm_model: str | None = field(
         default=None,
@@ -155,6 +116,13 @@ class TTCContext:
     reference_particles: int | None = field(
         default=None,
         metadata=_describe("Particle Gibbs: finished particles carried into the next sweep as references."),
+    )
+    stop_at: str | None = field(
+        default=None,
+        metadata=_describe(
+            "A particle whose step contains this text is finished (its_hub's rule, e.g. '\\boxed'); None: only end "
+            "of sequence or a step of only whitespace ends one."
+        ),
     )
     max_revisions: int | None = field(default=None, metadata=_describe("Revisions per chain (0: drafts only)."))
     critic: Literal["self", "prm", "policy", "custom"] | None = field(
