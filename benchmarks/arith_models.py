@@ -307,7 +307,11 @@ def main() -> None:
     training = _training_script()
     small = TransformersPolicy.from_pretrained(path("small"))
     large = TransformersPolicy.from_pretrained(path("large"))
-    ladder = {name: MathShepherdPRM.from_pretrained(path(name), batch_size=64) for name in training.PRM_RECIPES}
+    ladder = {  # the verifiers trained so far, the realistic one first
+        name: MathShepherdPRM.from_pretrained(path(name), batch_size=64)
+        for name in training.PRM_RECIPES
+        if (path(name) / "config.json").is_file()
+    }
     sizes = {
         name: sum(p.numel() for p in engine.model.parameters())
         for name, engine in {"small": small, "large": large, **ladder}.items()
