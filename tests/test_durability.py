@@ -1,5 +1,6 @@
 """A long search under a real SQLite checkpointer survives its process being killed mid-search:
-resumed in a new process, it loses nothing and ends with the same result as an uninterrupted run."""
+resumed in a new process, it loses nothing and ends with the same result as an uninterrupted run.
+``ttc calibrate`` killed mid-run resumes its records the same way (nothing lost or repeated)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,37 @@ def test_killed_search_resumes_without_losing_work(arith_policy: Any, arith_prm:
     assert without_time(resumed["result"]["metadata"]["iterations"]) == without_time(
         uninterrupted["result"]["metadata"]["iterations"]
     )
+
+
+def test_killed_calibration_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> None:
+    """``ttc calibrate`` SIGKILLed mid-run, then run again: the records written before the kill are kept as
+    they were, the rest are added once each, and the table is fitted on all of them."""
+    import json
+
+    output = tmp_path / "table.json"
+    records = output.with_suffix(".records.jsonl")
+    args = [sys.executable, "-m", "langchain_ttc.cli", "calibrate", "--count", "8", "--difficulty", "2-5"]
+    args += ["--budgets", "4", "--pilots", "2", "--bins", "2", "--strategies", "majority_vote", "beam_search"]
+    args += ["--beam-width", "2", "--max-tokens", "128", "--concurrency", "1", "--output", str(output)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and (not records.exists() or len(records.read_text().splitlines()) < 3):
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    before = {r["id"]: r for r in map(json.loads, records.read_text().splitlines())}
+    assert 3 <= len(before) < 8 and not output.exists()
+
+    run = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    after = [json.loads(line) for line in records.read_text().splitlines()]
+    ids = [r["id"] for r in after]
+    assert ids == [f"arith-9000-{i}" for i in range(8)]  # every problem once, in the problems' order
+    assert all(r == before[r["id"]] for r in after if r["id"] in before)  # kept as they were
+    assert json.loads(output.read_text())["calibration"]["problems"] == 8
+    assert f"[{len(before)}/8]" in run.stderr.replace("\r", "\n")  # the progress bar starts from the kept ones

@@ -124,3 +124,29 @@ def test_self_refinement_drafts_form_a_tree() -> None:
         3,
     ]  # a root, two chains (drafts in chain order), each revised once
     assert sum(n.fate == "chosen" for n in nodes) == 1 and isinstance(nodes[0], TreeNode)
+
+
+def test_without_dot_only_the_page_is_written_and_one_warning_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
+
+    from langchain_ttc import create_self_refine_graph
+    from tests.fakes import ScriptedPolicy
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "dot" else which(name, *a, **k))
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # dot cannot be found by graphviz either
+    policy = ScriptedPolicy(["A.\n\nThe answer is \\boxed{1}."])
+    output = create_self_refine_graph(policy, lambda _p, _s: "Step 1 is wrong.", max_revisions=1).invoke(
+        {"problem": "p"}
+    )
+    with pytest.warns(UserWarning) as caught:
+        page, picture = write_tree(output["result"], tmp_path / "tree.html")
+    assert picture is None and page == tmp_path / "tree.html" and "data-fate" in page.read_text()
+    assert [str(w.message) for w in caught] == [
+        "drawing the tree as a PNG needs Graphviz's dot program (apt-get install graphviz, or brew install graphviz); "
+        f"wrote the HTML page only: {page}"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree.html"]  # no tree.png, no tree.gv

@@ -21,8 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from langchain_ttc.core.aggregation import AGGREGATIONS
 from langchain_ttc.core.prompts import SYSTEM_PROMPTS
@@ -37,6 +40,14 @@ from langchain_ttc.strategies.routing.table import routable_strategies
 from langchain_ttc.wiring import DEFAULT_STRATEGY, STRATEGIES, option_fields, strategy_spec
 
 TRUST_HELP = "Run the PRM checkpoint's own modelling code (transformers; Qwen2.5-Math-PRM needs it)."
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse``'s parser whose errors are one line with a pointer to ``--help`` (not the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message> (see '<prog> --help')`` on stderr and exit with code 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _positive_int(text: str) -> int:
@@ -139,7 +150,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ttc``."""
-    parser = argparse.ArgumentParser(prog="ttc", description="Test-time compute scaling for LangChain and LangGraph.")
+    parser = ArgumentParser(prog="ttc", description="Test-time compute scaling for LangChain and LangGraph.")
     commands = parser.add_subparsers(dest="command", required=True)
     solve = commands.add_parser("solve", help="Solve one problem with a test-time compute strategy.")
     solve.add_argument("problem", help="The problem text.")
@@ -291,16 +302,51 @@ def _iteration_line(event: dict[str, Any]) -> str:
     )
 
 
+def _warn(command: str, message: str) -> None:
+    """A one-line warning on stderr: ``ttc <command>: warning: <message>``."""
+    print(f"ttc {command}: warning: {message}", file=sys.stderr)
+
+
+@contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Show the warnings raised inside as one line each (``ttc <command>: warning: ...``), not file and source."""
+    with warnings.catch_warnings():
+
+        def show(message: Warning | str, *_: Any, **__: Any) -> None:
+            _warn(command, str(message))
+
+        warnings.showwarning = show
+        yield
+
+
+def _arith_policy(settings: EngineSettings) -> str | None:
+    """The shipped Arith policy's name (``arith:small``) if that is the configured policy, else ``None``."""
+    model = settings.policy.model
+    return model if not settings.policy.on_server and model and model.startswith("arith:") else None
+
+
+def _is_arith(problem: str) -> bool:
+    from langchain_ttc.arith.problems import parse_expression
+
+    try:
+        parse_expression(problem)
+    except ValueError:
+        return False
+    return True
+
+
+def _arith_only(policy: str, what: str) -> str:
+    return (
+        f"the policy {policy} only knows the built-in Arith task ('Keep only the last digit after each "
+        f"step. What is 3+4*3?'), and {what}; its answer will be meaningless: pass --policy (or set TTC_POLICY_MODEL "
+        "/ TTC_POLICY_URL) for another model."
+    )
+
+
 def solve(args: argparse.Namespace) -> int:
-    """Run ``ttc solve``; return the exit code."""
+    """Run ``ttc solve``; return the exit code. Every input (budget caps too) is checked before any model loads."""
     if not args.problem.strip():
         raise ValueError(f"problem={args.problem!r} is empty; pass the text of the problem.")
-    from tqdm import tqdm
-    from transformers.utils import logging as hf_logging
-
-    from langchain_ttc.wiring import create_strategy_graph
-
-    hf_logging.disable_progress_bar()
     spec = strategy_spec(args.strategy)
     if args.tree is not None:
         if "record_tree" not in spec.options() and spec.family != "refine":
@@ -318,7 +364,7 @@ def solve(args: argparse.Namespace) -> int:
             f"--strategy {args.strategy} has no option {', '.join('--' + k.replace('_', '-') for k in unused)}; "
             f"its options: {', '.join(spec.options())}."
         )
-    config = validated(spec.config, **options)  # bad options fail before any weights load
+    config = validated(spec.config, **options)  # bad options and budgets over the limits fail before any weights load
     if "table" in options or spec.family == "routing":
         from langchain_ttc.strategies.routing.table import load_table
 
@@ -326,33 +372,50 @@ def solve(args: argparse.Namespace) -> int:
     needs_prm = spec.uses_prm(config)
     settings = engine_settings(args)
     settings.check(prm=needs_prm)  # local paths exist, before any weights load
+    arith = _arith_policy(settings)
+    if arith is not None and not _is_arith(args.problem):
+        _warn("solve", _arith_only(arith, "this problem is not an Arith problem"))
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from langchain_ttc.cli.interrupts import in_background
+    from langchain_ttc.wiring import create_strategy_graph
+
+    hf_logging.disable_progress_bar()
     policy = settings.load_policy()
     prm = settings.load_prm() if needs_prm else None
     graph = create_strategy_graph(args.strategy, policy, prm, **options)
-    output: dict[str, Any] = {}
-    progress: tqdm[Any] | None = None  # a search's line per iteration, on stderr (a terminal or not)
-    for mode, chunk in graph.stream({"problem": args.problem}, stream_mode=["custom", "values"]):
-        event = cast(dict[str, Any], chunk)
-        if mode == "custom" and event.get("type") == "ttc.iteration":
-            if progress is None:
-                progress = tqdm(desc=_iteration_line(event), file=sys.stderr, bar_format="{desc} [{elapsed}]")
-            else:
-                progress.set_description_str(_iteration_line(event))
-        elif mode == "custom" and event.get("type") == "ttc.routed":
-            print(_routing_line(event), file=sys.stderr)
-        elif mode == "custom" and event.get("type") in ("ttc.draft", "ttc.critique"):
-            print(_refine_line(event), file=sys.stderr)
-        elif mode == "values":
-            output = event
-    if progress is not None:
-        progress.close()
+    progress: list[tqdm[Any]] = []  # a search's line per iteration, on stderr (a terminal or not)
+
+    def search() -> dict[str, Any]:
+        output: dict[str, Any] = {}
+        for mode, chunk in graph.stream({"problem": args.problem}, stream_mode=["custom", "values"]):
+            event = cast(dict[str, Any], chunk)
+            if mode == "custom" and event.get("type") == "ttc.iteration":
+                if not progress:
+                    progress.append(tqdm(desc=_iteration_line(event), file=sys.stderr, bar_format="{desc} [{elapsed}]"))
+                else:
+                    progress[0].set_description_str(_iteration_line(event))
+            elif mode == "custom" and event.get("type") == "ttc.routed":
+                print(_routing_line(event), file=sys.stderr)
+            elif mode == "custom" and event.get("type") in ("ttc.draft", "ttc.critique"):
+                print(_refine_line(event), file=sys.stderr)
+            elif mode == "values":
+                output = event
+        return output
+
+    try:
+        output = in_background(search)  # Ctrl-C stops the wait at once, not after the model call in progress
+    finally:
+        for bar in progress:
+            bar.close()
     result = TTCResult.model_validate(output["result"])
     print(result.model_dump_json(indent=2) if args.json else _format_table(result))
     if args.tree is not None:
         from langchain_ttc.integrations.tree_view import write_tree
 
-        page, picture = write_tree(result, args.tree)
-        print(f"tree: {page} and {picture}", file=sys.stderr)
+        page, picture = write_tree(result, args.tree)  # without Graphviz: the page only, and a warning
+        print(f"tree: {page}" + ("" if picture is None else f" and {picture}"), file=sys.stderr)
     return 0
 
 
@@ -373,7 +436,7 @@ def evaluate(args: argparse.Namespace) -> int:
     """Run ``ttc eval``; return the exit code. Every input is checked before any model loads."""
     from langchain_ttc.evaluation.datasets import load_problems
     from langchain_ttc.evaluation.report import plot, summary_markdown
-    from langchain_ttc.evaluation.run import EvalConfig, run_evaluation
+    from langchain_ttc.evaluation.run import EvalConfig, read_records, run_evaluation
 
     difficulty = _difficulty(args.difficulty)
     settings = engine_settings(args)
@@ -392,10 +455,15 @@ def evaluate(args: argparse.Namespace) -> int:
         budgets=args.budgets,
         dataset_options={"difficulty": list(difficulty), "count": args.count, "limit": args.limit},
     )
-    config.check()
+    config.check()  # the budget caps too
     settings.check(prm=config.needs_prm)
     problems = load_problems(args.dataset, limit=args.limit, difficulty=difficulty, seed=args.seed, count=args.count)
     output = args.output or Path("ttc_eval") / f"{Path(args.dataset).stem}.jsonl"
+    read_records(output, config)  # another configuration's file is refused (a torn last line repaired) now
+    args.kept = f"every finished problem is kept in {output}"
+    arith = _arith_policy(settings)
+    if arith is not None and problems and not _is_arith(problems[0].problem):
+        _warn("eval", _arith_only(arith, f"--dataset {args.dataset} does not hold Arith problems"))
 
     from transformers.utils import logging as hf_logging
 
@@ -439,20 +507,49 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
+    """The one line a command stopped by SIGINT prints."""
+    from langchain_ttc.evaluation.records import RunInterrupted
+
+    if isinstance(error, RunInterrupted):
+        resume = "; run the same command again to resume" if error.path is not None else ""
+        return f"ttc {args.command}: interrupted: {error}{resume}"
+    if args.command == "solve":
+        return "ttc solve: interrupted before an answer (nothing to keep)"
+    return f"ttc {args.command}: interrupted" + (f"; {args.kept}" if args.kept else " before any problem ran")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ttc`` command."""
+    """Entry point of the ``ttc`` command.
+
+    Exit codes: 0 done, 1 a model server failed, 2 bad input (one line on stderr, before any model
+    loads), 130 stopped by SIGINT (one line saying what is kept; a second SIGINT exits at once). Run
+    as the ``ttc`` program (``argv`` not given), a stopped command ends the process at once rather than
+    wait for a model call still in progress in a thread.
+    """
+    from langchain_ttc.cli.interrupts import EXIT_INTERRUPTED, exit_now, interrupts
+
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for results (--json)
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
-    try:
-        commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve, "serve": serve}
-        return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"ttc {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except ServerError as error:  # a model server died: say what was tried and what was kept
-        print(f"ttc {args.command}: error: {error}", *getattr(error, "__notes__", []), sep="\n", file=sys.stderr)
-        return 1
+    commands = {"eval": evaluate, "calibrate": calibrate_table, "solve": solve, "serve": serve}
+    # uvicorn handles SIGINT itself for ttc serve (a graceful shutdown)
+    stopping = nullcontext() if args.command == "serve" else interrupts(args.command, kept=lambda: args.kept)
+    args.kept = None  # what a command keeps once stopped, for the message of a second SIGINT
+    with _one_line_warnings(args.command), stopping:
+        try:
+            return commands[args.command](args)
+        except KeyboardInterrupt as interrupt:
+            print(_interrupted(args, interrupt), file=sys.stderr)
+            if argv is None:  # the ttc program: no waiting for a model call still in progress in a thread
+                exit_now(EXIT_INTERRUPTED)
+            return EXIT_INTERRUPTED
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            print(f"ttc {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except ServerError as error:  # a model server died: say what was tried and what was kept
+            print(f"ttc {args.command}: error: {error}", *getattr(error, "__notes__", []), sep="\n", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ Example:
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from tqdm import tqdm
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.evaluation.datasets import EvalProblem
 from langchain_ttc.evaluation.fit import accuracy, fit_choices, held_out_accuracy
+from langchain_ttc.evaluation.records import RecordsFile, invoke_until, read_jsonl, run_problems
 from langchain_ttc.evaluation.report import wilson
 from langchain_ttc.evaluation.run import grade
 from langchain_ttc.strategies.config import StrategyConfig, validated
@@ -105,8 +106,20 @@ class Calibration:
                     self.graphs[budget, choice.label()] = create_strategy_graph(choice.strategy, policy, prm, n=n,
                                                                                 **options)  # fmt: skip
 
-    def run_problem(self, problem: EvalProblem) -> dict[str, Any]:
-        """Pilots, difficulty estimates, and every runnable candidate at every budget on one problem."""
+    def settings(self) -> dict[str, Any]:
+        """What decides this calibration's records (see :func:`calibration_settings`)."""
+        return calibration_settings(
+            budgets=self.budgets, candidates=self.candidates, pilots=self.pilots, aggregation=self.aggregation,
+            seed=self.seed, **self.options,
+        )  # fmt: skip
+
+    def run_problem(self, problem: EvalProblem, *, stop: threading.Event | None = None) -> dict[str, Any]:
+        """Pilots, difficulty estimates, and every runnable candidate at every budget on one problem.
+
+        Raises:
+            Stopped: If ``stop`` is set before the problem is finished (checked between graph steps).
+
+        """
         config = validated(StrategyConfig, n=self.pilots, seed=self.seed, **applicable_to_all(self.options))
         _, conversation = conversation_from_input({"problem": problem.problem}, system_prompt=config.system_prompt)
         draw = draw_pilots(
@@ -119,7 +132,7 @@ class Calibration:
         for budget in self.budgets:
             samples = pilots
             if (budget, "samples") in self.graphs:
-                result = self.graphs[budget, "samples"].invoke(data)["result"]
+                result = invoke_until(self.graphs[budget, "samples"], data, stop)["result"]
                 samples = [Candidate.model_validate(c) for c in result["candidates"]]
             per: dict[str, bool] = {}
             for choice in self.candidates:
@@ -129,31 +142,109 @@ class Calibration:
                     chosen = vote(pool).chosen_index
                     per[choice.label()] = grade(None if chosen is None else pool[chosen].answer, problem.answer)
                 elif (budget, choice.label()) in self.graphs:
-                    answer = self.graphs[budget, choice.label()].invoke(data)["answer"]
+                    answer = invoke_until(self.graphs[budget, choice.label()], data, stop)["answer"]
                     per[choice.label()] = grade(answer, problem.answer)
             correct[str(budget)] = per
         difficulty = {name: function(pilots) for name, (function, _) in ESTIMATORS.items()}
         return {"id": problem.id, "level": problem.level, "difficulty": difficulty, "correct": correct}
 
     def run(
-        self, problems: Sequence[EvalProblem], *, concurrency: int = 1, progress: bool = True
+        self,
+        problems: Sequence[EvalProblem],
+        *,
+        concurrency: int = 1,
+        progress: bool = True,
+        records: RecordsFile | None = None,
     ) -> list[dict[str, Any]]:
         """Run every problem (``concurrency`` at a time); records in the problems' order.
 
-        With ``progress``, a progress bar (tqdm) goes to stderr, a terminal or not.
+        With ``progress``, a progress bar (tqdm) goes to stderr, a terminal or not. With ``records``
+        (see :func:`calibration_records`), each record is appended to that file as its problem finishes,
+        the problems already there are skipped, and once every problem is done the file is rewritten in
+        the problems' order (the order the held-out folds are drawn in).
+
+        Raises:
+            RunInterrupted: On ``KeyboardInterrupt`` (SIGINT), once the problems in flight have stopped;
+                with ``records``, every finished problem is in the file.
+
         """
-        records: dict[str, dict[str, Any]] = {}
+        kept = [] if records is None else records.read()
+        by_id = {r["id"]: r for r in kept}
+        todo = [p for p in problems if p.id not in by_id]
         bar_format = "[{n_fmt}/{total_fmt}] calibrating, {elapsed} elapsed, ETA {remaining}"
-        with (
-            ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
-            tqdm(total=len(problems), file=sys.stderr, disable=not progress, bar_format=bar_format) as bar,
-        ):
-            futures = [pool.submit(self.run_problem, p) for p in problems]
-            for future in as_completed(futures):
-                record = future.result()
-                records[record["id"]] = record
-                bar.update()
-        return [records[p.id] for p in problems]
+        done = len(problems) - len(todo)
+        with tqdm(
+            total=len(problems), initial=done, file=sys.stderr, disable=not progress, bar_format=bar_format
+        ) as bar:
+            new = run_problems(
+                lambda problem, stop: self.run_problem(problem, stop=stop), todo, records, total=len(problems),
+                done=done, concurrency=concurrency, on_record=lambda _: bar.update(),
+            )  # fmt: skip
+        by_id |= {r["id"]: r for r in new}
+        ordered = [by_id[p.id] for p in problems]
+        if records is not None and [r["id"] for r in kept + new] != [r["id"] for r in ordered]:
+            records.rewrite(ordered)
+        return ordered
+
+
+def calibration_settings(
+    *,
+    budgets: Sequence[int],
+    candidates: Sequence[StrategyChoice],
+    pilots: int,
+    aggregation: str,
+    seed: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """What decides a calibration's records, as JSON data: the arguments of :class:`Calibration`.
+
+    Example:
+        >>> settings = calibration_settings(budgets=[16, 4], candidates=[], pilots=2, aggregation="last", seed=0)
+        >>> settings["budgets"], settings["options"]
+        ([4, 16], {})
+
+    """
+    return {
+        "budgets": sorted(budgets),
+        "candidates": [c.model_dump(mode="json") for c in candidates],
+        "pilots": pilots,
+        "aggregation": aggregation,
+        "seed": seed,
+        "options": options,
+    }
+
+
+def calibration_records(path: Path, settings: dict[str, Any]) -> RecordsFile:
+    """The records file of a calibration: every record carries a digest of ``settings`` (a rerun resumes it).
+
+    ``settings`` are what decides the records: :meth:`Calibration.settings` and what the problems and
+    models are (the dataset and its options, the policy, the PRM).
+    """
+    return RecordsFile(path, settings, option="--records", header=False)
+
+
+def read_calibration_records(path: Path) -> list[dict[str, Any]]:
+    """Records a calibration wrote (``--from-records``), whatever run they came from.
+
+    A torn last line is dropped with a :class:`~langchain_ttc.evaluation.records.RecordsWarning`; a
+    first line holding only a configuration is skipped.
+
+    Raises:
+        ValueError: If the file is missing, holds no records, or a line before the last is damaged.
+
+    """
+    if not path.is_file():
+        raise ValueError(f"--from-records={str(path)!r} does not exist; pass the records file a calibration wrote.")
+    rows = [r for r in read_jsonl(path) if set(r) != {"config"}]
+    if not rows:
+        raise ValueError(f"--from-records={str(path)!r} holds no records; calibrate first (without --from-records).")
+    missing = [str(i) for i, r in enumerate(rows, start=1) if not {"id", "difficulty", "correct"} <= set(r)]
+    if missing:
+        raise ValueError(
+            f"--from-records={str(path)!r}: record {', '.join(missing[:3])} lacks 'id', 'difficulty' or 'correct'; "
+            "pass the records file ttc calibrate wrote."
+        )
+    return rows
 
 
 def fit_table(

@@ -138,11 +138,15 @@ def load_problems(
     )
 
 
-def _load_hub(dataset: str, *, limit: int | None) -> list[EvalProblem]:  # pragma: no cover - needs a network
+def _load_hub(dataset: str, *, limit: int | None) -> list[EvalProblem]:
     try:
         from datasets import load_dataset
-    except ImportError as error:
-        raise ValueError(f"--dataset={dataset!r} is a hub id; install the 'datasets' package to load it.") from error
+    except ImportError:
+        raise ValueError(
+            f"--dataset={dataset!r} is a Hugging Face hub id, which needs the 'datasets' package (no extra of "
+            "langchain-ttc installs it): pip install datasets; or pass the set as a .jsonl file (MATH-500 is the "
+            "file prm800k/math_splits/test.jsonl of github.com/openai/prm800k)."
+        ) from None
     name, _, split = dataset.partition(":")
     rows = load_dataset(name, split=split or "test")
     return [_row_problem(dict(row), f"{dataset}[{i}]", i) for i, row in enumerate(rows)][:limit]

@@ -4,7 +4,8 @@ In: an :class:`EvalConfig`, the problems and the engines. Out: one JSONL record 
 predictions, grades and generated tokens for every strategy and budget, and the usage of every
 run), appended and flushed as each problem finishes. The file's first line holds the configuration;
 re-running the same configuration skips the problems already in the file, so an interrupted run
-loses nothing. A progress bar on stderr (tqdm) shows the rate, the ETA and usage totals.
+loses nothing (a torn last line is dropped with a warning; SIGINT stops the problems in flight at
+their next step: :mod:`.records`). A progress bar on stderr (tqdm) shows the rate, the ETA and usage totals.
 
 Sample-based strategies run once at ``n_max`` and are subsampled for n = 1, 2, 4, ..., ``n_max``;
 beam search and DVTS run once per budget that ``beam_width`` divides (or per ``budgets``). The
@@ -15,12 +16,9 @@ first n has the right answer) and, where an exact step checker exists (Arith), `
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,7 +29,14 @@ from langchain_ttc.core.answers import answers_equivalent
 from langchain_ttc.core.prompts import resolve_system_prompt
 from langchain_ttc.core.types import Candidate, Usage
 from langchain_ttc.evaluation.datasets import EvalProblem, process_grade
-from langchain_ttc.evaluation.scaling import budgets, check_power_of_two, sample_strategies, subsampled_answers
+from langchain_ttc.evaluation.records import RecordsFile, invoke_until, run_problems
+from langchain_ttc.evaluation.scaling import (
+    budgets,
+    check_limits,
+    check_power_of_two,
+    sample_strategies,
+    subsampled_answers,
+)
 from langchain_ttc.wiring import (
     DEFAULT_POLICY,
     DEFAULT_PRM,
@@ -64,8 +69,8 @@ class EvalConfig:
         """Validate before any model loads.
 
         Raises:
-            ValueError: An unknown strategy, an empty strategy list, ``n_max`` not a power of two, or a
-                budget that is not one of the curve's.
+            ValueError: An unknown strategy, an empty strategy list, ``n_max`` not a power of two, a
+                budget that is not one of the curve's, or a run over a limit (``TTC_MAX_N``, ...).
 
         """
         if not self.strategies:
@@ -77,6 +82,25 @@ class EvalConfig:
         for n in self.budgets or []:
             if n not in budgets(self.n_max):
                 raise ValueError(f"--budgets={self.budgets} has {n}; pass powers of two up to --n-max={self.n_max}.")
+        runs = [(s, self.n_max) for s in self.strategies if strategy_spec(s).vote is not None]
+        runs += [(s, n) for s in self.strategies if strategy_spec(s).vote is None for n in self.run_budgets]
+        check_limits(runs, max_tokens=self.max_tokens, options=self.common_options(), budget_flag="--n-max")
+
+    @property
+    def run_budgets(self) -> list[int]:
+        """The budgets strategies other than the sample-then-select ones run at."""
+        return self.budgets or budgets(self.n_max)
+
+    def common_options(self) -> dict[str, Any]:
+        """The options every strategy of the run gets (those its config has)."""
+        return {
+            "seed": self.seed,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "system_prompt": self.system_prompt,
+            "aggregation": self.aggregation,
+            "beam_width": self.beam_width,
+        }
 
     @property
     def needs_prm(self) -> bool:
@@ -96,14 +120,7 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
     budget 1, 2, 4, ..., ``n_max`` (or each of ``config.budgets``) it accepts (beam width, chain
     length, a router's table budgets).
     """
-    common: dict[str, Any] = {
-        "seed": config.seed,
-        "temperature": config.temperature,
-        "max_tokens": config.max_tokens,
-        "system_prompt": config.system_prompt,
-        "aggregation": config.aggregation,
-        "beam_width": config.beam_width,
-    }
+    common = config.common_options()
     graphs: dict[str, Any] = {}
     sampler = sampler_for(config.strategies)
     if sampler is not None:  # the same samples serve every selection rule
@@ -111,7 +128,7 @@ def _graphs(config: EvalConfig, policy: Any, prm: Any) -> dict[str, Any]:
             sampler, policy, prm, n=config.n_max, **applicable(sampler, common)
         )
     for strategy in (s for s in config.strategies if strategy_spec(s).vote is None):
-        for n in config.budgets or budgets(config.n_max):
+        for n in config.run_budgets:
             try:
                 graph = create_strategy_graph(strategy, policy, prm, n=n, **applicable(strategy, common))
             except ValueError:
@@ -141,8 +158,15 @@ def coverage(problem: EvalProblem, candidates: Sequence[Candidate], n_max: int) 
     return result
 
 
-def evaluate_problem(problem: EvalProblem, config: EvalConfig, graphs: dict[str, Any]) -> dict[str, Any]:
-    """Run every graph on one problem; return its JSONL record."""
+def evaluate_problem(
+    problem: EvalProblem, config: EvalConfig, graphs: dict[str, Any], *, stop: threading.Event | None = None
+) -> dict[str, Any]:
+    """Run every graph on one problem; return its JSONL record.
+
+    Raises:
+        Stopped: If ``stop`` is set before the problem is finished (checked between graph steps).
+
+    """
     predictions: dict[str, str | None] = {}
     usage: dict[str, dict[str, Any]] = {}
     tokens: dict[str, int] = {}
@@ -150,7 +174,7 @@ def evaluate_problem(problem: EvalProblem, config: EvalConfig, graphs: dict[str,
     ceiling: dict[str, bool] = {}
     sampled = [s for s in config.strategies if s in sample_strategies()]
     for run, graph in graphs.items():
-        result = graph.invoke({"problem": problem.problem})["result"]
+        result = invoke_until(graph, {"problem": problem.problem}, stop)["result"]
         usage[run] = result["usage"]
         if run.startswith("sampling@"):
             candidates = [Candidate.model_validate(c) for c in result["candidates"]]
@@ -219,18 +243,16 @@ class Progress:
 
 
 def read_records(path: Path, config: EvalConfig) -> list[dict[str, Any]]:
-    """The records already in ``path`` (checking they were written by the same configuration)."""
-    if not path.exists():
-        return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not lines:
-        return []
-    if lines[0].get("config") != asdict(config):
-        raise ValueError(
-            f"--output={str(path)!r} holds results of another configuration ({lines[0].get('config')}); pass another "
-            "--output, or delete the file to start over."
-        )
-    return lines[1:]
+    """The records already in ``path`` (checking they were written by the same configuration).
+
+    A torn last line (a run killed while writing it) is dropped with a
+    :class:`~langchain_ttc.evaluation.records.RecordsWarning` and cut off the file.
+
+    Raises:
+        ValueError: If the file holds results of another configuration, or a line before the last is damaged.
+
+    """
+    return RecordsFile(path, asdict(config)).read()
 
 
 def run_evaluation(
@@ -243,41 +265,25 @@ def run_evaluation(
     concurrency: int = 1,
     progress: Callable[[int], Progress] = Progress,
 ) -> list[dict[str, Any]]:
-    """Evaluate ``problems`` (skipping those already in ``output``) and return every record."""
+    """Evaluate ``problems`` (skipping those already in ``output``) and return every record.
+
+    Raises:
+        RunInterrupted: On ``KeyboardInterrupt`` (SIGINT), once the problems in flight have stopped;
+            every finished problem is in ``output`` (see :func:`~langchain_ttc.evaluation.records.run_problems`).
+
+    """
     config.check()
-    records = read_records(output, config)
+    file = RecordsFile(output, asdict(config))
+    records = file.read()
     done = {r["id"] for r in records}
     todo = [p for p in problems if p.id not in done]
-    output.parent.mkdir(parents=True, exist_ok=True)
     graphs = _graphs(config, policy, prm)
-    lock = threading.Lock()
     bar = progress(len(todo))
-    with output.open("a") as file:
-        if not records:
-            file.write(json.dumps({"config": asdict(config)}) + "\n")
-            file.flush()
-        failure: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            futures = [pool.submit(evaluate_problem, p, config, graphs) for p in todo]
-            for future in as_completed(futures):
-                try:
-                    record = future.result()
-                except Exception as error:  # keep every finished problem; stop starting new ones
-                    failure = failure or error
-                    for pending in futures:
-                        pending.cancel()
-                    continue
-                with lock:
-                    file.write(json.dumps(record) + "\n")
-                    file.flush()
-                    os.fsync(file.fileno())
-                    records.append(record)
-                    bar.update(record)
-    bar.close()
-    if failure is not None:
-        failure.add_note(
-            f"{len(records)} of {len(problems)} problems are finished and saved in {str(output)!r}; run the same "
-            "command again to resume from there."
-        )
-        raise failure
+    try:
+        records += run_problems(
+            lambda problem, stop: evaluate_problem(problem, config, graphs, stop=stop), todo, file,
+            total=len(problems), done=len(problems) - len(todo), concurrency=concurrency, on_record=bar.update,
+        )  # fmt: skip
+    finally:
+        bar.close()
     return records

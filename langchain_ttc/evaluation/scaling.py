@@ -13,10 +13,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from langchain_ttc.core.types import Candidate
-from langchain_ttc.wiring import STRATEGIES, strategy_spec
+from langchain_ttc.strategies.config import limits, validated
+from langchain_ttc.wiring import STRATEGIES, applicable, strategy_spec
 
 
 def sample_strategies() -> list[str]:
@@ -32,6 +34,58 @@ def check_power_of_two(n_max: int, parameter: str = "--n-max") -> int:
             f"{parameter}={n_max} is not a power of two; subsampling reports n = 1, 2, 4, ..., N: pass e.g. {lower}."
         )
     return n_max
+
+
+def _over(parameter: str, value: int, limit: int, variable: str, *, listed: bool = False) -> ValueError:
+    what, fix = (
+        (f"{parameter} has {value}, which", f"smaller {parameter}")
+        if listed
+        else (f"{parameter}={value}", f"a smaller {parameter}")
+    )
+    return ValueError(
+        f"{what} is over the limit of {limit}; pass {fix}, or raise the limit with the environment variable "
+        f"{variable} (e.g. {variable}={value})."
+    )
+
+
+def check_limits(
+    runs: Iterable[tuple[str, int]], *, max_tokens: int, options: dict[str, Any], budget_flag: str, listed: bool = False
+) -> None:
+    """Refuse, before any model loads, a run over the limits every strategy config enforces (``TTC_MAX_*``).
+
+    Args:
+        runs: ``(strategy, n)`` pairs the run will build.
+        max_tokens: The run's ``--max-tokens``.
+        options: The options every strategy gets (those a strategy lacks are left out for it).
+        budget_flag: The flag that sets the budgets, for the message (``--n-max``, ``--budgets``).
+        listed: Whether that flag takes a list of budgets (``--budgets 4 16``).
+
+    Raises:
+        ValueError: Naming the flag, the limit and the variable that raises it.
+
+    Example:
+        >>> check_limits([("majority_vote", 4096)], max_tokens=64, options={}, budget_flag="--n-max")
+        Traceback (most recent call last):
+        ...
+        ValueError: --n-max=4096 is over the limit of 1024; pass a smaller --n-max, or raise the limit with the \
+environment variable TTC_MAX_N (e.g. TTC_MAX_N=4096).
+
+    """
+    bounds, runs = limits(), list(runs)
+    largest = max((n for _, n in runs), default=0)
+    if largest > bounds.max_n:
+        raise _over(budget_flag, largest, bounds.max_n, "TTC_MAX_N", listed=listed)
+    if max_tokens > bounds.max_tokens:
+        raise _over("--max-tokens", max_tokens, bounds.max_tokens, "TTC_MAX_TOKENS")
+    for strategy, n in runs:  # what else a config limits (a search's planned steps)
+        try:
+            validated(
+                strategy_spec(strategy).config, **applicable(strategy, {**options, "max_tokens": max_tokens}), n=n
+            )
+        except ValueError as error:
+            if "TTC_MAX_" in str(error):
+                raise ValueError(f"{strategy} at n={n}: {error}") from None
+            # any other misfit (a beam width that does not divide n) only skips that budget
 
 
 def budgets(n_max: int) -> list[int]:

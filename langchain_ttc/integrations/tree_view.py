@@ -15,12 +15,17 @@ Example:
     >>> write_tree(result, "out.html")  # doctest: +SKIP
     (PosixPath('out.html'), PosixPath('out.png'))
 
+Without Graphviz (the ``tree`` extra and the ``dot`` program) :func:`write_tree` writes the page
+only and warns.
+
 """
 
 from __future__ import annotations
 
 import html
 import os
+import shutil
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,12 +153,26 @@ def tree_graph(nodes: Sequence[TreeNode], *, title: str) -> Any:
     return graph
 
 
-def write_tree(result: TTCResult | dict[str, Any], path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def _missing_drawing_tool() -> str | None:
+    """What drawing a PNG lacks (the ``graphviz`` package or Graphviz's ``dot`` program), or ``None``."""
+    try:
+        import graphviz  # noqa: F401
+    except ImportError:
+        return "the graphviz Python package (pip install 'langchain-ttc[tree]')"
+    if shutil.which("dot") is None:
+        return "Graphviz's dot program (apt-get install graphviz, or brew install graphviz)"
+    return None
+
+
+def write_tree(result: TTCResult | dict[str, Any], path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
     """Write the result's tree as ``path`` (HTML) and a PNG next to it (same name, ``.png``).
+
+    The picture is optional: without the ``graphviz`` package or Graphviz's ``dot`` program only the
+    page is written, a :class:`UserWarning` says what to install, and the picture's path is ``None``.
+    Nothing else is written (no Graphviz source file).
 
     Raises:
         ValueError: If the result has no tree.
-        RuntimeError: If Graphviz's ``dot`` program is missing (install Debian's or Homebrew's ``graphviz``).
 
     """
     checked = TTCResult.model_validate(result)
@@ -162,13 +181,17 @@ def write_tree(result: TTCResult | dict[str, Any], path: str | os.PathLike[str])
     page = Path(path).with_suffix(".html")
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(tree_html(nodes, title=title))
-    import graphviz
+    missing = _missing_drawing_tool()
+    if missing is None:
+        import graphviz
 
-    try:
-        picture = tree_graph(nodes, title=title).render(outfile=page.with_suffix(".png"), format="png", cleanup=True)
-    except graphviz.ExecutableNotFound as error:
-        raise RuntimeError(
-            "drawing the tree as a PNG needs Graphviz's dot program: apt-get install graphviz (or brew install "
-            f"graphviz); the HTML page is written: {page}"
-        ) from error
-    return page, Path(picture)
+        try:  # piped through dot's stdin and stdout: no source file is left beside the picture
+            png = tree_graph(nodes, title=title).pipe(format="png")
+        except graphviz.ExecutableNotFound:
+            missing = "Graphviz's dot program (apt-get install graphviz, or brew install graphviz)"
+        else:
+            picture = page.with_suffix(".png")
+            picture.write_bytes(png)
+            return page, picture
+    warnings.warn(f"drawing the tree as a PNG needs {missing}; wrote the HTML page only: {page}", stacklevel=2)
+    return page, None
