@@ -9,6 +9,7 @@ import importlib
 import json
 import math
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import mpmath
@@ -382,6 +383,8 @@ def test_cli_solves_with_an_adaptive_strategy(
     policy = ScriptedPolicy([FOUR])
 
     class Engines:
+        policy = SimpleNamespace(model="scripted", on_server=False)  # not the Arith default: no warning
+
         def check(self, *, prm: bool) -> None:
             assert not prm
 

@@ -14,6 +14,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 def test_the_notebooks_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "agents_and_chains.ipynb",
+        "any_task.ipynb",
         "compute_optimal_and_self_refine.ipynb",
         "quickstart.ipynb",
         "scaling_curves.ipynb",

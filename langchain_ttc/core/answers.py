@@ -39,6 +39,22 @@ the normalisation leaves out two of ``strip_string``'s rules, MathQA's list of u
 is ``3/2`` here and ``1/2`` for ``latex2sympy2``; ``3i`` and words such as ``Monday`` parse here and
 fall back to the string there).
 
+Typed answers for tasks that are not math (each a key like the others, so majority voting and
+weighted best-of-N take them as they are):
+
+- :data:`MULTIPLE_CHOICE_ANSWERS` (:func:`multiple_choice_answers` for other letters): the letter a
+  reply chooses (``\\boxed{C}``, ``the answer is (C)``, ``Answer: C``, or a reply that is one letter);
+- :data:`NUMBER_ANSWERS`: a plain number (GSM8K's ``#### 42``, ``\\boxed{42}``, ``the answer is $1,200.``),
+  compared as exact rationals (``42``, ``42.0`` and ``84/2`` are one answer);
+- :data:`SHORT_ANSWERS` (:func:`short_answers`): a short string, normalised as SQuAD does (case,
+  punctuation, articles and spacing ignored: ``The Eiffel Tower.`` and ``eiffel tower`` are one answer);
+- :func:`schema_answers`: a pydantic model; each reply's JSON object (or the arguments of the tool it
+  called) is validated into the model and equal objects vote together. A reply that fails validation
+  has no answer, so it does not vote; :func:`invalid_answers` reports why, candidate by candidate.
+
+None of them falls back to "the last number" or "the last capital letter": a reply that states no
+answer does not vote.
+
 ``math-verify`` and sal's canonical form use ``signal.alarm`` for their timeouts, which raises
 outside the main thread (LangGraph runs sync nodes in threads), so both run here without one, on
 inputs of bounded length.
@@ -56,12 +72,18 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
 
-from langchain_ttc.core.types import ToolCall
+from pydantic import BaseModel, ValidationError
+
+from langchain_ttc.core.types import Candidate, ToolCall
 
 _BOXED = ("\\boxed", "\\fbox")
 _MAX_VERIFY_CHARS = 500
@@ -395,3 +417,380 @@ def group_equivalent(answers: Sequence[str | None], *, key: AnswerKey = MATH_ANS
             groups.append([index])
             representatives.append(answer)
     return groups
+
+
+# ---- typed answers: multiple choice, plain numbers, short strings, a pydantic schema ----
+
+_FENCED_JSON = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+_MAX_OBJECT_STARTS = 64
+"""The most ``{`` positions :func:`find_json_object` tries (replies are bounded; so is the scan)."""
+
+
+def _object_end(text: str, start: int) -> int | None:
+    """The index after the ``}`` that closes the ``{`` at ``start`` (strings in quotes skipped), or ``None``."""
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if in_string:
+            escaped, in_string = (not escaped and char == "\\"), escaped or char != '"'
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
+
+
+def find_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object a reply gives: the whole text, a fenced ```json block, or the first ``{...}`` that parses.
+
+    Example:
+        >>> find_json_object('Sure: ```json\\n{"city": "Paris"}\\n``` done')
+        {'city': 'Paris'}
+        >>> find_json_object('So \\\\boxed{5}, i.e. {"a": {"b": "}"}} and more'), find_json_object("no object")
+        ({'a': {'b': '}'}}, None)
+
+    """
+    starts = [i for i, char in enumerate(text) if char == "{"][:_MAX_OBJECT_STARTS]
+    spans = (text[i:end] for i in starts if (end := _object_end(text, i)) is not None)
+    for candidate in itertools.chain([text.strip()], _FENCED_JSON.findall(text), spans):
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+_ANSWER_MARKER = re.compile(r"(?:final\s+)?answer\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
+
+
+def _after_last_marker(text: str) -> str | None:
+    """The rest of the line after the last ``answer is`` / ``answer:``, or ``None`` when there is no marker."""
+    matches = list(_ANSWER_MARKER.finditer(text))
+    if not matches:
+        return None
+    return text[matches[-1].end() :].split("\n", 1)[0].strip()
+
+
+def multiple_choice_answer(text: str, letters: str = "ABCDEFGHIJ") -> str | None:
+    """The option letter a reply chooses, or ``None`` when it names none of ``letters``.
+
+    Read from, in order: the last ``\\boxed{C}``; the last ``the answer is (C)`` / ``Answer: C``
+    (``**C**`` and ``C)`` too); a reply that is one letter (``"C"``, ``"(C)."``). Letters are upper case.
+
+    Example:
+        >>> multiple_choice_answer("Both B and C look close, but the answer is (C).")
+        'C'
+        >>> multiple_choice_answer("\\\\boxed{b}"), multiple_choice_answer(" (D). ")
+        ('B', 'D')
+        >>> multiple_choice_answer("I think so") is None
+        True
+
+    """
+
+    def letter(fragment: str | None) -> str | None:
+        if fragment is None:
+            return None
+        found = re.match(r"^[\s*(\[]*([A-Za-z])(?![A-Za-z])", fragment)
+        if found is None:
+            return None
+        choice = found.group(1).upper()
+        return choice if choice in letters else None
+
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return letter(re.sub(r"\\text\{(.*?)\}", r"\1", boxed))
+    marked = letter(_after_last_marker(text))
+    if marked is not None:
+        return marked
+    alone = re.fullmatch(r"[\s*(\[]*([A-Za-z])[\s*)\].:]*", text)
+    return letter(alone.group(1)) if alone else None
+
+
+def multiple_choice_answers(letters: str = "ABCDEFGHIJ") -> AnswerKey:
+    """An answer key for multiple-choice questions with these option letters (compared as letters).
+
+    Example:
+        >>> key = multiple_choice_answers("ABCD")
+        >>> key.answer_of("Answer: d"), key.answer_of("Answer: E")
+        ('D', None)
+
+    """
+    if not letters or not letters.isalpha() or not letters.isupper():
+        raise ValueError(f"letters={letters!r} must be upper-case letters, e.g. 'ABCD'.")
+    return AnswerKey(
+        name=f"multiple-choice:{letters}",
+        extract=functools.partial(multiple_choice_answer, letters=letters),
+        equivalent=str.__eq__,
+    )
+
+
+MULTIPLE_CHOICE_ANSWERS = multiple_choice_answers()
+"""The option letter (A to J) a reply chooses, compared as letters."""
+
+_NUMBER = re.compile(r"[-−]?\d+(?:\.\d+)?(?:\s*/\s*\d+)?|[-−]?\.\d+")
+
+
+def canonical_number(text: str) -> str | None:
+    """The first number in ``text`` as a canonical string (``None`` when it has none).
+
+    Thousands separators, currency signs and a trailing period are ignored; a fraction ``a/b`` is read
+    exactly. Integers print as integers, terminating decimals as decimals, others as ``p/q``.
+
+    Example:
+        >>> canonical_number("$1,200.50"), canonical_number("42.0"), canonical_number("-3/4"), canonical_number("2/6")
+        ('1200.5', '42', '-0.75', '1/3')
+
+    """
+    cleaned = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    found = _NUMBER.search(cleaned)
+    if found is None:
+        return None
+    token = found.group(0).replace("−", "-").replace(" ", "")
+    try:
+        value = Fraction(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if value.denominator == 1:
+        return str(value.numerator)
+    denominator = value.denominator
+    for factor in (2, 5):
+        while denominator % factor == 0:
+            denominator //= factor
+    if denominator != 1:
+        return f"{value.numerator}/{value.denominator}"
+    digits = 0
+    while (value * 10**digits).denominator != 1:
+        digits += 1
+    return f"{float(value):.{digits}f}" if digits <= 15 else f"{value.numerator}/{value.denominator}"
+
+
+def number_answer(text: str) -> str | None:
+    """A reply's final number: after the last ``####`` (GSM8K), else in the last ``\\boxed{}``, else after answer is.
+
+    Returned canonical (:func:`canonical_number`); ``None`` when none of the three states a number.
+
+    Example:
+        >>> number_answer("48/2 = 24 clips in May.\\n#### 72")
+        '72'
+        >>> number_answer("So the answer is $1,200."), number_answer("\\\\boxed{0.50}")
+        ('1200', '0.5')
+        >>> number_answer("I get 7 and then 9.") is None
+        True
+
+    """
+    if "####" in text:
+        return canonical_number(text.rsplit("####", 1)[1])
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return canonical_number(boxed)
+    marked = _after_last_marker(text)
+    return canonical_number(marked) if marked is not None else None
+
+
+NUMBER_ANSWERS = AnswerKey(name="number", extract=number_answer, equivalent=str.__eq__)
+"""A plain number (GSM8K's ``#### 42``, ``\\boxed{42}``, ``the answer is 42``), compared as exact rationals."""
+
+
+def normalize_short_answer(answer: str) -> str:
+    """A short answer normalised as SQuAD's evaluation does: lower case, no punctuation, no articles, single spaces.
+
+    Example:
+        >>> normalize_short_answer("  The Eiffel-Tower! "), normalize_short_answer("an apple")
+        ('eiffel tower', 'apple')
+
+    """
+    text = re.sub(r"[^\w\s]", " ", answer.lower())
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def short_answer(text: str, max_chars: int = 100) -> str | None:
+    """A reply's short answer, normalised (:func:`normalize_short_answer`).
+
+    Read from the last ``\\boxed{}``, else the rest of the line after the last ``answer is`` /
+    ``Answer:``, else the whole reply when it is one line. ``None`` when that is empty or longer
+    than ``max_chars`` (a paragraph is not a short answer).
+
+    Example:
+        >>> short_answer("Let me think.\\nThe answer is: The Eiffel Tower."), short_answer("Paris")
+        ('eiffel tower', 'paris')
+        >>> short_answer("It depends.\\nOn many things.") is None
+        True
+
+    """
+    boxed = extract_boxed(text)
+    raw = boxed if boxed is not None else _after_last_marker(text)
+    if raw is None:
+        raw = text.strip() if "\n" not in text.strip() else None
+    if raw is None:
+        return None
+    raw = re.sub(r"\\text\{(.*?)\}", r"\1", raw)
+    normalised = normalize_short_answer(raw)
+    return normalised if normalised and len(normalised) <= max_chars else None
+
+
+def short_answers(max_chars: int = 100) -> AnswerKey:
+    """An answer key for short free-text answers: normalised strings (:func:`short_answer`), compared for equality.
+
+    Example:
+        >>> group_equivalent([short_answer(t) for t in ["Paris.", "the answer is paris", "Lyon"]], key=short_answers())
+        [[0, 1], [2]]
+
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars={max_chars} must be at least 1.")
+    return AnswerKey(name="short", extract=functools.partial(short_answer, max_chars=max_chars), equivalent=str.__eq__)
+
+
+SHORT_ANSWERS = short_answers()
+"""A short free-text answer (up to 100 characters), normalised as SQuAD does, compared for equality."""
+
+
+def _canonical_object(value: BaseModel) -> str:
+    return json.dumps(value.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class SchemaAnswerKey(AnswerKey):
+    """An answer key whose answers are objects of a pydantic model (built by :func:`schema_answers`).
+
+    An answer is the canonical JSON of the validated object (keys sorted, no spaces), so two replies
+    that give equal objects have equal answers and vote together, however their JSON was written.
+
+    Attributes:
+        schema: The pydantic model every answer is validated into.
+
+    """
+
+    schema: type[BaseModel] | None = None
+
+    def explain(self, text: str, tool_calls: Sequence[ToolCall] = ()) -> str | None:
+        """Why this reply has no answer (``None`` when it has one): no JSON object, or the validation errors.
+
+        Example:
+            >>> from pydantic import BaseModel
+            >>> class City(BaseModel):
+            ...     name: str
+            >>> schema_answers(City).explain('{"town": "Paris"}')  # doctest: +ELLIPSIS
+            'the object does not validate as City: name: Field required...'
+
+        """
+        assert self.schema is not None
+        if tool_calls:
+            data: dict[str, Any] | None = dict(tool_calls[0].args)
+        else:
+            data = find_json_object(text)
+        if data is None:
+            return "the reply holds no JSON object"
+        try:
+            self.schema.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in error.errors())
+            return f"the object does not validate as {self.schema.__name__}: {problems}"
+        return None
+
+    def parse(self, answer: str) -> BaseModel:
+        """The object an answer of this key stands for (an instance of :attr:`schema`).
+
+        Raises:
+            ValueError: If ``answer`` is not an answer of this key.
+
+        """
+        assert self.schema is not None
+        try:
+            return self.schema.model_validate_json(answer)
+        except ValidationError as error:
+            raise ValueError(f"answer={answer[:200]!r} is not a {self.schema.__name__} object: {error}") from None
+
+
+def schema_answer(text: str, schema: type[BaseModel]) -> str | None:
+    """A reply's answer as a ``schema`` object in canonical JSON, or ``None`` when it has none that validates.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class Person(BaseModel):
+        ...     name: str
+        ...     age: int
+        >>> schema_answer('Here: {"age": 41.0, "name": "Ada"}', Person)
+        '{"age":41,"name":"Ada"}'
+
+    """
+    data = find_json_object(text)
+    if data is None:
+        return None
+    try:
+        return _canonical_object(schema.model_validate(data))
+    except ValidationError:
+        return None
+
+
+def _schema_tool_answer(schema: type[BaseModel], tool_calls: Sequence[ToolCall]) -> str | None:
+    try:
+        return _canonical_object(schema.model_validate(tool_calls[0].args))
+    except ValidationError:
+        return None
+
+
+def schema_answers(schema: type[BaseModel], *, name: str | None = None) -> SchemaAnswerKey:
+    """An answer key for structured extraction: each reply validated into ``schema``; equal objects vote together.
+
+    A reply's answer is its JSON object (the whole reply, a fenced block or the first ``{...}`` in
+    it) or, when the turn called a tool (a policy bound to the schema as a tool), the call's
+    arguments, validated into ``schema``. A reply that fails validation has no answer and does not
+    vote; :func:`invalid_answers` (or :meth:`SchemaAnswerKey.explain`) says why. When no reply
+    validates, the vote has no answer (``answer`` is ``None``).
+
+    Raises:
+        TypeError: If ``schema`` is not a pydantic model class.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class Person(BaseModel):
+        ...     name: str
+        ...     age: int
+        >>> key = schema_answers(Person)
+        >>> replies = ['{"name": "Ada", "age": 36}', '{"age": 36, "name": "Ada"}', '{"name": "Ada"}']
+        >>> group_equivalent([key.answer_of(r) for r in replies], key=key)
+        [[0, 1]]
+        >>> key.parse(key.answer_of(replies[0]))
+        Person(name='Ada', age=36)
+
+    """
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise TypeError(f"schema={schema!r} is not a pydantic model class; pass a BaseModel subclass.")
+    return SchemaAnswerKey(
+        name=name or f"schema:{schema.__name__}",
+        extract=functools.partial(schema_answer, schema=schema),
+        equivalent=str.__eq__,
+        read_tool_calls=functools.partial(_schema_tool_answer, schema),
+        schema=schema,
+    )
+
+
+def invalid_answers(candidates: Sequence[Candidate], key: AnswerKey) -> dict[int, str]:
+    """The candidates that have no answer under ``key`` (so they do not vote), each with the reason.
+
+    A schema key (:func:`schema_answers`) gives its validation errors; other keys say that no answer
+    was found. Truncated candidates are listed too (they never vote, whatever they say).
+
+    Example:
+        >>> from langchain_ttc.core.types import Candidate
+        >>> c = Candidate(text="no letter here", steps=[], answer=None, finish_reason="eos")
+        >>> invalid_answers([c], MULTIPLE_CHOICE_ANSWERS)
+        {0: 'no answer found by the multiple-choice:ABCDEFGHIJ key'}
+
+    """
+    reasons: dict[int, str] = {}
+    for index, candidate in enumerate(candidates):
+        if not candidate.finished:
+            reasons[index] = "cut off by max_tokens (a truncated candidate never votes)"
+        elif candidate.answer is None:
+            explained = key.explain(candidate.text, candidate.tool_calls) if isinstance(key, SchemaAnswerKey) else None
+            reasons[index] = explained or f"no answer found by the {key.name} key"
+    return reasons

@@ -142,6 +142,10 @@ class Usage(_Data):
         completion_tokens: Tokens the policy generated.
         prm_calls: Batched calls to the PRM engine.
         prm_tokens: Tokens the PRM read.
+        judge_calls: Batched calls to an LLM judge that a strategy made itself (universal
+            self-consistency, tournaments); a judge used as the PRM counts as the PRM.
+        judge_tokens: Tokens those judge calls read and wrote.
+        judge_fallbacks: Judge replies that could not be read, so the strategy's stated fallback was used.
         wall_time_s: Seconds spent in the strategy's nodes.
 
     """
@@ -151,6 +155,9 @@ class Usage(_Data):
     completion_tokens: int = 0
     prm_calls: int = 0
     prm_tokens: int = 0
+    judge_calls: int = 0
+    judge_tokens: int = 0
+    judge_fallbacks: int = 0
     wall_time_s: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:

@@ -14,7 +14,8 @@ Extensions (all optional, ignored by OpenAI clients that do not know them):
   ``length`` when every candidate was cut off by ``max_tokens``.
 - ``usage.prompt_tokens`` counts the policy's prompt tokens plus the tokens the PRM read;
   ``usage.completion_tokens`` the policy's generated tokens; ``usage.ttc`` breaks them down
-  (``policy_prompt_tokens``, ``prm_tokens``, ``policy_calls``, ``prm_calls``, ``wall_time_s``).
+  (``policy_prompt_tokens``, ``prm_tokens``, ``policy_calls``, ``prm_calls``, ``judge_tokens``,
+  ``judge_calls``, ``judge_fallbacks``, ``wall_time_s``).
 
 Example:
     >>> ChatCompletionRequest(model="weighted_best_of_n:4", messages=[{"role": "user", "content": "2+2?"}]).n
@@ -222,8 +223,8 @@ def no_answer(result: TTCResult) -> dict[str, str] | None:
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
-    """OpenAI's ``usage`` for what a strategy spent (PRM tokens count as prompt tokens; ``ttc`` breaks it down)."""
-    prompt = usage.prompt_tokens + usage.prm_tokens
+    """OpenAI's ``usage`` for what a strategy spent (PRM and judge tokens count as prompt tokens; ``ttc`` splits it)."""
+    prompt = usage.prompt_tokens + usage.prm_tokens + usage.judge_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": usage.completion_tokens,
@@ -233,6 +234,9 @@ def usage_body(usage: Usage) -> dict[str, Any]:
             "prm_tokens": usage.prm_tokens,
             "policy_calls": usage.policy_calls,
             "prm_calls": usage.prm_calls,
+            "judge_tokens": usage.judge_tokens,
+            "judge_calls": usage.judge_calls,
+            "judge_fallbacks": usage.judge_fallbacks,
             "wall_time_s": usage.wall_time_s,
         },
     }

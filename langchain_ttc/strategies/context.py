@@ -156,6 +156,12 @@ class TTCContext:
             "this, in (0.5, 1] (None: off)."
         ),
     )
+    both_orders: bool | None = field(
+        default=None,
+        metadata=_describe(
+            "Ask each comparison in both orders (A-B and B-A) to cancel position bias; off: half the calls."
+        ),
+    )
     # The run's collaborators beside the options.
     tools: list[dict[str, Any]] | None = field(
         default=None,

@@ -11,7 +11,7 @@ here takes the ``catalog`` to read (this registry by default).
 Example:
     >>> sorted(STRATEGIES)  # doctest: +NORMALIZE_WHITESPACE
     ['adaptive_majority_vote', 'adaptive_weighted_best_of_n', 'beam_search', 'best_of_n', 'dvts',
-     'majority_vote', 'particle_filtering', 'self_refine', 'weighted_best_of_n']
+     'majority_vote', 'particle_filtering', 'self_refine', 'tournament', 'usc', 'weighted_best_of_n']
     >>> strategy_spec(DEFAULT_STRATEGY).needs_prm
     True
 
@@ -32,6 +32,8 @@ from langchain_ttc.strategies.refine.self_refine import SELF_REFINE
 from langchain_ttc.strategies.sampling.adaptive import ADAPTIVE_MAJORITY_VOTE, ADAPTIVE_WEIGHTED_BEST_OF_N
 from langchain_ttc.strategies.sampling.best_of_n import BEST_OF_N, WEIGHTED_BEST_OF_N
 from langchain_ttc.strategies.sampling.majority_vote import MAJORITY_VOTE
+from langchain_ttc.strategies.sampling.tournament import TOURNAMENT
+from langchain_ttc.strategies.sampling.usc import USC
 from langchain_ttc.strategies.search.beam_search import BEAM_SEARCH
 from langchain_ttc.strategies.search.dvts import DVTS
 from langchain_ttc.strategies.search.particle_filtering import PARTICLE_FILTERING
@@ -49,6 +51,8 @@ STRATEGIES: dict[str, StrategySpec] = {
         SELF_REFINE,
         ADAPTIVE_MAJORITY_VOTE,
         ADAPTIVE_WEIGHTED_BEST_OF_N,
+        USC,
+        TOURNAMENT,
     )
 }
 """Every strategy of the families by name (the router, above them, joins them in :mod:`langchain_ttc.wiring`)."""
