@@ -30,6 +30,7 @@ import importlib.util
 import math
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def _training_script():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("train_arith", TRAINING)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)
     return module
 
