@@ -369,7 +369,7 @@ def _train_loop(
         print(f"resuming from {state_file} at step {first}", flush=True)
     model.train()
     started = time.time()
-    running = 0.0
+    running, logged = 0.0, 0
     for step in range(first, recipe.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, recipe)
@@ -378,12 +378,12 @@ def _train_loop(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        running += loss.item()
+        running, logged = running + loss.item(), logged + 1
         done = step + 1
         if done % log_every == 0:
             rate = (time.time() - started) / (done - first)
-            print(f"step {done}/{recipe.steps} loss {running / log_every:.4f} {rate:.2f}s/step", flush=True)
-            running = 0.0
+            print(f"step {done}/{recipe.steps} loss {running / logged:.4f} {rate:.2f}s/step", flush=True)
+            running, logged = 0.0, 0
             if on_log is not None:
                 on_log(done)
         if done % save_every == 0 and done < recipe.steps:
