@@ -1,12 +1,16 @@
 """A real ``langgraph dev`` server on a free loopback port serves every strategy graph offline with no
-configuration; each runs through ``langgraph_sdk`` with its progress events. A second one, configured
-by environment variables only, runs its graphs on a real vLLM policy server. Servers are stopped by PID."""
+configuration; each runs through ``langgraph_sdk`` with its progress events; a cancelled run stops its
+engine work (the server's CPU goes idle) and the next run on the thread completes. A second one,
+configured by environment variables only, runs its graphs on a real vLLM policy server. Servers are
+stopped by PID."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,10 +37,15 @@ def _langgraph_dev(**env: str) -> tuple[list[str], str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def server_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     command, url, env = _langgraph_dev()  # langgraph.json forces no offline mode: the Arith world is package data
-    with running_server(command, f"{url}/ok", cwd=ROOT, env=env):
-        yield url
+    with running_server(command, f"{url}/ok", cwd=ROOT, env=env) as process:
+        yield url, process
+
+
+@pytest.fixture(scope="module")
+def server(server_process: tuple[str, subprocess.Popen[bytes]]) -> str:
+    return server_process[0]
 
 
 GRAPHS = json.loads((ROOT / "langgraph.json").read_text())["graphs"]
@@ -86,6 +95,64 @@ def test_graph_runs_through_the_sdk_with_progress_events(server: str, graph_id: 
         assert routed["budget"] == 4 and result["metadata"]["routing"] == {
             k: v for k, v in routed.items() if k != "type"
         }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time used so far by the process ``pid`` and its children."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _cpu_used(pid: int, over_s: float = 3.0) -> float:
+    """CPU seconds the server spends over the next ``over_s`` seconds (its engine work, when it has any)."""
+    before = _cpu_seconds(pid)
+    time.sleep(over_s)
+    return _cpu_seconds(pid) - before
+
+
+def _status(client: Any, thread_id: str, run_id: str, wanted: set[str], timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while (status := client.runs.get(thread_id, run_id)["status"]) not in wanted:
+        assert time.monotonic() < deadline, f"the run stayed {status!r}, not one of {sorted(wanted)}"
+        time.sleep(0.2)
+    return str(status)
+
+
+@pytest.mark.parametrize(("action", "wait"), [("interrupt", False), ("rollback", True)])
+def test_a_cancelled_run_stops_its_engine_work(
+    server_process: tuple[str, subprocess.Popen[bytes]], action: str, wait: bool
+) -> None:
+    from langgraph_sdk import get_sync_client
+    from langgraph_sdk.errors import NotFoundError
+
+    url, process = server_process
+    client = get_sync_client(url=url)
+    thread_id = client.threads.create()["thread_id"]
+    # 1024 samples (the largest budget) of up to 256 tokens: 16 batches of 64 rows, minutes of work on CPU.
+    run = client.runs.create(thread_id, "majority_vote", input={"problem": PROBLEM}, context={"n": 1024})
+    _status(client, thread_id, run["run_id"], {"running"})
+    busy = _cpu_used(process.pid)  # the engine generating
+    client.runs.cancel(thread_id, run["run_id"], wait=wait, action=action)  # type: ignore[arg-type]
+    if action == "interrupt":
+        assert _status(client, thread_id, run["run_id"], {"interrupted", "success", "error"}) == "interrupted"
+    else:  # a rolled-back run is deleted
+        with pytest.raises(NotFoundError):
+            client.runs.get(thread_id, run["run_id"])
+    idle = _cpu_used(process.pid)  # nothing left running: the cancelled run's generation stopped
+    assert idle < busy / 4, f"the server used {idle:.2f} CPU s in 3 s after the cancel, {busy:.2f} before it"
+    short = client.runs.create(thread_id, "majority_vote", input={"problem": PROBLEM}, context={"n": 2, "seed": 0})
+    assert _status(client, thread_id, short["run_id"], {"success", "error", "interrupted"}) == "success"
+    values = client.threads.get_state(thread_id)["values"]
+    assert len(values["result"]["candidates"]) == 2  # the next run on the thread ran to the end
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,16 @@ together (each repeated ``n`` times, left padded) into as few ``generate`` calls
 allows. Chats go through the tokenizer's chat template; a ``partial`` assistant text is continued in
 place (``continue_final_message``), not answered in a new turn.
 
+**Seeds are per request.** Completion ``k`` of a request seeded with ``s`` draws its tokens from its
+own random stream, seeded ``s + k`` (vLLM's rule), while every row of a batch shares one forward
+pass: a request gives the same completions alone or merged with other concurrent requests (by
+:class:`~langchain_ttc.engines.batching.MicroBatchingPolicy`, say), at any batch size. Unseeded
+requests draw from torch's global generator.
+
+**Cancelled calls stop.** ``ainvoke`` runs in a stoppable worker thread
+(:func:`~langchain_ttc.engines.batching.in_stoppable_thread`): when its caller is cancelled, the
+running ``generate`` stops after the current token and no further batch starts.
+
 Example:
     >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
     >>> policy = TransformersPolicy.from_pretrained(arith_checkpoint("small"))
@@ -24,10 +34,20 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
+from langchain_ttc.engines.batching import StopSignal, check_stop, current_stop_signal, in_stoppable_thread
 from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.references import resolve_model_reference
 
@@ -42,6 +62,58 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def row_generators(seed: int | None, n: int) -> list[torch.Generator | None]:
+    """The random streams of a request's ``n`` completions: completion ``k`` is seeded ``seed + k`` (``None``: global).
+
+    Example:
+        >>> a, b = row_generators(7, 2)
+        >>> torch.rand(1, generator=a).item() == torch.rand(1, generator=row_generators(7, 1)[0]).item()
+        True
+        >>> row_generators(None, 2)
+        [None, None]
+
+    """
+    if seed is None:
+        return [None] * n
+    return [torch.Generator().manual_seed((seed + k) % (1 << 63)) for k in range(n)]
+
+
+class _RowSampler(LogitsProcessor):
+    """Samples each row's next token from its own generator (temperature, then nucleus ``top_p``).
+
+    Runs under greedy decoding: it returns ``0`` for the drawn token and ``-inf`` elsewhere, so the
+    argmax is the draw. A row's draw depends only on its logits and its generator, never on the
+    other rows of the batch.
+    """
+
+    def __init__(self, generators: list[torch.Generator | None], temperature: float, top_p: float) -> None:
+        self.generators = generators
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:  # keep the smallest set of likeliest tokens whose mass reaches top_p
+            ranked, order = probs.sort(dim=-1, descending=True)
+            ranked = ranked.masked_fill(ranked.cumsum(dim=-1) - ranked >= self.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter_(-1, order, ranked)
+        cdf = probs.cumsum(dim=-1)
+        draws = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(cdf.device)
+        tokens = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1), right=True)
+        tokens = tokens.clamp(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, tokens, 0.0)  # type: ignore[return-value]
+
+
+class _StopOnSignal(StoppingCriteria):
+    """Ends ``generate`` for every row once the engine call's stop signal is set (its caller was cancelled)."""
+
+    def __init__(self, signal: StopSignal) -> None:
+        self.signal = signal
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.signal.is_set(), dtype=torch.bool)  # type: ignore[return-value]
 
 
 class TransformersPolicy(PolicyEngine):
@@ -96,34 +168,41 @@ class TransformersPolicy(PolicyEngine):
         with self._lock:
             for indices in groups.values():
                 rows = [i for i in indices for _ in range(requests[i].n)]
+                streams = [g for i in indices for g in row_generators(requests[i].seed, requests[i].n)]
                 first = requests[indices[0]]
-                seeds = [requests[i].seed for i in indices if requests[i].seed is not None]
-                if seeds:  # one generator for the batch, seeded by its requests' (distinct) seeds
-                    torch.manual_seed(hash(tuple(seeds)) % (1 << 63))
                 for start in range(0, len(rows), self.batch_size):
-                    chunk = rows[start : start + self.batch_size]
-                    for i, completion in zip(
-                        chunk, self._generate_rows([prompt_ids[i] for i in chunk], first), strict=True
-                    ):
+                    check_stop()  # a cancelled caller starts no further batch
+                    chunk = slice(start, start + self.batch_size)
+                    generated = self._generate_rows([prompt_ids[i] for i in rows[chunk]], first, streams[chunk])
+                    check_stop()  # a batch the stop cut short is not a result
+                    for i, completion in zip(rows[chunk], generated, strict=True):
                         completions[i].append(completion)
         return [
             GenerationResult(completions=c, prompt_tokens=len(ids))
             for c, ids in zip(completions, prompt_ids, strict=True)
         ]
 
+    async def _agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return await in_stoppable_thread(self._generate, requests)
+
     @torch.no_grad()
-    def _generate_rows(self, rows: list[list[int]], settings: GenerationRequest) -> list[Completion]:
+    def _generate_rows(
+        self, rows: list[list[int]], settings: GenerationRequest, streams: list[torch.Generator | None]
+    ) -> list[Completion]:
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             input_ids[i, width - len(row) :] = torch.tensor(row)
             attention_mask[i, width - len(row) :] = 1
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
-            if settings.temperature > 0
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        )
+        # Greedy decoding; at temperature > 0 each row's token is drawn by its own stream (_RowSampler).
+        sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if settings.temperature > 0:
+            sampler = _RowSampler(streams, settings.temperature, settings.top_p)
+            sampling["logits_processor"] = LogitsProcessorList([sampler])
+        signal = current_stop_signal()
+        if signal is not None:
+            sampling["stopping_criteria"] = StoppingCriteriaList([_StopOnSignal(signal)])
         output = self.model.generate(
             input_ids=input_ids.to(self.model.device),
             attention_mask=attention_mask.to(self.model.device),

@@ -12,7 +12,8 @@ In: :class:`~langchain_ttc.core.types.ScoreRequest` objects (a problem and its s
 
 Requests are batched (right padded, so causal attention keeps each row's scores independent of the
 others) with a configurable batch size. Tokenizers are checked for the protocol's special tokens
-before any weights load.
+before any weights load. ``ainvoke`` runs in a stoppable worker thread: a cancelled caller starts no
+further batch (:func:`~langchain_ttc.engines.batching.in_stoppable_thread`).
 
 Example:
     >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
@@ -42,6 +43,7 @@ from transformers import (
 
 from langchain_ttc.core.types import ScoreRequest, StepScores
 from langchain_ttc.engines.base import PRMEngine
+from langchain_ttc.engines.batching import check_stop, in_stoppable_thread
 from langchain_ttc.engines.math_shepherd_format import DEFAULT_BAD_TOKEN, DEFAULT_GOOD_TOKEN, DEFAULT_STEP_TAG
 from langchain_ttc.engines.prm_formats import GenerativeFormat, MathShepherdFormat, QwenMathFormat, RLHFlowFormat
 from langchain_ttc.engines.references import resolve_model_reference
@@ -84,6 +86,7 @@ class _BatchedPRM(PRMEngine):
         todo = [i for i, (ids, _) in enumerate(encoded) if ids]
         with self._lock, torch.no_grad():
             for start in range(0, len(todo), self.batch_size):
+                check_stop()  # a cancelled caller (see in_stoppable_thread) starts no further batch
                 chunk = todo[start : start + self.batch_size]
                 input_ids, attention_mask = _pad_right([encoded[i][0] for i in chunk], self._pad_id)
                 scores = self._read(input_ids, attention_mask, [encoded[i][1] for i in chunk])
@@ -95,6 +98,9 @@ class _BatchedPRM(PRMEngine):
                         )
                     results[i] = StepScores(scores=row, num_tokens=len(encoded[i][0]))
         return results
+
+    async def _ascore(self, requests: list[ScoreRequest]) -> list[StepScores]:
+        return await in_stoppable_thread(self._score, requests)
 
 
 class GenerativePRM(_BatchedPRM):

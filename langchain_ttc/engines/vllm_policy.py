@@ -11,11 +11,14 @@ the text. vLLM's finish reasons map to ours: ``length`` → ``"length"``; ``stop
 A request's seed is used as given: vLLM samples completion ``k`` with ``seed + k``. Strategies give
 every request of a call its own range of seeds (:func:`langchain_ttc.core.seeds.seed_requests`).
 
-:class:`VLLMPolicy` runs ``LLM.generate`` under a lock: concurrent calls queue. :class:`AsyncVLLMPolicy`
+:class:`VLLMPolicy` runs ``LLM.generate`` under a lock: concurrent calls queue. Under ``ainvoke`` it
+runs in a stoppable worker thread (:func:`~langchain_ttc.engines.batching.in_stoppable_thread`) and
+steps the engine itself: a cancelled caller's requests are aborted after the current engine step,
+and the lock is free for the next call. :class:`AsyncVLLMPolicy`
 runs vLLM's ``AsyncLLM`` on the engine's own event loop: every request of every concurrent call
 (64 graph runs under ``ainvoke``, or ``graph.batch``) enters vLLM's scheduler at once and is
 continuously batched with the others; callers on any event loop await the results without a worker
-thread.
+thread; a cancelled caller's requests are aborted in vLLM (its ``generate`` streams are closed).
 
 GPU memory: vLLM takes ``gpu_memory_utilization`` of the GPU per engine (0.9 by default). A policy and a
 PRM in one process must split it; :meth:`VLLMPolicy.from_pretrained` and
@@ -41,6 +44,7 @@ from typing import Any
 
 from langchain_ttc.core.types import Completion, GenerationRequest, GenerationResult
 from langchain_ttc.engines.base import PolicyEngine
+from langchain_ttc.engines.batching import check_stop, current_stop_signal, in_stoppable_thread
 from langchain_ttc.engines.chat_template import prompt_token_ids
 from langchain_ttc.engines.references import resolve_model_reference
 
@@ -141,8 +145,33 @@ class VLLMPolicy(PolicyEngine):
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         prompts, params, owners, lengths = vllm_inputs(self.tokenizer, requests, self.max_model_len)
         with self._lock:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            if current_stop_signal() is None or not hasattr(self.llm, "enqueue"):
+                outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            else:
+                outputs = self._run_stoppable(prompts, params)
         return vllm_results(outputs, owners, lengths)
+
+    async def _agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return await in_stoppable_thread(self._generate, requests)
+
+    def _run_stoppable(self, prompts: list[Any], params: list[Any]) -> list[Any]:
+        """``LLM.generate``, stepping the engine here so that a cancelled caller's requests are aborted.
+
+        Raises:
+            StopRequested: If the caller was cancelled (its requests are aborted first).
+
+        """
+        engine = self.llm.llm_engine
+        ids = self.llm.enqueue(prompts, params, use_tqdm=False)
+        finished: list[Any] = []
+        try:
+            while engine.has_unfinished_requests():
+                check_stop()
+                finished.extend(output for output in engine.step() if output.finished)
+        except BaseException:
+            engine.abort_request(list(ids), internal=True)
+            raise
+        return sorted(finished, key=lambda output: int(output.request_id))  # LLM.generate's order
 
 
 def _engine_options(
