@@ -23,6 +23,22 @@ def free_port() -> int:
 
 
 @contextmanager
+def serving_in_thread(server: Any) -> Iterator[None]:
+    """Run a ``uvicorn.Server`` on a daemon thread until the block ends, then stop it and join the thread."""
+    import threading
+
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+@contextmanager
 def running_server(command: list[str], health_url: str, *, cwd: Path | None = None, env: dict[str, Any] | None = None,
                    timeout_s: float = 300) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
     """Start ``command`` in its own process group, wait for ``health_url``, and stop it by PID on exit."""

@@ -33,8 +33,10 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,14 +110,22 @@ class OpenAICompatiblePolicy(PolicyEngine):
         self._tokenizer, self._tokenizer_error = _load_tokenizer(tokenizer, model)
         self._max_model_len: int | None = None  # read from the server's /v1/models on first use
         self._max_model_len_read = False
+        self._read_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._read_locks = weakref.WeakKeyDictionary()
 
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return self.client.run(self._agenerate(requests))
 
     async def _agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if not self._max_model_len_read:
-            self._max_model_len, self._max_model_len_read = await self._read_max_model_len(), True
-        return await gather_all([self._one(r) for r in requests])
+            await self._read_context_window()
+        groups = self._coalesced(requests)
+        replies = await gather_all([self._send(group) for group in groups])
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for group, parts in zip(groups, replies, strict=True):
+            for index, result in zip(group.members, parts, strict=True):
+                results[index] = result
+        return [r for r in results if r is not None]
 
     @property
     def tokenizer(self) -> Any:
@@ -139,6 +149,13 @@ class OpenAICompatiblePolicy(PolicyEngine):
             return (request.prompt or "") + request.partial
         return prompt_token_ids(self.tokenizer, request)
 
+    async def _read_context_window(self) -> None:
+        """Read the context window once: concurrent first calls on one event loop wait for one request."""
+        lock = self._read_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            if not self._max_model_len_read:
+                self._max_model_len, self._max_model_len_read = await self._read_max_model_len(), True
+
     async def _read_max_model_len(self) -> int | None:
         """The served model's context window (vLLM lists it in ``/v1/models``), or ``None`` if not given."""
         listing = await self.client.aget("/v1/models")
@@ -146,33 +163,71 @@ class OpenAICompatiblePolicy(PolicyEngine):
         lengths = [m.get("max_model_len") for m in models if m.get("id") == self.model]
         return lengths[0] if lengths and isinstance(lengths[0], int) else None
 
-    def _bodies(self, request: GenerationRequest) -> list[dict[str, Any]]:
-        copies, n = (request.n, 1) if request.temperature == 0 else (1, request.n)
-        prompt = self.prompt(request)
+    def _body(self, request: GenerationRequest, prompt: list[int] | str) -> dict[str, Any]:
+        """The ``/v1/completions`` body of a request (``n`` and ``seed`` as the request has them)."""
         max_tokens = request.max_tokens
         if isinstance(prompt, list):
             max_tokens = fitted_max_tokens(max_tokens, len(prompt), self._max_model_len)
-        body: dict[str, Any] = {
+        return {
             "model": self.model,
             "prompt": prompt,
-            "n": n,
+            "n": request.n,
             "max_tokens": max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
             "stop": request.stop or None,
             "include_stop_str_in_output": True,
             "return_token_ids": True,
+            "seed": request.seed,
         }
-        return [{**body, "seed": None if request.seed is None else request.seed + copy} for copy in range(copies)]
 
-    async def _one(self, request: GenerationRequest) -> GenerationResult:
-        key = routing_key(request)
-        replies = await gather_all(
-            [self.client.apost("/v1/completions", body, key=key) for body in self._bodies(request)]
-        )
+    def _coalesced(self, requests: list[GenerationRequest]) -> list[_Group]:
+        """The HTTP requests of one call: sampled requests for one prompt go out as one request with their ``n`` summed.
+
+        Requests with the same prompt and sampling settings (resampled particles that are copies of
+        one partial solution, say) are merged when the merged request samples exactly what they would:
+        none is seeded, or each one's seed follows the previous one's block (``seed + n``, as
+        :func:`~langchain_ttc.core.seeds.seed_requests` assigns them; vLLM seeds the ``k``-th sample
+        ``seed + k``). Each is then answered with its own consecutive choices. Greedy requests are
+        not merged (each is sent as its copies). A prompt is rendered once per call.
+        """
+        groups: list[_Group] = []
+        open_groups: dict[tuple[Any, ...], _Group] = {}
+        prompts: dict[tuple[str, str], list[int] | str] = {}
+        for index, request in enumerate(requests):
+            key = routing_key(request)
+            rendered = (key, request.partial)
+            if rendered not in prompts:
+                prompts[rendered] = self.prompt(request)
+            prompt = prompts[rendered]
+            if request.temperature == 0:
+                copies = [{**self._body(request, prompt), "n": 1, "seed": seed} for seed in _copy_seeds(request)]
+                groups.append(_Group([index], [request.n], copies, key))
+                continue
+            same = (rendered, request.max_tokens, request.temperature, request.top_p, tuple(request.stop))
+            group = open_groups.get(same)
+            if group is not None and group.follows(request):
+                group.add(index, request)
+                continue
+            group = _Group([index], [request.n], [self._body(request, prompt)], key)
+            groups.append(group)
+            open_groups[same] = group
+        return groups
+
+    async def _send(self, group: _Group) -> list[GenerationResult]:
+        """Send a group's bodies; one result per member, each with its own choices in order."""
+        replies = await gather_all([self.client.apost("/v1/completions", body, key=group.key) for body in group.bodies])
         parts = [self._result(reply) for reply in replies]
         completions: list[Completion] = [c for part in parts for c in part.completions]
-        return GenerationResult(completions=completions, prompt_tokens=parts[0].prompt_tokens)
+        results, start = [], 0
+        for n in group.counts:
+            results.append(
+                GenerationResult(completions=completions[start : start + n], prompt_tokens=parts[0].prompt_tokens)
+            )
+            start += n
+        if start != len(completions):
+            raise ServerError(f"the server returned {len(completions)} completions for {start} requested samples.")
+        return results
 
     @staticmethod
     def _result(payload: dict[str, Any]) -> GenerationResult:
@@ -189,6 +244,30 @@ class OpenAICompatiblePolicy(PolicyEngine):
                 completion_from_vllm(text or "", tokens, choice.get("finish_reason"), choice.get("stop_reason"))
             )
         return GenerationResult(completions=completions, prompt_tokens=usage.get("prompt_tokens", 0))
+
+
+def _copy_seeds(request: GenerationRequest) -> list[int | None]:
+    """The seeds of a greedy request's ``n`` copies (``seed + k``, or none)."""
+    return [None if request.seed is None else request.seed + copy for copy in range(request.n)]
+
+
+class _Group:
+    """One prompt's requests of a call, sent together: their indices, sample counts, bodies and routing key."""
+
+    def __init__(self, members: list[int], counts: list[int], bodies: list[dict[str, Any]], key: str) -> None:
+        self.members, self.counts, self.bodies, self.key = members, counts, bodies, key
+
+    def follows(self, request: GenerationRequest) -> bool:
+        """Whether merging ``request`` into this (sampled) group samples exactly what sending it alone would."""
+        (body,) = self.bodies
+        if body["seed"] is None or request.seed is None:
+            return body["seed"] is None and request.seed is None
+        return bool(request.seed == body["seed"] + body["n"])
+
+    def add(self, index: int, request: GenerationRequest) -> None:
+        self.members.append(index)
+        self.counts.append(request.n)
+        self.bodies[0]["n"] += request.n
 
 
 def _load_tokenizer(tokenizer: Any, model: str) -> tuple[Any, str]:
