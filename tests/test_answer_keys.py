@@ -32,7 +32,8 @@ def test_the_strict_key_stays_the_default() -> None:
     for function in (majority_vote, weighted_best_of_n):
         assert inspect.signature(function).parameters["key"].default is MATH_ANSWERS
     for factory in (create_majority_vote_graph, create_weighted_best_of_n_graph):
-        assert inspect.signature(factory).parameters["answer_key"].default is MATH_ANSWERS
+        assert inspect.signature(factory).parameters["answers"].default == MATH_ANSWERS.name == "math"
+        assert inspect.signature(factory).parameters["answer_key"].default is None  # a key object only when given
     assert REFERENCE_MATH_ANSWERS.name == "reference-math" and not REFERENCE_MATH_ANSWERS.reads_tool_calls
 
 

@@ -344,3 +344,110 @@ def test_calibration_pilots_get_the_system_prompt() -> None:
     )
     calibration.run_problem(EvalProblem(id="p", problem="easy problem", answer="4", level="1"))
     assert all(r.messages and r.messages[0] == {"role": "system", "content": "SYS"} for c in policy.calls for r in c)
+
+
+def _budget_records() -> list[dict[str, Any]]:
+    """20 problems in two bins: easy ones are solved by "a" from budget 4, hard ones need 16 (one slip at 8)."""
+    rows = []
+    for i in range(20):
+        hard = i >= 10
+        correct = {
+            "4": {"a": not hard, "b": False},
+            "8": {"a": not hard, "b": hard and i != 10},  # 9 of 10 hard ones at 8
+            "16": {"a": not hard, "b": hard},
+        }
+        rows.append({"id": str(i), "difficulty": {"prm_score": i / 20}, "correct": correct})
+    return rows
+
+
+def test_budget_fit_picks_the_smallest_budget_within_the_tolerance() -> None:
+    from langchain_ttc.evaluation.fit import BudgetChoice, fit_budgets
+
+    records = _budget_records()
+
+    def fit(**choice: Any) -> dict[int, dict[str, tuple[int, str]]]:
+        chosen = fit_budgets(
+            records, estimator="prm_score", bin_count=2, labels=["a", "b"], choice=BudgetChoice(**choice)
+        )
+        return chosen.choices
+
+    # easy: "a" is as good at 4 as at 16; hard: "b" is 90% at 8 against 100% at 16.
+    assert fit(tolerance=0.1) == {4: {"easy": (4, "a"), "hard": (4, "a")}, 8: {"easy": (4, "a"), "hard": (8, "b")},
+                                  16: {"easy": (4, "a"), "hard": (8, "b")}}  # fmt: skip
+    assert fit(tolerance=0.05)[16] == {"easy": (4, "a"), "hard": (16, "b")}  # 10 points off is too far now
+    assert fit(tolerance=0.0)[16] == {"easy": (4, "a"), "hard": (16, "b")}  # 0: only as accurate as the best
+    assert fit(max_budget=8) == {4: {"easy": (4, "a"), "hard": (4, "a")}, 8: {"easy": (4, "a"), "hard": (8, "b")}}
+    # A tie at the smallest budget goes as fit_choices' ties go: to the label more accurate over all, then the first.
+    for r in records:
+        r["correct"]["4"]["c"] = r["correct"]["4"]["a"]
+        r["correct"]["8"]["c"] = r["correct"]["16"]["c"] = r["correct"]["4"]["a"]
+    chosen = fit_budgets(records, estimator="prm_score", bin_count=2, labels=["c", "a", "b"], choice=BudgetChoice())
+    assert chosen.choices[16]["easy"] == (4, "c")
+    with pytest.raises(ValueError, match=r"--max-budget=32 is not a calibrated budget \(--budgets 4 8 16\)"):
+        fit(max_budget=32)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"tolerance": -0.1}, "--tolerance=-0.1 is invalid: input should be greater than or equal to 0"),
+     ({"tolerance": 1.0}, "--tolerance=1.0 is invalid: input should be less than 1"),
+     ({"max_budget": 0}, "--max-budget=0 is invalid: input should be greater than or equal to 1")],
+)  # fmt: skip
+def test_bad_budget_options_are_refused_naming_the_flag(options: dict[str, Any], message: str) -> None:
+    from langchain_ttc.evaluation.fit import budget_choice
+
+    with pytest.raises(ValueError, match=message):
+        budget_choice(**options)
+
+
+def test_cli_refits_a_budget_choosing_table_and_refuses_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "records.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in _budget_records()))
+    output = tmp_path / "table.json"
+    args = ["calibrate", "--from-records", str(source), "--strategies", "majority_vote", "best_of_n"]
+    args += ["--pilots", "2", "--bins", "2", "--output", str(output)]
+    for bad, message in ((["--tolerance", "1.5"], "--tolerance=1.5 is invalid"),
+                         (["--max-budget", "0"], "--max-budget=0 is invalid")):  # fmt: skip
+        assert main([*args, *bad]) == 2 and message in capsys.readouterr().err
+    records = [{**r, "correct": {b: {"majority_vote": c["a"], "best_of_n": c["b"]} for b, c in r["correct"].items()}}
+               for r in _budget_records()]  # fmt: skip
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([*args, "--tolerance", "0.1"]) == 0
+    table = load_table(output)
+    assert sorted(table.budgets) == [4, 8, 16]
+    assert {n: c.budget for n, c in table.budgets[16].items()} == {"easy": 4, "hard": 8}
+    assert table.budgets[16]["hard"].strategy == "best_of_n"
+    held_out = table.calibration["budget_choice"]["held_out_router"]["16"]
+    assert 4 <= held_out["mean_budget"] < 16 and 0 < held_out["accuracy"] <= 1
+    assert table.calibration["budget_choice"]["tolerance"] == 0.1
+
+
+def test_the_router_spends_the_bins_budget_of_a_budget_choosing_table() -> None:
+    table = json.loads(json.dumps(TABLE))
+    table["budgets"]["8"]["easy"] = {"strategy": "majority_vote", "budget": 2}  # the pilots settle it
+    table["budgets"]["8"]["medium"] = {"strategy": "weighted_best_of_n", "budget": 4}
+    for problem, chosen, drawn in (("easy problem", 2, [[2]]), ("medium problem", 4, [[2], [2]]),
+                                   ("hard problem", 8, [[2], [6]])):  # fmt: skip
+        policy, prm = engines()
+        result, events = run(create_compute_optimal_graph(policy, prm, budget=8, table=table), problem)
+        routing = result.metadata["routing"]
+        assert (routing["budget"], routing["chosen_budget"]) == (8, chosen)
+        assert [[r.n for r in call] for call in policy.calls] == drawn  # the policy samples the bin's budget
+        assert sum(r.n for call in policy.calls for r in call) <= chosen
+        assert next(e for e in events if e["type"] == "ttc.routed")["chosen_budget"] == chosen
+
+
+def test_an_old_table_loads_and_spends_the_users_budget(tmp_path: Path) -> None:
+    old = load_table(TABLE)  # written before budgets were chosen: no "budget" in any choice
+    assert all(c.budget is None and c.spends(8) == 8 for choices in old.budgets.values() for c in choices.values())
+    save_table(old, tmp_path / "old.json")
+    assert '"budget": null' not in (tmp_path / "old.json").read_text()  # saved as it was written
+    policy, prm = engines()
+    result, _ = run(create_compute_optimal_graph(policy, prm, budget=8, table=TABLE), "medium problem")
+    assert result.metadata["routing"]["chosen_budget"] == 8 and sum(r.n for c in policy.calls for r in c) == 8
+    table = json.loads(json.dumps(TABLE))
+    table["budgets"]["4"]["easy"] = {"strategy": "majority_vote", "budget": 8}
+    with pytest.raises(ValueError, match=r"budget 4, bin 'easy': its budget 8 is outside \[2, 4\]"):
+        load_table(table)

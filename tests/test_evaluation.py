@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from langchain_ttc.core.metrics import inference_flops
 from langchain_ttc.core.types import Candidate
+from langchain_ttc.engines.batching import MicroBatchingPolicy
+from langchain_ttc.evaluation.compute import ModelSizes, model_parameters
 from langchain_ttc.evaluation.datasets import EvalProblem, gsm8k_answer, load_problems
-from langchain_ttc.evaluation.run import EvalConfig, coverage, grade
+from langchain_ttc.evaluation.report import summary_markdown, summary_rows
+from langchain_ttc.evaluation.run import EvalConfig, _graphs, coverage, evaluate_problem, grade
 from langchain_ttc.evaluation.scaling import budgets, subsampled_answers
+from tests.fakes import ScriptedPolicy, ScriptedPRM
 
 DATA = Path(__file__).resolve().parent / "data"  # samples of the real sets: tests/data/README.md
 
@@ -83,6 +88,70 @@ def test_grading_with_math_verify_and_gsm8k_answers() -> None:
     assert gsm.answer == "18"
 
 
+SOLUTIONS = ["2+2=4.\n\nThe answer is \\boxed{4}.", "2+2=5.\n\nThe answer is \\boxed{5}."]
+
+
+def _cost_record(sizes: ModelSizes) -> tuple[dict, ScriptedPolicy]:
+    policy = ScriptedPolicy(SOLUTIONS[:1])  # every sample agrees: an adaptive vote stops at its first wave
+    prm = ScriptedPRM(lambda _problem, _step: 0.9)
+    config = EvalConfig(dataset="arith", strategies=["majority_vote", "weighted_best_of_n", "adaptive_majority_vote"],
+                        n_max=8, budgets=[8], seed=1)  # fmt: skip
+    problem = EvalProblem(id="0", problem="2+2?", answer="4", level="1")
+    return evaluate_problem(problem, config, _graphs(config, policy, prm), sizes=sizes), policy
+
+
+def test_eval_records_samples_and_flops_per_strategy_and_budget() -> None:
+    record, _ = _cost_record(ModelSizes(policy=100, verifier=10))
+    sample_run, adaptive_run = record["usage"]["sampling@8"], record["usage"]["adaptive_majority_vote@8"]
+    per_sample = len(SOLUTIONS[0])  # the scripted policy's tokens per sample
+    # majority vote at 2 reads the first 2 samples and the prompt once, and no score: no verifier FLOPs.
+    assert record["cost"]["majority_vote@2"] == {
+        "samples": 2, "policy_flops": 2 * 100 * (2 * per_sample + sample_run["prompt_tokens"]),
+        "verifier_flops": 0.0, "flops": 2 * 100 * (2 * per_sample + sample_run["prompt_tokens"]),
+    }  # fmt: skip
+    # weighted best-of-N at 4 is charged half the PRM's reading of the 8 samples.
+    weighted = record["cost"]["weighted_best_of_n@4"]
+    assert (
+        weighted["verifier_flops"] == pytest.approx(2 * 10 * sample_run["prm_tokens"] / 2) and weighted["samples"] == 4
+    )
+    assert weighted["flops"] == pytest.approx(weighted["policy_flops"] + weighted["verifier_flops"])
+    # the adaptive vote stopped before its budget: charged what it drew.
+    adaptive = record["cost"]["adaptive_majority_vote@8"]
+    assert adaptive["samples"] == 4 < 8 and adaptive["verifier_flops"] == 0.0
+    assert adaptive["policy_flops"] == 2 * 100 * (adaptive_run["completion_tokens"] + adaptive_run["prompt_tokens"])
+    assert record["cost"]["majority_vote@8"]["policy_flops"] > adaptive["policy_flops"]
+    rows = {(r["strategy"], r["n"]): r for r in summary_rows([record, record])}
+    assert rows["adaptive_majority_vote", 8]["samples"] == 4.0 and rows["pass", 8]["flops"] == "-"
+    summary = summary_markdown([record], title="t")
+    assert "| samples | FLOPs | policy FLOPs | verifier FLOPs |" in summary
+    assert f"| adaptive_majority_vote | 8 | 100.0% | 20.7%–100.0% | 4.0 | {adaptive['flops']:.3g} |" in summary
+
+
+def test_flops_of_a_model_of_unknown_size_read_n_a_and_old_records_dash() -> None:
+    record, _ = _cost_record(ModelSizes(policy=None, verifier=10))
+    assert record["cost"]["weighted_best_of_n@8"]["policy_flops"] is None
+    assert record["cost"]["weighted_best_of_n@8"]["verifier_flops"] > 0  # the known model's share is still there
+    old = {key: value for key, value in record.items() if key != "cost"}  # written before costs were recorded
+    rows = {(r["strategy"], r["n"]): r for r in summary_rows([record])}
+    assert rows["majority_vote", 4]["flops"] == "n/a" and rows["majority_vote", 4]["samples"] == 4.0
+    assert {r["flops"] for r in summary_rows([old])} == {"-"}
+    assert inference_flops(None, 0) == 0.0 and inference_flops(7, 3) == 42.0
+
+
+def test_parameter_counts_come_from_the_engines_that_expose_them() -> None:
+    import torch
+
+    class Local(ScriptedPolicy):
+        def __init__(self) -> None:
+            super().__init__(SOLUTIONS)
+            self.model = torch.nn.Linear(3, 2)  # 3 x 2 weights + 2 biases
+
+    assert model_parameters(Local()) == 8
+    assert model_parameters(MicroBatchingPolicy(Local())) == 8  # looked through the wrapper
+    assert model_parameters(ScriptedPolicy(SOLUTIONS)) is None  # a remote model: its size is unknown
+    assert ModelSizes.of(Local(), None) == ModelSizes(policy=8, verifier=None)
+
+
 @pytest.mark.integration
 def test_eval_on_arith_writes_results_summary_and_plot(tmp_path: Path) -> None:
     output = tmp_path / "arith.jsonl"
@@ -107,6 +176,9 @@ def test_eval_on_arith_writes_results_summary_and_plot(tmp_path: Path) -> None:
     summary = output.with_suffix(".md").read_text()
     assert "| weighted_best_of_n | 4 |" in summary and "95% CI" in summary and "| pass (ceiling) | 4 |" in summary
     assert output.with_suffix(".png").stat().st_size > 1000
+    assert all(set(r["cost"]) == keys for r in rows) and rows[0]["cost"]["beam_search@4"]["flops"] > 0
+    summary_json = json.loads(output.with_suffix(".summary.json").read_text())
+    assert {(r["strategy"], r["n"]) for r in summary_json} >= {("weighted_best_of_n", 4), ("beam_search", 4)}
     assert "[6/6] 100%" in run.stderr and "problems/s" in run.stderr and "ETA" in run.stderr
 
 

@@ -318,6 +318,7 @@ def test_every_limit_is_a_setting_with_a_safe_default_and_a_variable() -> None:
     settings = load_serve_settings(environ={})
     assert settings.model_dump() == {
         "host": "127.0.0.1", "port": 8000, "api_key": None, "default_n": 16, "max_n": 64, "max_tokens": None,
+        "answers": "math",
         "max_tokens_limit": 4096, "max_body_bytes": 1_048_576, "max_prompt_chars": 65_536, "max_prompt_tokens": 16_384,
         "request_timeout_s": 300.0, "max_in_flight": 16, "max_queue": 64, "shutdown_timeout_s": 30.0,
         "max_connections": 1024,

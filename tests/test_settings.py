@@ -43,6 +43,7 @@ def test_no_configuration_is_the_offline_arith_world() -> None:
     }
     assert load_serve_settings(environ={}).model_dump() == {
         "host": "127.0.0.1", "port": 8000, "api_key": None, "default_n": 16, "max_n": 64, "max_tokens": None,
+        "answers": "math",
         "max_connections": 1024, "max_tokens_limit": 4096, "max_body_bytes": 1_048_576, "max_prompt_chars": 65_536,
         "max_prompt_tokens": 16_384, "request_timeout_s": 300.0, "max_in_flight": 16, "max_queue": 64,
         "shutdown_timeout_s": 30.0,

@@ -3,7 +3,8 @@
 In: the parsed command-line arguments. Out: the table (JSON), the per-problem records (JSONL,
 appended as each problem finishes: a rerun of the same command resumes them) and the accuracy-per-bin
 plot; the table's ``calibration`` section is printed. ``--from-records`` refits from saved records
-without loading a model.
+without loading a model. ``--max-budget`` and/or ``--tolerance`` make the table choose the budget per
+bin too (:class:`~langchain_ttc.evaluation.fit.BudgetChoice`).
 
 Example::
 
@@ -31,6 +32,7 @@ from langchain_ttc.evaluation.calibrate import (
     read_calibration_records,
 )
 from langchain_ttc.evaluation.datasets import load_problems
+from langchain_ttc.evaluation.fit import budget_choice
 from langchain_ttc.evaluation.records import RecordsFile
 from langchain_ttc.evaluation.scaling import check_limits
 from langchain_ttc.strategies.routing.table import load_table, save_table
@@ -88,6 +90,9 @@ def calibrate_command(
         raise ValueError(
             f"--folds={args.folds} must be at least 2 (each fold is routed by a table fitted on the others)."
         )
+    choice = budget_choice(max_budget=args.max_budget, tolerance=args.tolerance)
+    if args.from_records is None:  # a --max-budget off the calibrated budgets fails before any model loads
+        choice.max_budgets(sorted(args.budgets))
     runs = [(c.strategy, n) for c in candidates for n in args.budgets]
     options = {"temperature": args.temperature, "aggregation": args.aggregation, "seed": args.seed}
     check_limits(runs, max_tokens=args.max_tokens, options=options, budget_flag="--budgets", listed=True)
@@ -126,7 +131,7 @@ def calibrate_command(
     }
     table = fit_table(
         records, candidates=candidates, estimator=args.estimator, bin_count=args.bins, pilots=args.pilots,
-        aggregation=args.aggregation, folds=args.folds, provenance=provenance,
+        aggregation=args.aggregation, folds=args.folds, provenance=provenance, budget_choice=choice,
     )  # fmt: skip
     save_table(table, args.output)
     load_table(args.output)  # what was written loads and passes the schema

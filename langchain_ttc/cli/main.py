@@ -33,8 +33,9 @@ from langchain_ttc.core.types import TTCResult
 from langchain_ttc.engines.loading import BACKENDS, PRM_PROTOCOLS
 from langchain_ttc.engines.openai_policy import ServerError
 from langchain_ttc.engines.settings import EngineSettings, ModelSettings, load_engine_settings
+from langchain_ttc.evaluation.fit import BudgetChoice
 from langchain_ttc.evaluation.scaling import sample_strategies
-from langchain_ttc.strategies.config import validated
+from langchain_ttc.strategies.config import ANSWER_KEY_NAMES, answer_key_named, validated
 from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
 from langchain_ttc.strategies.routing.table import routable_strategies
 from langchain_ttc.wiring import DEFAULT_STRATEGY, STRATEGIES, option_fields, strategy_spec
@@ -60,7 +61,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-SOLVE_FLAGS = ("n", "temperature", "top_p", "max_tokens", "seed", "system_prompt")
+SOLVE_FLAGS = ("n", "temperature", "top_p", "max_tokens", "seed", "system_prompt", "answers")
 """Strategy options ``ttc solve`` sets with flags of its own (the rest come from the catalog's configs)."""
 
 
@@ -68,6 +69,14 @@ SYSTEM_PROMPT_HELP = (
     "A system message put before the problem, or a preset: "
     + ", ".join(f"preset:{name}" for name in SYSTEM_PROMPTS)
     + " (preset:search-and-learn is the study's prompt)."
+)
+
+
+ANSWERS_HELP = (
+    "The answer key votes read and compare answers with: "
+    + ", ".join(ANSWER_KEY_NAMES)
+    + " (or multiple-choice:<LETTERS>). Default: math (the last \\boxed{}, by equivalence); reference-math reads "
+    "answers as search-and-learn does (its parser's fallbacks, grouped by canonical form)."
 )
 
 
@@ -164,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-tokens", type=_positive_int, default=2048, help="Default: %(default)s.")
     solve.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling.")
     solve.add_argument("--system-prompt", default=None, help=SYSTEM_PROMPT_HELP)
+    solve.add_argument("--answers", default=None, help=ANSWERS_HELP)
     solve.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
     solve.add_argument(
         "--tree",
@@ -220,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-tokens", type=_positive_int, default=None, help="Tokens per solution (per step); default: strategy's."
     )
+    serve.add_argument(
+        "--answers",
+        default=None,
+        help=ANSWERS_HELP + " Or TTC_SERVE_ANSWERS; a request's ttc_answers overrides it.",
+    )
     add_engine_options(serve)
 
     calibrate = commands.add_parser(
@@ -240,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--estimator", default="prm_score", choices=sorted(ESTIMATORS))
     calibrate.add_argument("--bins", type=_positive_int, default=4, help="Difficulty bins (quantiles).")
     calibrate.add_argument("--folds", type=_positive_int, default=2, help="Held-out folds for the accuracy estimate.")
+    for flag, field, kind in (("--max-budget", "max_budget", int), ("--tolerance", "tolerance", float)):  # the router
+        calibrate.add_argument(flag, type=kind, default=None, help=BudgetChoice.model_fields[field].description)
     add_engine_options(calibrate)
     calibrate.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     calibrate.add_argument("--temperature", type=float, default=0.8)
@@ -365,6 +382,8 @@ def solve(args: argparse.Namespace) -> int:
             f"--strategy {args.strategy} has no option {', '.join('--' + k.replace('_', '-') for k in unused)}; "
             f"its options: {', '.join(spec.options())}."
         )
+    if args.answers is not None:
+        answer_key_named(args.answers, parameter="--answers", objects=False)
     config = validated(spec.config, **options)  # bad options and budgets over the limits fail before any weights load
     if "table" in options or spec.family == "routing":
         from langchain_ttc.strategies.routing.table import load_table
@@ -436,7 +455,7 @@ def _difficulty(text: str) -> tuple[int, int]:
 def evaluate(args: argparse.Namespace) -> int:
     """Run ``ttc eval``; return the exit code. Every input is checked before any model loads."""
     from langchain_ttc.evaluation.datasets import load_problems
-    from langchain_ttc.evaluation.report import plot, summary_markdown
+    from langchain_ttc.evaluation.report import plot, summary_markdown, write_summary_rows
     from langchain_ttc.evaluation.run import EvalConfig, read_records, run_evaluation
 
     difficulty = _difficulty(args.difficulty)
@@ -477,9 +496,10 @@ def evaluate(args: argparse.Namespace) -> int:
     title = f"{args.dataset}: {', '.join(config.strategies)} (policy {config.policy})"
     summary = summary_markdown(records, title=title)
     output.with_suffix(".md").write_text(summary)
+    rows = write_summary_rows(records, output.with_suffix(".summary.json"))  # accuracy, mean samples and FLOPs
     plot(records, output.with_suffix(".png"), title=title)
     print(summary)
-    print(f"results: {output}; summary: {output.with_suffix('.md')}; plot: {output.with_suffix('.png')}")
+    print(f"results: {output}; summary: {output.with_suffix('.md')} and {rows}; plot: {output.with_suffix('.png')}")
     return 0
 
 
@@ -497,7 +517,7 @@ def serve(args: argparse.Namespace) -> int:
     from langchain_ttc.serving import load_serve_settings, run_server
 
     flags = {"host": "--host", "port": "--port", "api_key": "--api-key", "default_n": "--default-n",
-             "max_n": "--max-n", "max_tokens": "--max-tokens"}  # fmt: skip
+             "max_n": "--max-n", "max_tokens": "--max-tokens", "answers": "--answers"}  # fmt: skip
     given = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
     serve_settings = load_serve_settings(overrides=given, config=args.config, origins=flags)
     engines = engine_settings(args)

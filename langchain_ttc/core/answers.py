@@ -31,8 +31,10 @@ split one answer written two ways into two groups that split its votes, where eq
 them together: ``\\{1,2\\}`` and ``\\{2,1\\}``, ``(\\frac{1}{2},3)`` and ``(0.5,3)``,
 ``(x+1)^2`` and ``x^2+2x+1``, ``10\\%`` and ``0.1``; (3) our evaluation grades by equivalence
 (:func:`answers_equivalent`), so voting by the same rule picks what is graded. Use
-:data:`REFERENCE_MATH_ANSWERS` to reproduce the study's votes. Where it still differs from sal: a
-text with no answer at all gives ``None`` (it does not vote), where sal votes with the empty string;
+:data:`REFERENCE_MATH_ANSWERS` (by name, a strategy's ``answers="reference-math"``: the names are
+:func:`langchain_ttc.strategies.config.answer_key_named`'s) to reproduce the study's votes.
+Where it still differs from sal: a text with no answer at all gives ``None`` (it does not vote),
+where sal votes with the empty string;
 the normalisation leaves out two of ``strip_string``'s rules, MathQA's list of unit words
 (``"5 cm"`` stays ``"5cm"``, ``"a and b"`` stays ``"ab"``) and spelled-out numbers
 (``word2number``, not installed); and the two LaTeX parsers disagree on a few inputs (``1\\frac{1}{2}``
@@ -515,14 +517,21 @@ def multiple_choice_answer(text: str, letters: str = "ABCDEFGHIJ") -> str | None
 def multiple_choice_answers(letters: str = "ABCDEFGHIJ") -> AnswerKey:
     """An answer key for multiple-choice questions with these option letters (compared as letters).
 
+    One key per set of letters (cached), so ``answers="multiple-choice:ABCD"`` names this very key.
+
     Example:
         >>> key = multiple_choice_answers("ABCD")
         >>> key.answer_of("Answer: d"), key.answer_of("Answer: E")
         ('D', None)
 
     """
-    if not letters or not letters.isalpha() or not letters.isupper():
+    if not isinstance(letters, str) or not letters or not letters.isalpha() or not letters.isupper():
         raise ValueError(f"letters={letters!r} must be upper-case letters, e.g. 'ABCD'.")
+    return _multiple_choice_key(letters)
+
+
+@functools.cache
+def _multiple_choice_key(letters: str) -> AnswerKey:
     return AnswerKey(
         name=f"multiple-choice:{letters}",
         extract=functools.partial(multiple_choice_answer, letters=letters),

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_ttc.core.answers import extract_boxed
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey, extract_boxed
 from langchain_ttc.core.types import Candidate, Completion, FinishReason
 
 
@@ -81,12 +81,12 @@ class Beam(BaseModel):
         """Whether the search goes on from this beam."""
         return self.finish_reason == "stop"
 
-    def to_candidate(self, delimiter: str) -> Candidate:
-        """The beam as a result candidate (its answer: the last ``\\boxed{}``)."""
+    def to_candidate(self, delimiter: str, key: AnswerKey = MATH_ANSWERS) -> Candidate:
+        """The beam as a result candidate, its answer read by ``key`` (by default the last ``\\boxed{}``)."""
         return Candidate(
             text=self.text,
             steps=split_steps(self.text, delimiter),
-            answer=extract_boxed(self.text),
+            answer=key.answer_of(self.text),
             finish_reason=self.finish_reason,
             num_tokens=self.num_tokens,
             step_scores=self.step_scores or None,
@@ -116,6 +116,12 @@ def extend(parent: Beam, completion: Completion, *, iteration: int) -> Beam:
 
 def answered(beam: Beam) -> Beam:
     """DVTS: a step that states the answer (a complete ``\\boxed{}``) ends the solution like end of sequence.
+
+    The rule reads ``\\boxed{}`` whatever answer key the search votes with (``answers=``), as the
+    reference's does: search-and-learn ends a DVTS subtree once ``"boxed{"`` is in its text and only
+    then reads the answer with its parser. The key decides how finished solutions vote, not when a
+    subtree is done; a solution the key reads an answer from without a ``\\boxed{}`` (``the answer
+    is 7``) goes on until end of sequence, as in the reference.
 
     Example:
         >>> answered(Beam(text="3+4=7\\n\\n\\\\boxed{7}\\n\\n")).finish_reason

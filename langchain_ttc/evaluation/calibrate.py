@@ -4,6 +4,10 @@ In: calibration problems (any dataset the evaluation harness reads), the engines
 the candidate strategies. Out: one record per problem (see :mod:`.fit`), a
 :class:`~langchain_ttc.strategies.routing.table.StrategyTable` fitted on all of them with the held-out
 accuracy of the routing in its ``calibration`` section, and a plot of accuracy per bin per strategy.
+With a :class:`~langchain_ttc.evaluation.fit.BudgetChoice` (``--max-budget``/``--tolerance``) the table
+also chooses the budget: each bin's choice names the smallest budget within the tolerance of the
+best at the maximum (:func:`~langchain_ttc.evaluation.fit.fit_budgets`), and ``calibration`` holds that
+router's held-out accuracy and mean budget.
 
 Each problem is run the way the compute-optimal graph runs it: ``pilots`` samples seeded with the
 seed (the graph's own :func:`~langchain_ttc.strategies.routing.compute_optimal.draw_pilots`), their
@@ -29,7 +33,14 @@ from tqdm import tqdm
 
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.evaluation.datasets import EvalProblem
-from langchain_ttc.evaluation.fit import accuracy, fit_choices, held_out_accuracy
+from langchain_ttc.evaluation.fit import (
+    BudgetChoice,
+    accuracy,
+    fit_budgets,
+    fit_choices,
+    held_out_accuracy,
+    held_out_budget_router,
+)
 from langchain_ttc.evaluation.records import RecordsFile, invoke_until, read_jsonl, run_problems
 from langchain_ttc.evaluation.report import wilson
 from langchain_ttc.evaluation.run import grade
@@ -257,13 +268,38 @@ def fit_table(
     aggregation: str,
     folds: int,
     provenance: dict[str, Any],
+    budget_choice: BudgetChoice | None = None,
 ) -> StrategyTable:
-    """The table fitted on all ``records``, with held-out and per-strategy accuracy in ``calibration``."""
+    """The table fitted on all ``records``, with held-out and per-strategy accuracy in ``calibration``.
+
+    With an enabled ``budget_choice``, the table's budgets are the maximum budgets and each bin's
+    choice names the budget it spends (see :func:`~langchain_ttc.evaluation.fit.fit_budgets`).
+    """
     by_label = {c.label(): c for c in candidates}
     labels = list(by_label)
     fitted = fit_choices(records, estimator=estimator, bin_count=bin_count, labels=labels)
     held_out = held_out_accuracy(records, estimator=estimator, bin_count=bin_count, labels=labels, folds=folds)
     budgets = sorted(fitted.choices)
+    table_budgets = {b: {name: by_label[label] for name, label in fitted.choices[b].items()} for b in budgets}
+    chosen: dict[str, Any] = {}
+    if budget_choice is not None and budget_choice.enabled:
+        spend = fit_budgets(records, estimator=estimator, bin_count=bin_count, labels=labels, choice=budget_choice)
+        table_budgets = {
+            most: {name: by_label[label].model_copy(update={"budget": b}) for name, (b, label) in per_bin.items()}
+            for most, per_bin in spend.choices.items()
+        }
+        router = held_out_budget_router(
+            records, estimator=estimator, bin_count=bin_count, labels=labels, choice=budget_choice, folds=folds
+        )
+        chosen = {
+            "budget_choice": {
+                "max_budget": budget_choice.max_budget,
+                "tolerance": budget_choice.slack,
+                "held_out_router": {
+                    str(m): {k: round(v, 4) for k, v in figures.items()} for m, figures in router.items()
+                },
+            }
+        }
     fixed = {
         str(b): {
             label: round(accuracy(records, b, label), 4) for label in labels if label in records[0]["correct"][str(b)]
@@ -277,13 +313,14 @@ def fit_table(
         pilots=pilots,
         aggregation=aggregation,
         bins=bins,
-        budgets={b: {name: by_label[label] for name, label in fitted.choices[b].items()} for b in budgets},
+        budgets=table_budgets,
         calibration={
             **provenance,
             "problems": len(records),
             "folds": folds,
             "held_out_router_accuracy": {str(b): round(a, 4) for b, a in held_out.items()},
             "fixed_strategy_accuracy": fixed,
+            **chosen,
         },
     )
 
@@ -298,7 +335,7 @@ def plot_calibration(
     import matplotlib.pyplot as plt
 
     names = [b.name for b in table.bins]
-    budgets = sorted(table.budgets)
+    budgets = sorted(int(b) for b in records[0]["correct"])  # every calibrated budget, a table's or not
     figure, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 3.8), sharey=True, squeeze=False)
     for axis, budget in zip(axes[0], budgets, strict=True):
         for offset, label in enumerate(labels):

@@ -12,6 +12,12 @@ beam search and DVTS run once per budget that ``beam_width`` divides (or per ``b
 same samples give the ceiling every selection rule approaches: ``pass@n`` (some sample among the
 first n has the right answer) and, where an exact step checker exists (Arith), ``process_pass@n``
 (some sample is right at every step), recorded under ``correct`` like a strategy.
+
+Beside accuracy, every record holds what each strategy and budget cost (``cost``, see
+:mod:`.compute`): the samples it ended with and its inference FLOPs, policy (generated and prompt
+tokens) and verifier (tokens the PRM read). A subsampled rule at n is charged the first n samples'
+tokens, the prompt once, and, when it reads scores, the PRM tokens of n of the samples (their share
+of the scoring call); an adaptive strategy is charged what it drew before its stop.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from tqdm import tqdm
 from langchain_ttc.core.answers import answers_equivalent
 from langchain_ttc.core.prompts import resolve_system_prompt
 from langchain_ttc.core.types import Candidate, Usage
+from langchain_ttc.evaluation.compute import UNKNOWN, ModelSizes, run_cost
 from langchain_ttc.evaluation.datasets import EvalProblem, process_grade
 from langchain_ttc.evaluation.records import RecordsFile, invoke_until, run_problems
 from langchain_ttc.evaluation.scaling import (
@@ -158,10 +165,36 @@ def coverage(problem: EvalProblem, candidates: Sequence[Candidate], n_max: int) 
     return result
 
 
+def subsample_usage(usage: dict[str, Any], candidates: Sequence[Candidate], n: int, *, scored: bool) -> dict[str, Any]:
+    """The tokens a rule reading the first ``n`` of ``candidates`` spends (``usage``: the sample run's).
+
+    Their generated tokens, the prompt once (one request), and with ``scored`` the PRM tokens of
+    ``n`` of the samples (their share of the one scoring call; none for a rule that reads no score).
+
+    Example:
+        >>> from langchain_ttc.core.types import Candidate
+        >>> samples = [Candidate(text="", steps=[], answer=None, finish_reason="eos", num_tokens=t) for t in (3, 5)]
+        >>> subsample_usage({"prompt_tokens": 7, "prm_tokens": 40}, samples, 1, scored=True)
+        {'completion_tokens': 3, 'prompt_tokens': 7, 'prm_tokens': 20.0}
+
+    """
+    prm_tokens = usage.get("prm_tokens", 0) * n / len(candidates) if scored and candidates else 0
+    return {
+        "completion_tokens": sum(c.num_tokens for c in candidates[:n]),
+        "prompt_tokens": usage.get("prompt_tokens", 0),
+        "prm_tokens": prm_tokens,
+    }
+
+
 def evaluate_problem(
-    problem: EvalProblem, config: EvalConfig, graphs: dict[str, Any], *, stop: threading.Event | None = None
+    problem: EvalProblem,
+    config: EvalConfig,
+    graphs: dict[str, Any],
+    *,
+    stop: threading.Event | None = None,
+    sizes: ModelSizes = UNKNOWN,
 ) -> dict[str, Any]:
-    """Run every graph on one problem; return its JSONL record.
+    """Run every graph on one problem; return its JSONL record (``sizes``: the models' parameter counts, for FLOPs).
 
     Raises:
         Stopped: If ``stop`` is set before the problem is finished (checked between graph steps).
@@ -170,6 +203,7 @@ def evaluate_problem(
     predictions: dict[str, str | None] = {}
     usage: dict[str, dict[str, Any]] = {}
     tokens: dict[str, int] = {}
+    cost: dict[str, dict[str, Any]] = {}
     routing: dict[str, Any] = {}
     ceiling: dict[str, bool] = {}
     sampled = [s for s in config.strategies if s in sample_strategies()]
@@ -182,10 +216,14 @@ def evaluate_problem(
             predictions |= subsampled
             ceiling = coverage(problem, candidates, config.n_max)
             for key in subsampled:  # the first n samples' tokens
-                tokens[key] = sum(c.num_tokens for c in candidates[: int(key.rsplit("@", 1)[1])])
+                strategy, n = key.rsplit("@", 1)
+                spent = subsample_usage(result["usage"], candidates, int(n), scored=strategy_spec(strategy).needs_prm)
+                tokens[key] = spent["completion_tokens"]
+                cost[key] = run_cost(spent, samples=min(int(n), len(candidates)), sizes=sizes)
         else:
             predictions[run] = result["answer"]
             tokens[run] = result["usage"]["completion_tokens"]
+            cost[run] = run_cost(result["usage"], samples=len(result["candidates"]), sizes=sizes)
             if "routing" in result.get("metadata", {}):  # a router's decision
                 routing[run] = result["metadata"]["routing"]
     return {
@@ -195,6 +233,7 @@ def evaluate_problem(
         "predictions": predictions,
         "correct": {key: grade(value, problem.answer) for key, value in predictions.items()} | ceiling,
         "tokens": tokens,
+        "cost": cost,
         "usage": usage,
     } | ({"routing": routing} if routing else {})
 
@@ -278,10 +317,11 @@ def run_evaluation(
     done = {r["id"] for r in records}
     todo = [p for p in problems if p.id not in done]
     graphs = _graphs(config, policy, prm)
+    sizes = ModelSizes.of(policy, prm)
     bar = progress(len(todo))
     try:
         records += run_problems(
-            lambda problem, stop: evaluate_problem(problem, config, graphs, stop=stop), todo, file,
+            lambda problem, stop: evaluate_problem(problem, config, graphs, stop=stop, sizes=sizes), todo, file,
             total=len(problems), done=len(problems) - len(todo), concurrency=concurrency, on_record=bar.update,
         )  # fmt: skip
     finally:

@@ -102,7 +102,7 @@ from langchain_ttc.serving.protocol import (
     usage_body,
 )
 from langchain_ttc.serving.settings import ServeLimits
-from langchain_ttc.strategies.config import validated
+from langchain_ttc.strategies.config import answer_key_named, validated
 from langchain_ttc.strategies.context import TTCContext
 from langchain_ttc.strategies.graphs import StrategyGraph
 from langchain_ttc.wiring import applicable, strategy_spec
@@ -231,7 +231,10 @@ def create_app(
         graph, strategy, n = catalog.graph(body.model)
         conversation = body.conversation()
         check_prompt(conversation, bounds)
-        context = TTCContext(temperature=body.temperature, top_p=body.top_p, max_tokens=max_tokens, seed=body.seed)
+        context = TTCContext(
+            temperature=body.temperature, top_p=body.top_p, max_tokens=max_tokens, seed=body.seed,
+            answers=body.ttc_answers,
+        )  # fmt: skip
         _check_options(catalog, strategy, n, body)
         await check_prompt_tokens(catalog.policy, conversation, bounds)
         inputs = {"messages": conversation}
@@ -398,7 +401,12 @@ def _check_options(catalog: StrategyCatalog, strategy: str, n: int, body: ChatCo
         APIError: 400 ``invalid_value`` with ``param`` the request field at fault.
 
     """
-    fields = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
+    if body.ttc_answers is not None:  # a name of a shipped key: no key object travels over HTTP
+        try:
+            answer_key_named(body.ttc_answers, parameter="ttc_answers", objects=False)
+        except ValueError as error:
+            raise api_error(400, str(error), param="ttc_answers", code="invalid_value") from None
+    fields = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "answers": "ttc_answers",
               "max_tokens": "max_completion_tokens" if body.max_completion_tokens else "max_tokens"}  # fmt: skip
     options = {name: getattr(body, field) for name, field in fields.items() if getattr(body, field) is not None}
     settings = {**applicable(strategy, catalog.options), "n": n, **applicable(strategy, options)}

@@ -8,6 +8,9 @@ Extensions (all optional, ignored by OpenAI clients that do not know them):
 
 - request ``ttc_include_result: true``: the response's ``ttc.result`` holds the whole
   :class:`~langchain_ttc.core.types.TTCResult` (every candidate, its scores, usage).
+- request ``ttc_answers: "<name>"``: the answer key this request's votes read answers with
+  (``math``, ``reference-math``, ...: the strategies' ``answers`` option; default: the server's
+  ``answers`` setting, ``TTC_SERVE_ANSWERS``). An unknown name is 400 with ``param: ttc_answers``.
 - response ``ttc``: ``{"strategy", "n", "answer"}`` (plus ``result`` when asked); in a stream, on
   the chunk that carries ``finish_reason``. When there is no answer, ``ttc.no_answer`` says why
   (``{"reason": "length" | "no_answer" | "no_candidates", "message"}``); ``finish_reason`` is
@@ -159,6 +162,9 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="A 64-bit signed integer.")
     tools: list[Any] | None = None
     ttc_include_result: bool = Field(False, description="Extension: return the whole TTC result in ttc.result.")
+    ttc_answers: Text | None = Field(
+        None, max_length=MAX_MODEL_CHARS, description="Extension: the answer key of this request's votes, by name."
+    )
 
     def conversation(self) -> list[dict[str, str]]:
         """The messages as the strategy graphs read them.

@@ -44,7 +44,9 @@ def build_app(engines: EngineSettings, serve: ServeSettings) -> FastAPI:
 
     """
     engines.check()
-    options = {"max_tokens": serve.max_tokens} if serve.max_tokens is not None else {}
+    options: dict[str, Any] = {"answers": serve.answers}
+    if serve.max_tokens is not None:
+        options["max_tokens"] = serve.max_tokens
     catalog = StrategyCatalog(
         engines.load_policy(), engines.load_prm(), default_n=serve.default_n, max_n=serve.max_n, options=options
     )

@@ -15,6 +15,7 @@ variable                          file key                        meaning (defau
 ``TTC_SERVE_DEFAULT_N``           ``[serve] default_n``           budget of a bare strategy name (16)
 ``TTC_SERVE_MAX_N``               ``[serve] max_n``               largest budget a request may ask (64, <= TTC_MAX_N)
 ``TTC_SERVE_MAX_TOKENS``          ``[serve] max_tokens``          default tokens per solution or step (strategy's)
+``TTC_SERVE_ANSWERS``             ``[serve] answers``             answer key of the votes, by name (``math``)
 ``TTC_SERVE_MAX_TOKENS_LIMIT``    ``[serve] max_tokens_limit``    largest ``max_tokens`` a request may ask (4096)
 ``TTC_SERVE_MAX_BODY_BYTES``      ``[serve] max_body_bytes``      largest request body, 413 beyond (1 MiB)
 ``TTC_SERVE_MAX_PROMPT_CHARS``    ``[serve] max_prompt_chars``    most characters in a request's messages (65536)
@@ -46,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_settings import SettingsConfigDict
 
 from langchain_ttc.engines.settings import ENGINE_SECTIONS, SectionSettings, read_config_file, reading
-from langchain_ttc.strategies.config import limits
+from langchain_ttc.strategies.config import answer_key_named, limits
 
 SERVE_SECTION = "serve"
 """The config file's table of ``ttc serve``."""
@@ -137,9 +138,20 @@ class _ServeAddress(SectionSettings):
         64, ge=1, description="An integer >= 1: the largest budget a request may ask for (at most TTC_MAX_N)."
     )
     max_tokens: int | None = Field(None, ge=1, description="An integer >= 1: tokens per solution (per step).")
+    answers: str = Field(
+        "math",
+        description="The answer key every strategy's votes read answers with, by name: math, reference-math, number, "
+        "short, multiple-choice or tool_calls (a request's ttc_answers overrides it).",
+    )
     max_connections: int = Field(
         1024, ge=1, description="An integer >= 1: the open connections uvicorn accepts (503 beyond)."
     )
+
+    @field_validator("answers")
+    @classmethod
+    def _shipped_answer_key(cls, value: str) -> str:
+        answer_key_named(value, objects=False)  # a server runs shipped keys only: a name is all a setting holds
+        return value
 
     @field_validator("max_n")
     @classmethod

@@ -32,9 +32,196 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from langchain_ttc.core.aggregation import Aggregation
+from langchain_ttc.core.answers import (
+    MATH_ANSWERS,
+    MULTIPLE_CHOICE_ANSWERS,
+    NUMBER_ANSWERS,
+    REFERENCE_MATH_ANSWERS,
+    SHORT_ANSWERS,
+    AnswerKey,
+    multiple_choice_answers,
+)
 from langchain_ttc.core.errors import format_validation_error
 from langchain_ttc.core.prompts import resolve_system_prompt
 from langchain_ttc.core.stopping import check_threshold
+from langchain_ttc.core.tool_calls import TOOL_CALL_ANSWERS
+
+# ---- answer keys by name: the ``answers`` option of every strategy ----
+
+CUSTOM_ANSWERS_PREFIX = "custom:"
+"""How a strategy's ``answers`` setting records a key object given as ``answer_key=`` (``custom:<its name>``)."""
+ANSWER_KEY_NAMES = ("math", "reference-math", "number", "short", "multiple-choice", "tool_calls")
+"""The shipped answer keys a setting can name (``answers="reference-math"``); ``multiple-choice:<LETTERS>`` too."""
+
+
+def answer_key_named(name: str, *, parameter: str = "answers", objects: bool = True) -> AnswerKey:
+    """The shipped answer key called ``name`` (one of :data:`ANSWER_KEY_NAMES`).
+
+    ``math``: :data:`MATH_ANSWERS` (the default); ``reference-math``: :data:`REFERENCE_MATH_ANSWERS`
+    (search-and-learn's); ``number``, ``short``, ``multiple-choice`` (or ``multiple-choice:ABCD`` for
+    other option letters); ``tool_calls``: :data:`~langchain_ttc.core.tool_calls.TOOL_CALL_ANSWERS`
+    (the keys of :mod:`langchain_ttc.core.answers` and :mod:`langchain_ttc.core.tool_calls`).
+
+    Args:
+        name: The key's name.
+        parameter: The setting's name, for the error message.
+        objects: Whether the error message may suggest a key object (``answer_key=``): not on the
+            command line or over HTTP, where only names travel.
+
+    Raises:
+        ValueError: If no shipped key has that name (the message lists the names).
+
+    Example:
+        >>> answer_key_named("reference-math") is REFERENCE_MATH_ANSWERS
+        True
+        >>> answer_key_named("multiple-choice:ABCD").answer_of("Answer: d")
+        'D'
+        >>> answer_key_named("maths")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: answers='maths' names no answer key; pass one of 'math', 'reference-math', 'number', ...
+
+    """
+    shipped = {
+        "math": MATH_ANSWERS,
+        "reference-math": REFERENCE_MATH_ANSWERS,
+        "number": NUMBER_ANSWERS,
+        "short": SHORT_ANSWERS,
+        "multiple-choice": MULTIPLE_CHOICE_ANSWERS,
+        "tool_calls": TOOL_CALL_ANSWERS,
+    }
+    if isinstance(name, str) and name in shipped:
+        return shipped[name]
+    letters = name.removeprefix("multiple-choice:") if isinstance(name, str) else ""
+    if isinstance(name, str) and name.startswith("multiple-choice:") and letters.isalpha() and letters.isupper():
+        return multiple_choice_answers(letters)
+    known = ", ".join(repr(n) for n in ANSWER_KEY_NAMES)
+    own = ", or build the graph with answer_key=<an AnswerKey> for a key of your own" if objects else ""
+    raise ValueError(
+        f"{parameter}={_shown(name)} names no answer key; pass one of {known} (or 'multiple-choice:<LETTERS>', "
+        f"e.g. 'multiple-choice:ABCD'){own}."
+    )
+
+
+def _shown(value: object, most: int = 64) -> str:
+    """A value as an error message quotes it: long ones cut short (a message never echoes a huge input)."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[:most]}..."
+
+
+def answers_setting(key: AnswerKey) -> str:
+    """The ``answers`` setting that stands for ``key``: a shipped key's name, else ``custom:<its name>``.
+
+    Example:
+        >>> answers_setting(REFERENCE_MATH_ANSWERS), answers_setting(multiple_choice_answers("ABCD"))
+        ('reference-math', 'multiple-choice:ABCD')
+        >>> answers_setting(AnswerKey(name="exact", extract=str.strip, equivalent=str.__eq__))
+        'custom:exact'
+
+    """
+    try:
+        named = answer_key_named(key.name)
+    except ValueError:
+        named = None
+    return key.name if named is key else CUSTOM_ANSWERS_PREFIX + key.name
+
+
+def check_answers(value: str, *, parameter: str = "answers") -> str:
+    """Check an ``answers`` setting: a shipped key's name, or ``custom:<name>`` (a graph's own key object).
+
+    Raises:
+        ValueError: If ``value`` names no shipped key and is not ``custom:<name>``.
+
+    """
+    if isinstance(value, str) and value.startswith(CUSTOM_ANSWERS_PREFIX) and value != CUSTOM_ANSWERS_PREFIX:
+        return value
+    answer_key_named(value, parameter=parameter)
+    return value
+
+
+def choose_answers(answers: str, answer_key: AnswerKey | None, *, default: str = "math") -> str:
+    """A factory's one ``answers`` setting from its two ways to give a key: by name, or as an object.
+
+    Args:
+        answers: The ``answers=`` name (``default`` when not given).
+        answer_key: The ``answer_key=`` object, or ``None``.
+        default: The default of ``answers``.
+
+    Raises:
+        TypeError: If ``answer_key`` is not an :class:`AnswerKey`.
+        ValueError: If both are given and name different keys.
+
+    Example:
+        >>> choose_answers("reference-math", None), choose_answers("math", REFERENCE_MATH_ANSWERS)
+        ('reference-math', 'reference-math')
+        >>> choose_answers("number", REFERENCE_MATH_ANSWERS)
+        Traceback (most recent call last):
+        ...
+        ValueError: answers='number' and answer_key=REFERENCE_MATH_ANSWERS name two answer keys; pass one of them \
+(answers= names a shipped key, answer_key= gives a key object).
+
+    """
+    if answer_key is None:
+        return answers
+    if not isinstance(answer_key, AnswerKey):
+        raise TypeError(
+            f"answer_key={answer_key!r} is not an AnswerKey; pass one (e.g. REFERENCE_MATH_ANSWERS), or name a "
+            "shipped key with answers= instead."
+        )
+    setting = answers_setting(answer_key)
+    if answers not in (default, setting):
+        shown = _KEY_CONSTANTS.get(setting, repr(answer_key.name))
+        raise ValueError(
+            f"answers={answers!r} and answer_key={shown} name two answer keys; pass one of them (answers= names a "
+            "shipped key, answer_key= gives a key object)."
+        )
+    return setting
+
+
+_KEY_CONSTANTS = {
+    "math": "MATH_ANSWERS",
+    "reference-math": "REFERENCE_MATH_ANSWERS",
+    "number": "NUMBER_ANSWERS",
+    "short": "SHORT_ANSWERS",
+    "multiple-choice": "MULTIPLE_CHOICE_ANSWERS",
+    "tool_calls": "TOOL_CALL_ANSWERS",
+}
+
+
+def resolve_answer_key(answers: str, own: AnswerKey | None = None, *, parameter: str = "answers") -> AnswerKey:
+    """The key an ``answers`` setting names: a shipped key, or ``own`` (the graph's ``answer_key=``) for ``custom:``.
+
+    Args:
+        answers: The setting (a run's, after its context).
+        own: The key object the graph was built with, if any.
+        parameter: The setting's name, for the error message.
+
+    Raises:
+        ValueError: If ``answers`` names no shipped key, or ``custom:<name>`` and the graph has no such key.
+
+    Example:
+        >>> exact = AnswerKey(name="exact", extract=str.strip, equivalent=str.__eq__)
+        >>> resolve_answer_key("custom:exact", exact) is exact, resolve_answer_key("math", exact) is MATH_ANSWERS
+        (True, True)
+
+    """
+    if isinstance(answers, str) and answers.startswith(CUSTOM_ANSWERS_PREFIX):
+        if own is not None and answers_setting(own) == answers:
+            return own
+        has = "no key object" if own is None else f"the key {answers_setting(own)!r}"
+        raise ValueError(
+            f"{parameter}={answers!r} names the answer_key= object of another graph; this graph was built with "
+            f"{has}. Pass a shipped key's name ({', '.join(repr(n) for n in ANSWER_KEY_NAMES)}), or build the "
+            "graph with answer_key=."
+        )
+    return answer_key_named(answers, parameter=parameter)
+
+
+ANSWERS = (
+    "The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math "
+    "(search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls."
+)
+"""The ``answers`` option's description (see :func:`~langchain_ttc.core.answers.answer_key_named`)."""
 
 SelectionRule = Literal["best", "weighted"]
 """How a search picks its answer among finished solutions: the best one by score, or the weighted vote."""
@@ -93,11 +280,17 @@ class StrategyConfig(BaseModel):
         None, description="Optional system message put before the problem, or preset:<name> (preset:search-and-learn)."
     )
     step_delimiter: str = Field("\n\n", min_length=1, description="The text between steps, e.g. '\\n\\n'.")
+    answers: str = Field("math", description=ANSWERS)
 
     @field_validator("system_prompt")
     @classmethod
     def _preset(cls, value: str | None) -> str | None:
         return resolve_system_prompt(value)
+
+    @field_validator("answers")
+    @classmethod
+    def _answer_key(cls, value: str) -> str:
+        return check_answers(value)
 
     @model_validator(mode="after")
     def _within_limits(self) -> Self:
@@ -107,6 +300,19 @@ class StrategyConfig(BaseModel):
         if self.max_tokens > bounds.max_tokens:
             raise _over("max_tokens", self.max_tokens, bounds.max_tokens, "TTC_MAX_TOKENS")
         return self
+
+    def answer_key(self, own: AnswerKey | None = None) -> AnswerKey:
+        """The answer key ``answers`` names (``own``: the graph's ``answer_key=`` object, named ``custom:<name>``).
+
+        Raises:
+            ValueError: If ``answers`` is ``custom:<name>`` and ``own`` is not that key.
+
+        Example:
+            >>> StrategyConfig(n=1, answers="reference-math").answer_key().name
+            'reference-math'
+
+        """
+        return resolve_answer_key(self.answers, own)
 
     def merged(self, overrides: dict[str, Any]) -> Self:
         """The config with ``overrides`` (only the fields it has, ``None`` ignored), validated again."""

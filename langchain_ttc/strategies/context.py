@@ -74,6 +74,13 @@ class TTCContext:
         ),
     )
     step_delimiter: str | None = field(default=None, metadata=_describe("The text between steps, e.g. '\\n\\n'."))
+    answers: str | None = field(
+        default=None,
+        metadata=_describe(
+            "The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math "
+            "(search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls."
+        ),
+    )
     aggregation: Aggregation | None = field(
         default=None,
         metadata=_describe(
@@ -167,7 +174,7 @@ class TTCContext:
         default=None,
         metadata=_describe(
             "Tools the sampled turns may call (OpenAI tool schemas; TTCChatModel.bind_tools sets them). Needs a "
-            "policy that calls tools (a ChatModelPolicy) and a tool-call answer key."
+            "policy that calls tools (a ChatModelPolicy) and a tool-call answer key (answers: tool_calls)."
         ),
     )
     tool_choice: str | dict[str, Any] | None = field(

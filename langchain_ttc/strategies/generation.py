@@ -179,16 +179,19 @@ def sampling_request(config: StrategyConfig, conversation: list[Message], **upda
     return request.model_copy(update=update)
 
 
-def make_generate_node(policy: PolicyEngine, config: StrategyConfig, *, key: AnswerKey = MATH_ANSWERS) -> Any:
+def make_generate_node(policy: PolicyEngine, config: StrategyConfig, *, answer_key: AnswerKey | None = None) -> Any:
     """The ``generate`` node of the sample-then-select graphs: one policy call for ``n`` solutions.
 
     Pilots in the input count toward ``n``: only the rest is sampled (no call when they suffice).
     The run's :class:`~langchain_ttc.strategies.context.TTCContext` may override the config (checked
-    before the call); the run's config is stored in the state for the nodes after it.
+    before the call); the run's config is stored in the state for the nodes after it. Answers are
+    read with the key the run's ``answers`` names (``answer_key``: the graph's own key object, for
+    ``custom:<name>``).
     """
 
     def generate(state: SelectionState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         run = run_config(config, runtime)
+        key = run.answer_key(answer_key)
         problem, conversation = conversation_from_input(state, system_prompt=run.system_prompt)
         candidates = candidates_of(state, "pilots")
         usage = Usage()

@@ -47,6 +47,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import Field, model_validator
 
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.prompts import RefinePrompts, critique_messages, revision_messages
 from langchain_ttc.core.refine import (
     Critique,
@@ -61,7 +62,7 @@ from langchain_ttc.core.types import Candidate, GenerationRequest, Message, Usag
 from langchain_ttc.core.voting import majority_vote, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.self_verification import SelfVerificationPRM
-from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
+from langchain_ttc.strategies.config import Aggregation, ScoredConfig, choose_answers, validated
 from langchain_ttc.strategies.context import TTCContext, policy_for_run
 from langchain_ttc.strategies.driver import Calls, as_node, call, call_batch, emit
 from langchain_ttc.strategies.generation import (
@@ -178,6 +179,8 @@ def create_self_refine_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "self_refine",
 ) -> StrategyGraph:
@@ -199,6 +202,10 @@ def create_self_refine_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -215,12 +222,13 @@ def create_self_refine_graph(
         SelfRefineConfig, n=chains * (max_revisions + 1), max_revisions=max_revisions,
         critic=_critic_name(critic), selection=selection, critique_threshold=critique_threshold,
         aggregation=aggregation, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        system_prompt=system_prompt, step_delimiter=step_delimiter,
+        system_prompt=system_prompt, step_delimiter=step_delimiter, answers=choose_answers(answers, answer_key),
     )  # fmt: skip
     given = None if isinstance(critic, str) else critic
     return build_self_refine_graph(
-        policy, config, critic=given, verifier=verifier, prompts=prompts, checkpointer=checkpointer, name=name
-    )
+        policy, config, critic=given, verifier=verifier, prompts=prompts, answer_key=answer_key,
+        checkpointer=checkpointer, name=name,
+    )  # fmt: skip
 
 
 def _critic_name(critic: Critic | str) -> CriticName:
@@ -304,6 +312,7 @@ def build_self_refine_graph(
     critic: Critic = None,
     verifier: PRMEngine | None = None,
     prompts: RefinePrompts | None = None,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "self_refine",
 ) -> StrategyGraph:
@@ -321,6 +330,7 @@ def build_self_refine_graph(
             f"critic={config.critic!r} needs the critic itself: pass prm= to create_strategy_graph, or the critic to "
             "create_self_refine_graph(policy, critic, ...)."
         )
+    config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
     prompts = prompts or RefinePrompts()
     critiques_of = critic_call(policy, critic, config, prompts)
     max_revisions, aggregation, step_delimiter = config.max_revisions, config.aggregation, config.step_delimiter
@@ -334,7 +344,9 @@ def build_self_refine_graph(
         firsts, usage = pilots[:chains], Usage()
         if len(firsts) < chains:
             request = sampling_request(run, conversation, n=chains - len(firsts), seed=derive_seed(run.seed, "drafts"))
-            sampled, usage = yield from sample(policy_for_run(policy, runtime), request, delimiter=step_delimiter)
+            sampled, usage = yield from sample(
+                policy_for_run(policy, runtime), request, delimiter=step_delimiter, key=run.answer_key(answer_key)
+            )
             firsts += sampled
         drafts = [Draft(chain=i, revision=0, candidate=c) for i, c in enumerate(firsts)]
         for d in drafts:
@@ -384,9 +396,10 @@ def build_self_refine_graph(
         seeds = derive_seed(run.seed, "revision", state["round"])
         results = (yield from call(engine, seed_requests(requests, seeds))) if requests else []
         stopped = list(state["stopped"])
+        key = run.answer_key(answer_key)
         for i, prefix, result in zip(active, prefixes, results, strict=True):
             completion = result.completions[0]
-            candidate = candidate_from_completion(completion, prefix=prefix, delimiter=step_delimiter)
+            candidate = candidate_from_completion(completion, prefix=prefix, delimiter=step_delimiter, key=key)
             revised = Draft(chain=i, revision=chains_now[i][-1].revision + 1, candidate=candidate)
             chains_now[i].append(revised)
             stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions)
@@ -400,6 +413,7 @@ def build_self_refine_graph(
         }
 
     def select(state: RefineState) -> Calls[dict[str, Any]]:
+        key = config_of(state, SelfRefineConfig).answer_key(answer_key)
         drafts = [d for chain in chains_of(state) for d in chain]
         candidates = [d.candidate for d in drafts] + candidates_of(state, "extra")
         usage = usage_of(state)
@@ -410,12 +424,12 @@ def build_self_refine_graph(
                 verifier, state["problem"], candidates, aggregation=aggregation
             )
             usage = usage + scoring
-            rule = weighted_best_of_n(candidates)
+            rule = weighted_best_of_n(candidates, key=key)
         elif chosen_selection == "vote":
-            rule = majority_vote(candidates)
+            rule = majority_vote(candidates, key=key)
         else:  # a vote among the chains' last drafts
             ends = list(itertools.accumulate(len(chain) for chain in state["chains"]))
-            votes = majority_vote([candidates[end - 1] for end in ends])
+            votes = majority_vote([candidates[end - 1] for end in ends], key=key)
             lasts = [end - 1 for end in ends]  # indices into candidates
             groups = [g.model_copy(update={"indices": [lasts[i] for i in g.indices]}) for g in votes.groups]
             chosen = None if votes.chosen_index is None else lasts[votes.chosen_index]

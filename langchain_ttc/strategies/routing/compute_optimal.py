@@ -9,21 +9,25 @@ strategy table at this budget, and hands the problem and the pilots to that stra
 Budget accounting: the pilots count against the budget ``N`` and are reused, never wasted. A
 sample-then-select strategy samples ``N - pilots`` more and selects among all ``N``; a step-level
 search runs ``(N - pilots)`` beams rounded down to whole subtrees and its final selection also
-considers the pilots. So pilots + strategy samples <= ``N``. The pilots and the strategy sample
+considers the pilots. So pilots + strategy samples <= ``N``. A budget-choosing table (``ttc calibrate --max-budget`` or
+``--tolerance``) lists under ``N`` a smaller budget per bin, and the router spends that instead (the
+same accounting, with the bin's budget for ``N``): easy problems get little, hard ones up to ``N``.
+The pilots and the strategy sample
 from seeds derived apart (:mod:`langchain_ttc.core.seeds`), so the strategy's samples are new ones, not
 copies of the pilots, on every backend.
 
 The result's ``metadata["routing"]`` names the estimator, the difficulty, the bin, the strategy
-and its options; a ``ttc.routed`` stream event announces the decision before the strategy runs
-(stream with ``subgraphs=True`` to see the strategy's own events too), and ``ttc.selected`` ends
-the run as in every strategy graph. A run's context ``n`` picks another of the table's budgets.
+and its options (its ``n``), the budget asked (``budget``) and the budget spent (``chosen_budget``);
+a ``ttc.routed`` stream event announces the decision before the strategy runs (stream with
+``subgraphs=True`` to see the strategy's own events too), and ``ttc.selected`` ends the run as in
+every strategy graph. A run's context ``n`` picks another of the table's budgets.
 
 Example:
     >>> from langchain_ttc.engines.loading import load_policy, load_prm
     >>> graph = create_compute_optimal_graph(load_policy("arith:small"), load_prm("arith:prm"), budget=16)
     >>> out = graph.invoke({"problem": "Keep only the last digit after each step. What is 2+3?"})
     >>> sorted(out["result"]["metadata"]["routing"])
-    ['bin', 'budget', 'difficulty', 'estimator', 'options', 'pilots', 'strategy']
+    ['bin', 'budget', 'chosen_budget', 'difficulty', 'estimator', 'options', 'pilots', 'strategy']
 
 """
 
@@ -136,10 +140,11 @@ def draw_pilots(
 
     The graph's ``pilots`` node and calibration both call it (calibration through
     :func:`~langchain_ttc.strategies.driver.run_calls`), so a table is calibrated on the router's own
-    pilots.
+    pilots. Their answers are read with the key ``config.answers`` names, the routed strategy's key
+    (it reuses the pilots as they are).
     """
     request = sampling_request(config, conversation, n=count, seed=derive_seed(config.seed, "pilots"))
-    candidates, usage = yield from sample(policy, request, delimiter=config.step_delimiter)
+    candidates, usage = yield from sample(policy, request, delimiter=config.step_delimiter, key=config.answer_key())
     if prm is not None:
         candidates, scoring = yield from score_candidates(prm, problem, candidates, aggregation=aggregation)
         usage = usage + scoring
@@ -159,6 +164,7 @@ def create_compute_optimal_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
+    answers: str = "math",
     checkpointer: Checkpointer = None,
     name: str = "compute_optimal",
 ) -> StrategyGraph:
@@ -177,6 +183,8 @@ def create_compute_optimal_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -188,7 +196,7 @@ def create_compute_optimal_graph(
     """
     config = validated(
         ComputeOptimalConfig, n=budget, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        system_prompt=system_prompt, step_delimiter=step_delimiter,
+        system_prompt=system_prompt, step_delimiter=step_delimiter, answers=answers,
         table=os.fspath(table) if isinstance(table, (str, os.PathLike)) else None,
         estimator=estimator if isinstance(estimator, str) else None,
     )  # fmt: skip
@@ -255,6 +263,7 @@ def build_compute_optimal_graph(
             "strategy": choice.strategy,
             "options": {**choice.options, "n": choice.n(run_budget, checked.pilots)},
             "budget": run_budget,
+            "chosen_budget": choice.spends(run_budget),  # the bin's own budget in a budget-choosing table
             "pilots": checked.pilots,
         }
         emit({"type": "ttc.routed", **routing})

@@ -5,6 +5,11 @@ human readable; it names the difficulty estimator, the pilot count, the bins' up
 choice for every bin at every budget, and how and on what data it was calibrated. Every rule is
 checked on load, so a bad table fails where it is loaded, naming the file and the fix.
 
+A table key is the budget the user states (``N``, or the most a problem may spend). A choice may
+name a smaller ``budget`` of its own, what the router spends on that bin (pilots included): a
+budget-choosing table (``ttc calibrate --max-budget/--tolerance``) spends little on easy bins. A
+choice without one (every table written before budgets were chosen) spends the key's ``N``.
+
 A shipped table for the Arith world lives next to this module (:func:`default_table_path`);
 ``ttc calibrate`` writes new ones.
 
@@ -49,10 +54,23 @@ class _Strict(BaseModel):
 
 
 class StrategyChoice(_Strict):
-    """What runs for one bin at one budget."""
+    """What runs for one bin at one budget: the strategy, its options, and the budget it spends.
+
+    Example:
+        >>> choice = StrategyChoice(strategy="majority_vote", budget=4)
+        >>> choice.spends(64), StrategyChoice(strategy="majority_vote").spends(64)
+        (4, 64)
+
+    """
 
     strategy: str
     options: dict[str, Any] = Field(default_factory=dict)
+    budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="The budget this bin spends (pilots included), at most the table budget it is listed under; "
+        "None: that table budget (the user's N).",
+    )
 
     @model_validator(mode="after")
     def _known(self) -> StrategyChoice:
@@ -66,11 +84,15 @@ class StrategyChoice(_Strict):
             )
         return self
 
+    def spends(self, budget: int) -> int:
+        """The budget it spends when listed under ``budget``: its own ``budget``, else ``budget``."""
+        return budget if self.budget is None else self.budget
+
     def n(self, budget: int, pilots: int) -> int:
-        """The ``n`` it runs with at ``budget`` with the pilots reused (0: it does not fit)."""
+        """The ``n`` it runs with, listed under ``budget``, with the pilots reused (0: it does not fit)."""
         routed_n = strategy_spec(self.strategy).routed_n
         assert routed_n is not None  # checked on load
-        return routed_n(self.options, budget, pilots)
+        return routed_n(self.options, self.spends(budget), pilots)
 
     def fits(self, budget: int, pilots: int) -> bool:
         """Whether it runs within ``budget`` with the pilots reused.
@@ -130,6 +152,12 @@ class StrategyTable(_Strict):
                     f"per bin ({', '.join(names)})"
                 )
             for bin_name, choice in choices.items():
+                if choice.budget is not None and not self.pilots <= choice.budget <= budget:
+                    raise ValueError(
+                        f"budget {budget}, bin {bin_name!r}: its budget {choice.budget} is outside [{self.pilots}, "
+                        f"{budget}] (the pilots to the table budget it is listed under); pass a budget in that range, "
+                        "or none to spend the table budget"
+                    )
                 if not choice.fits(budget, self.pilots):
                     raise ValueError(
                         f"budget {budget}, bin {bin_name!r}: {choice.label()} does not fit after {self.pilots} "
@@ -197,4 +225,8 @@ def save_table(table: StrategyTable, path: str | os.PathLike[str]) -> None:
     """Write ``table`` as indented JSON (budgets in increasing order)."""
     data = table.model_dump(mode="json")
     data["budgets"] = {str(b): data["budgets"][str(b)] for b in sorted(table.budgets)}
+    for choices in data["budgets"].values():  # a choice that spends the table budget is written as before
+        for choice in choices.values():
+            if choice["budget"] is None:
+                del choice["budget"]
     Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")

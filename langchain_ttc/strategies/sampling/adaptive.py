@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Literal, Self
 
 from langgraph.graph import END, START
@@ -51,13 +50,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import Field, model_validator
 
-from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.stopping import DEFAULT_THRESHOLDS, StopRule, check_threshold, vote_settled
 from langchain_ttc.core.types import Candidate, Usage
 from langchain_ttc.core.voting import majority_vote, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, ScoredConfig, StrategyConfig, validated
+from langchain_ttc.strategies.config import Aggregation, ScoredConfig, StrategyConfig, choose_answers, validated
 from langchain_ttc.strategies.context import TTCContext, policy_for_run, prm_for_run
 from langchain_ttc.strategies.driver import Calls, as_node, emit
 from langchain_ttc.strategies.generation import (
@@ -151,7 +150,8 @@ def create_adaptive_majority_vote_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "adaptive_majority_vote",
 ) -> StrategyGraph:
@@ -170,7 +170,10 @@ def create_adaptive_majority_vote_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
-        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -185,7 +188,7 @@ def create_adaptive_majority_vote_graph(
     config = validated(
         AdaptiveMajorityVoteConfig, n=n, wave_size=wave_size, stop_rule=stop_rule, threshold=threshold,
         temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt,
-        step_delimiter=step_delimiter,
+        step_delimiter=step_delimiter, answers=choose_answers(answers, answer_key),
     )  # fmt: skip
     return build_adaptive_majority_vote_graph(
         policy, None, config, answer_key=answer_key, checkpointer=checkpointer, name=name
@@ -207,7 +210,8 @@ def create_adaptive_weighted_best_of_n_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "adaptive_weighted_best_of_n",
 ) -> StrategyGraph:
@@ -228,7 +232,10 @@ def create_adaptive_weighted_best_of_n_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
-        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -243,7 +250,7 @@ def create_adaptive_weighted_best_of_n_graph(
     config = validated(
         AdaptiveWeightedBestOfNConfig, n=n, wave_size=wave_size, stop_rule=stop_rule, threshold=threshold,
         aggregation=aggregation, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        system_prompt=system_prompt, step_delimiter=step_delimiter,
+        system_prompt=system_prompt, step_delimiter=step_delimiter, answers=choose_answers(answers, answer_key),
     )  # fmt: skip
     return build_adaptive_weighted_best_of_n_graph(
         policy, prm, config, answer_key=answer_key, checkpointer=checkpointer, name=name
@@ -278,13 +285,14 @@ def _build_adaptive_graph(
     prm: PRMEngine | None,
     config: AdaptiveConfig,
     *,
-    answer_key: AnswerKey,
+    answer_key: AnswerKey | None,
     checkpointer: Checkpointer,
     name: str,
 ) -> StrategyGraph:
     """Wire an adaptive vote: weighted (scored by ``prm``) when a PRM is given, else plain."""
     weighted = prm is not None
     settings = type(config)
+    own = config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
 
     def start(state: AdaptiveState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         run = run_config(config, runtime)
@@ -307,7 +315,7 @@ def _build_adaptive_graph(
             seed = derive_seed(run.seed, "wave", len(state.get("waves") or []))
             request = sampling_request(run, state["conversation"], n=count, seed=seed)
             sampled, usage = yield from sample(
-                policy_for_run(policy, runtime), request, delimiter=run.step_delimiter, key=answer_key
+                policy_for_run(policy, runtime), request, delimiter=run.step_delimiter, key=run.answer_key(answer_key)
             )
         return {"candidates": dumped([*candidates, *sampled]), "usage": usage}
 
@@ -325,7 +333,11 @@ def _build_adaptive_graph(
         waves = list(state.get("waves") or [])
         before = waves[-1]["samples"] if waves else len(state.get("pilots") or [])
         decision = vote_settled(
-            candidates, rule=run.stop_rule, threshold=run.stop_threshold, weighted=weighted, key=answer_key
+            candidates,
+            rule=run.stop_rule,
+            threshold=run.stop_threshold,
+            weighted=weighted,
+            key=run.answer_key(answer_key),
         )
         record = {"wave": len(waves), "sampled": len(candidates) - before, "samples": len(candidates)}
         record |= decision.model_dump()
@@ -335,13 +347,12 @@ def _build_adaptive_graph(
     def route(state: AdaptiveState) -> Literal["generate", "select"]:
         return "generate" if stop_reason(config_of(state, settings), state["waves"][-1]) is None else "select"
 
-    rule = partial(weighted_best_of_n if weighted else majority_vote, key=answer_key)
-
     def select(state: AdaptiveState) -> dict[str, Any]:
         run = config_of(state, settings)
         candidates = candidates_of(state)
         waves = state["waves"]
-        output = selection_output(name, candidates, rule(candidates), usage_of(state))
+        rule = weighted_best_of_n if weighted else majority_vote
+        output = selection_output(name, candidates, rule(candidates, key=run.answer_key(answer_key)), usage_of(state))
         output["result"]["metadata"] = {
             "waves": waves,
             "stop": {"reason": stop_reason(run, waves[-1]), "waves": len(waves), **waves[-1]},
@@ -361,7 +372,7 @@ def _build_adaptive_graph(
     builder.add_conditional_edges("tally", route, ["generate", "select"])
     builder.add_edge("select", END)
     graph = compile_loop(builder, checkpointer=checkpointer, name=name)
-    return record_parts(graph, policy=policy, answer_key=answer_key)
+    return record_parts(graph, policy=policy, answer_key=own)
 
 
 def build_adaptive_majority_vote_graph(
@@ -369,7 +380,7 @@ def build_adaptive_majority_vote_graph(
     prm: PRMEngine | None,
     config: AdaptiveConfig,
     *,
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "adaptive_majority_vote",
 ) -> StrategyGraph:
@@ -382,7 +393,7 @@ def build_adaptive_weighted_best_of_n_graph(
     prm: PRMEngine | None,
     config: AdaptiveConfig,
     *,
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "adaptive_weighted_best_of_n",
 ) -> StrategyGraph:

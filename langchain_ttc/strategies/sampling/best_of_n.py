@@ -8,9 +8,10 @@ picks (``select``):
 - naive best-of-N: the solution with the highest aggregated score;
 - weighted best-of-N: the answer whose equivalent solutions have the largest summed score.
 
-With ``answer_key=TOOL_CALL_ANSWERS`` the candidates are an agent's sampled turns: the PRM (or a judge
-as a :class:`~langchain_ttc.engines.function_prm.FunctionPRM`) reads each tool call as a step
-``Tool call: name {args}``, and weighted best-of-N sums scores per tool call.
+With ``answers="tool_calls"`` (or ``answer_key=TOOL_CALL_ANSWERS``) the candidates are an agent's
+sampled turns: the PRM (or a judge as a :class:`~langchain_ttc.engines.function_prm.FunctionPRM`)
+reads each tool call as a step ``Tool call: name {args}``, and weighted best-of-N sums scores per
+tool call.
 
 Example:
     >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
@@ -33,10 +34,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
-from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.voting import best_of_n, weighted_best_of_n
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, ScoredConfig, validated
+from langchain_ttc.strategies.config import Aggregation, ScoredConfig, choose_answers, validated
 from langchain_ttc.strategies.context import TTCContext, prm_for_run
 from langchain_ttc.strategies.driver import Calls, emit
 from langchain_ttc.strategies.generation import (
@@ -76,7 +77,8 @@ def create_best_of_n_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str | None = None,
 ) -> StrategyGraph:
@@ -94,7 +96,10 @@ def create_best_of_n_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
-        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name (default ``"best_of_n"`` or ``"weighted_best_of_n"``).
 
@@ -106,6 +111,7 @@ def create_best_of_n_graph(
     config = validated(
         BestOfNConfig, n=n, aggregation=aggregation, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
         seed=seed, system_prompt=system_prompt, step_delimiter=step_delimiter,
+        answers=choose_answers(answers, answer_key),
     )  # fmt: skip
     return build_best_of_n_graph(
         policy, prm, config, weighted=weighted, answer_key=answer_key, checkpointer=checkpointer, name=name
@@ -124,7 +130,8 @@ def create_weighted_best_of_n_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "weighted_best_of_n",
 ) -> StrategyGraph:
@@ -141,7 +148,10 @@ def create_weighted_best_of_n_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
-        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -152,7 +162,7 @@ def create_weighted_best_of_n_graph(
     return create_best_of_n_graph(
         policy, prm, n=n, aggregation=aggregation, weighted=True, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, step_delimiter=step_delimiter,
-        answer_key=answer_key, checkpointer=checkpointer, name=name,
+        answers=answers, answer_key=answer_key, checkpointer=checkpointer, name=name,
     )  # fmt: skip
 
 
@@ -162,7 +172,7 @@ def build_best_of_n_graph(
     config: ScoredConfig,
     *,
     weighted: bool = False,
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str | None = None,
 ) -> StrategyGraph:
@@ -170,7 +180,7 @@ def build_best_of_n_graph(
     check_policy(policy)
     prm = check_prm(prm)
     strategy = name or ("weighted_best_of_n" if weighted else "best_of_n")
-    rule = partial(weighted_best_of_n, key=answer_key) if weighted else best_of_n
+    own = config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
 
     def score(state: SelectionState, runtime: Runtime[TTCContext]) -> Calls[dict[str, Any]]:
         run = config_of(state, BestOfNConfig)
@@ -183,12 +193,14 @@ def build_best_of_n_graph(
 
     def select(state: SelectionState) -> dict[str, Any]:
         candidates = candidates_of(state)
-        return selection_output(strategy, candidates, rule(candidates), usage_of(state))
+        key = config_of(state, BestOfNConfig).answer_key(answer_key)
+        selection = weighted_best_of_n(candidates, key=key) if weighted else best_of_n(candidates)
+        return selection_output(strategy, candidates, selection, usage_of(state))
 
-    generate = make_generate_node(policy, config, key=answer_key)
+    generate = make_generate_node(policy, config, answer_key=answer_key)
     nodes = [("generate", generate), ("score", score), ("select", select)]
     graph = build_pipeline(nodes, checkpointer=checkpointer, name=strategy)
-    return record_parts(graph, policy=policy, answer_key=answer_key)
+    return record_parts(graph, policy=policy, answer_key=own)
 
 
 BEST_OF_N = StrategySpec(

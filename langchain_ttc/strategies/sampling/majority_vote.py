@@ -3,8 +3,9 @@
 In: ``{"problem": str}`` or ``{"messages": [...]}``. Out: ``{"answer", "result"}`` where ``result``
 is a :class:`~langchain_ttc.core.types.TTCResult` as data. The graph samples ``n`` whole solutions in one
 policy call (``generate``) and returns the most frequent answer, answers compared by mathematical
-equivalence (``select``), or by another answer key (``answer_key=TOOL_CALL_ANSWERS`` votes over an
-agent's tool calls). No PRM.
+equivalence (``select``), or by another answer key, named (``answers="reference-math"`` reads and groups
+answers as search-and-learn does; ``answers="tool_calls"`` votes over an agent's tool calls) or given as
+an object (``answer_key=``). No PRM.
 
 Example:
     >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
@@ -22,12 +23,19 @@ from typing import Any
 
 from langgraph.types import Checkpointer
 
-from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.voting import majority_vote
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.config import StrategyConfig, choose_answers, validated
 from langchain_ttc.strategies.generation import check_policy, make_generate_node, selection_output
-from langchain_ttc.strategies.graphs import SelectionState, StrategyGraph, build_pipeline, candidates_of, usage_of
+from langchain_ttc.strategies.graphs import (
+    SelectionState,
+    StrategyGraph,
+    build_pipeline,
+    candidates_of,
+    config_of,
+    usage_of,
+)
 from langchain_ttc.strategies.parts import record_parts
 from langchain_ttc.strategies.spec import StrategySpec, sampling_n
 
@@ -46,7 +54,8 @@ def create_majority_vote_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "majority_vote",
 ) -> StrategyGraph:
@@ -61,7 +70,10 @@ def create_majority_vote_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
-        answer_key: How answers are read and compared (``\\boxed{}`` and math equivalence by default).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -72,7 +84,7 @@ def create_majority_vote_graph(
     """
     config = validated(
         MajorityVoteConfig, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        system_prompt=system_prompt, step_delimiter=step_delimiter,
+        system_prompt=system_prompt, step_delimiter=step_delimiter, answers=choose_answers(answers, answer_key),
     )  # fmt: skip
     return build_majority_vote_graph(policy, None, config, answer_key=answer_key, checkpointer=checkpointer, name=name)
 
@@ -82,20 +94,22 @@ def build_majority_vote_graph(
     prm: PRMEngine | None,
     config: StrategyConfig,
     *,
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "majority_vote",
 ) -> StrategyGraph:
     """The majority-vote graph for a validated config (the registry's builder; ``prm`` is not used)."""
     check_policy(policy)
+    own = config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
 
     def select(state: SelectionState) -> dict[str, Any]:
         candidates = candidates_of(state)
-        return selection_output(name, candidates, majority_vote(candidates, key=answer_key), usage_of(state))
+        key = config_of(state, StrategyConfig).answer_key(answer_key)
+        return selection_output(name, candidates, majority_vote(candidates, key=key), usage_of(state))
 
-    generate = make_generate_node(policy, config, key=answer_key)
+    generate = make_generate_node(policy, config, answer_key=answer_key)
     graph = build_pipeline([("generate", generate), ("select", select)], checkpointer=checkpointer, name=name)
-    return record_parts(graph, policy=policy, answer_key=answer_key)
+    return record_parts(graph, policy=policy, answer_key=own)
 
 
 MAJORITY_VOTE = StrategySpec(

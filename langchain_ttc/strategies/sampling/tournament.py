@@ -46,14 +46,14 @@ from langgraph.graph import END, START
 from langgraph.types import Checkpointer
 from pydantic import Field
 
-from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.brackets import answer_support, decide, knockout_round, match_preference, next_entrants
 from langchain_ttc.core.judging import pairwise_query
 from langchain_ttc.core.types import Usage
 from langchain_ttc.core.voting import Selection
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.judge import JudgeModel, LLMJudge, selection_judge
-from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.config import StrategyConfig, choose_answers, validated
 from langchain_ttc.strategies.driver import Calls, as_node, call, emit
 from langchain_ttc.strategies.generation import check_policy, make_generate_node, selection_output
 from langchain_ttc.strategies.graphs import (
@@ -97,7 +97,8 @@ def create_tournament_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "tournament",
 ) -> StrategyGraph:
@@ -115,7 +116,10 @@ def create_tournament_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
-        answer_key: How the chosen solution's answer is read; ties go to the answer more candidates share.
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -130,6 +134,7 @@ def create_tournament_graph(
     config = validated(
         TournamentConfig, n=n, both_orders=both_orders, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
         seed=seed, system_prompt=system_prompt, step_delimiter=step_delimiter,
+        answers=choose_answers(answers, answer_key),
     )  # fmt: skip
     return build_tournament_graph(
         policy, None, config, judge=judge, answer_key=answer_key, checkpointer=checkpointer, name=name
@@ -142,7 +147,7 @@ def build_tournament_graph(
     config: StrategyConfig,
     *,
     judge: LLMJudge | JudgeModel | None = None,
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "tournament",
 ) -> StrategyGraph:
@@ -153,6 +158,7 @@ def build_tournament_graph(
     """
     check_policy(policy)
     asked = selection_judge(policy, prm, judge)
+    own = config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
 
     def bracket(state: TournamentState) -> dict[str, Any]:
         entrants = [i for i, c in enumerate(candidates_of(state)) if c.finished]
@@ -171,7 +177,7 @@ def build_tournament_graph(
             if both:
                 queries.append(pairwise_query(asked.prompts, state["problem"], texts[second], texts[first]))
         verdicts = yield from call(asked, queries)
-        support = answer_support(candidates, key=answer_key)
+        support = answer_support(candidates, key=run.answer_key(answer_key))
         per = 2 if both else 1
         matches: list[dict[str, Any]] = []
         winners: list[int] = []
@@ -209,7 +215,7 @@ def build_tournament_graph(
         return output
 
     builder = new_graph(TournamentState)
-    builder.add_node("generate", as_node(make_generate_node(policy, config, key=answer_key), name="generate"))
+    builder.add_node("generate", as_node(make_generate_node(policy, config, answer_key=answer_key), name="generate"))
     builder.add_node("bracket", as_node(bracket, name="bracket"))
     builder.add_node("compare", as_node(compare, name="compare"))
     builder.add_node("select", as_node(select, name="select"))
@@ -219,7 +225,7 @@ def build_tournament_graph(
     builder.add_conditional_edges("compare", route, ["compare", "select"])
     builder.add_edge("select", END)
     graph = compile_loop(builder, checkpointer=checkpointer, name=name)
-    return record_parts(graph, policy=policy, answer_key=answer_key)
+    return record_parts(graph, policy=policy, answer_key=own)
 
 
 TOURNAMENT = StrategySpec(

@@ -44,16 +44,23 @@ from typing import Any
 from langgraph.graph import END, START
 from langgraph.types import Checkpointer
 
-from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.judging import consistency_query
 from langchain_ttc.core.types import Candidate, Usage
 from langchain_ttc.core.voting import Selection, majority_vote
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
 from langchain_ttc.engines.judge import JudgeModel, LLMJudge, selection_judge
-from langchain_ttc.strategies.config import StrategyConfig, validated
+from langchain_ttc.strategies.config import StrategyConfig, choose_answers, validated
 from langchain_ttc.strategies.driver import Calls, as_node, call, emit
 from langchain_ttc.strategies.generation import check_policy, make_generate_node, selection_output
-from langchain_ttc.strategies.graphs import SelectionState, StrategyGraph, candidates_of, new_graph, usage_of
+from langchain_ttc.strategies.graphs import (
+    SelectionState,
+    StrategyGraph,
+    candidates_of,
+    config_of,
+    new_graph,
+    usage_of,
+)
 from langchain_ttc.strategies.parts import record_parts
 from langchain_ttc.strategies.spec import StrategySpec, sampling_n
 
@@ -79,7 +86,8 @@ def create_usc_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     step_delimiter: str = "\n\n",
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "usc",
 ) -> StrategyGraph:
@@ -97,7 +105,10 @@ def create_usc_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         step_delimiter: The text between steps, e.g. '\\n\\n'.
-        answer_key: How the chosen solution's answer is read, and the fallback vote's key.
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer.
         name: The compiled graph's name.
 
@@ -111,7 +122,7 @@ def create_usc_graph(
     """
     config = validated(
         USCConfig, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        system_prompt=system_prompt, step_delimiter=step_delimiter,
+        system_prompt=system_prompt, step_delimiter=step_delimiter, answers=choose_answers(answers, answer_key),
     )  # fmt: skip
     return build_usc_graph(
         policy, None, config, judge=judge, answer_key=answer_key, checkpointer=checkpointer, name=name
@@ -122,6 +133,7 @@ def consensus_fallback(candidates: list[Candidate], shown: list[int], *, key: An
     """The stated fallback pick: the majority vote under ``key`` among ``shown``, else the first shown.
 
     Example:
+        >>> from langchain_ttc.core.answers import MATH_ANSWERS
         >>> c = lambda a: Candidate(text=str(a), steps=[], answer=a, finish_reason="eos")
         >>> consensus_fallback([c("1"), c("2"), c("2")], [0, 1, 2], key=MATH_ANSWERS)
         1
@@ -139,7 +151,7 @@ def build_usc_graph(
     config: StrategyConfig,
     *,
     judge: LLMJudge | JudgeModel | None = None,
-    answer_key: AnswerKey = MATH_ANSWERS,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "usc",
 ) -> StrategyGraph:
@@ -150,9 +162,11 @@ def build_usc_graph(
     """
     check_policy(policy)
     asked = selection_judge(policy, prm, judge)
+    own = config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
 
     def judge_node(state: USCState) -> Calls[dict[str, Any]]:
         candidates = candidates_of(state)
+        key = config_of(state, StrategyConfig).answer_key(answer_key)
         shown = [i for i, c in enumerate(candidates) if c.finished]
         record: dict[str, Any] = {"shown": shown, "choice": None, "reason": "", "method": None, "fallback": None}
         usage = Usage()
@@ -166,10 +180,10 @@ def build_usc_graph(
             if verdict.choice is not None:
                 record["choice"] = shown[verdict.choice]
             else:
-                record["choice"] = consensus_fallback(candidates, shown, key=answer_key)
+                record["choice"] = consensus_fallback(candidates, shown, key=key)
                 record["fallback"] = (
                     f"the judge's reply names none of the {len(shown)} responses ({verdict.reply[:200]!r}); "
-                    f"picked by majority vote under the {answer_key.name} key"
+                    f"picked by majority vote under the {key.name} key"
                 )
                 usage += Usage(judge_fallbacks=1)
         emit({"type": "ttc.judged", "choice": record["choice"], "shown": len(shown), "fallback": record["fallback"]})
@@ -183,13 +197,13 @@ def build_usc_graph(
         return output
 
     builder = new_graph(USCState)
-    builder.add_node("generate", as_node(make_generate_node(policy, config, key=answer_key), name="generate"))
+    builder.add_node("generate", as_node(make_generate_node(policy, config, answer_key=answer_key), name="generate"))
     builder.add_node("judge", as_node(judge_node, name="judge"))
     builder.add_node("select", as_node(select, name="select"))
     for first, second in [(START, "generate"), ("generate", "judge"), ("judge", "select"), ("select", END)]:
         builder.add_edge(first, second)
     graph = builder.compile(checkpointer=checkpointer, name=name)
-    return record_parts(graph, policy=policy, answer_key=answer_key)
+    return record_parts(graph, policy=policy, answer_key=own)
 
 
 USC = StrategySpec(

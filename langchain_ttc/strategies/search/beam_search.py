@@ -41,9 +41,10 @@ from typing import Any
 from langgraph.types import Checkpointer
 from pydantic import Field
 
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.search import Beam, prune, repeat_counts
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, validated
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, choose_answers, validated
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of
 from langchain_ttc.strategies.search.stepwise import (
     SearchState,
@@ -87,6 +88,8 @@ def create_beam_search_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     record_tree: bool = False,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "beam_search",
 ) -> StrategyGraph:
@@ -112,6 +115,10 @@ def create_beam_search_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         record_tree: Keep the whole search tree in the result (metadata['tree']).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -128,8 +135,9 @@ def create_beam_search_graph(
         selection=selection, stop_when_n_finished=stop_when_n_finished, adaptive_threshold=adaptive_threshold,
         temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt,
         record_tree=record_tree,
+        answers=choose_answers(answers, answer_key),
     )  # fmt: skip
-    return build_beam_search_graph(policy, prm, config, checkpointer=checkpointer, name=name)
+    return build_beam_search_graph(policy, prm, config, answer_key=answer_key, checkpointer=checkpointer, name=name)
 
 
 def build_beam_search_graph(
@@ -137,11 +145,13 @@ def build_beam_search_graph(
     prm: PRMEngine | None,
     config: BeamSearchConfig,
     *,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "beam_search",
 ) -> StrategyGraph:
     """The beam search graph for a validated config (the registry's builder)."""
     policy, prm = check_engines(policy, prm)
+    config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
     nodes = make_search_nodes(
         policy,
         prm,
@@ -167,7 +177,9 @@ def build_beam_search_graph(
         run = config_of(state, BeamSearchConfig)
         return run.stop_when_n_finished and len(state["finished"]) >= run.n
 
-    return build_search_graph(nodes, prune=prune_node, stop=enough_finished, checkpointer=checkpointer, name=name)
+    return build_search_graph(
+        nodes, prune=prune_node, stop=enough_finished, answer_key=answer_key, checkpointer=checkpointer, name=name
+    )
 
 
 def searched_beams(options: dict[str, Any], budget: int, pilots: int) -> int:

@@ -26,9 +26,10 @@ from typing import Any
 
 from langgraph.types import Checkpointer
 
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.search import Beam, answered, best_per_subtree
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, validated
+from langchain_ttc.strategies.config import Aggregation, SearchConfig, SelectionRule, choose_answers, validated
 from langchain_ttc.strategies.graphs import StrategyGraph, dumped
 from langchain_ttc.strategies.search.beam_search import searched_beams
 from langchain_ttc.strategies.search.stepwise import (
@@ -64,6 +65,8 @@ def create_dvts_graph(
     system_prompt: str | None = None,
     record_tree: bool = False,
     adaptive_threshold: float | None = None,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "dvts",
 ) -> StrategyGraph:
@@ -87,6 +90,10 @@ def create_dvts_graph(
         record_tree: Keep the whole search tree in the result (metadata['tree']).
         adaptive_threshold: Stop early once the finished solutions' weighted vote is settled: P(its leader stays the
             leader) >= this, in (0.5, 1] (None: off).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -101,8 +108,9 @@ def create_dvts_graph(
         step_delimiter=step_delimiter, aggregation=aggregation, selection=selection, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
         adaptive_threshold=adaptive_threshold,
+        answers=choose_answers(answers, answer_key),
     )  # fmt: skip
-    return build_dvts_graph(policy, prm, config, checkpointer=checkpointer, name=name)
+    return build_dvts_graph(policy, prm, config, answer_key=answer_key, checkpointer=checkpointer, name=name)
 
 
 def build_dvts_graph(
@@ -110,11 +118,13 @@ def build_dvts_graph(
     prm: PRMEngine | None,
     config: SearchConfig,
     *,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "dvts",
 ) -> StrategyGraph:
     """The DVTS graph for a validated config (the registry's builder)."""
     policy, prm = check_engines(policy, prm)
+    config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
     nodes = make_search_nodes(
         policy,
         prm,
@@ -135,7 +145,7 @@ def build_dvts_graph(
             truncated=beams_of(state, "truncated") + [c for c in ended if c.truncated],
         )
 
-    return build_search_graph(nodes, prune=prune_node, checkpointer=checkpointer, name=name)
+    return build_search_graph(nodes, prune=prune_node, answer_key=answer_key, checkpointer=checkpointer, name=name)
 
 
 DVTS = StrategySpec(

@@ -60,11 +60,12 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import Field, model_validator
 
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.search import Beam, particle_weights, resample, stopped_at
 from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.core.tree import TreeNode
 from langchain_ttc.engines.base import PolicyEngine, PRMEngine
-from langchain_ttc.strategies.config import Aggregation, SelectionRule, StepSearchConfig, validated
+from langchain_ttc.strategies.config import Aggregation, SelectionRule, StepSearchConfig, choose_answers, validated
 from langchain_ttc.strategies.context import TTCContext
 from langchain_ttc.strategies.driver import Calls, emit
 from langchain_ttc.strategies.graphs import StrategyGraph, config_of, dumped
@@ -173,6 +174,8 @@ def create_particle_filtering_graph(
     seed: int | None = None,
     system_prompt: str | None = None,
     record_tree: bool = False,
+    answers: str = "math",
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "particle_filtering",
 ) -> StrategyGraph:
@@ -201,6 +204,10 @@ def create_particle_filtering_graph(
         seed: Seed for reproducible sampling (each draw gets its own stream).
         system_prompt: Optional system message put before the problem, or preset:<name> (preset:search-and-learn).
         record_tree: Keep the whole search tree in the result (metadata['tree']).
+        answers: The answer key, by name: math (the last \\boxed{}, compared by equivalence), reference-math
+            (search-and-learn's parser, compared by canonical form), number, short, multiple-choice or tool_calls.
+        answer_key: An answer key object of your own instead of a name (recorded as answers='custom:<its name>';
+            leave answers at its default).
         checkpointer: Optional LangGraph checkpointer (a search can pause and resume).
         name: The compiled graph's name.
 
@@ -217,8 +224,11 @@ def create_particle_filtering_graph(
         stop_at=stop_at, max_iterations=max_iterations, lookahead=lookahead,
         step_delimiter=step_delimiter, aggregation=aggregation, selection=selection, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, system_prompt=system_prompt, record_tree=record_tree,
+        answers=choose_answers(answers, answer_key),
     )  # fmt: skip
-    return build_particle_filtering_graph(policy, prm, config, checkpointer=checkpointer, name=name)
+    return build_particle_filtering_graph(
+        policy, prm, config, answer_key=answer_key, checkpointer=checkpointer, name=name
+    )
 
 
 def build_particle_filtering_graph(
@@ -226,11 +236,13 @@ def build_particle_filtering_graph(
     prm: PRMEngine | None,
     config: ParticleFilteringConfig,
     *,
+    answer_key: AnswerKey | None = None,
     checkpointer: Checkpointer = None,
     name: str = "particle_filtering",
 ) -> StrategyGraph:
     """The particle filtering graph for a validated config (the registry's builder)."""
     policy, prm = check_engines(policy, prm)
+    config.answer_key(answer_key)  # a custom:<name> setting without its key object fails here
     # A sweep's first iteration writes its fresh particles' first steps from one empty root; later, one step
     # per active particle.
     nodes = make_search_nodes(
@@ -291,6 +303,7 @@ def build_particle_filtering_graph(
         nodes,
         prune=resample_node,
         sweep=sweep_node,
+        answer_key=answer_key,
         checkpointer=checkpointer,
         name=name,
         state=ParticleState,

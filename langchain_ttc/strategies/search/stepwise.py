@@ -27,6 +27,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
 from langchain_ttc.core.aggregation import aggregate
+from langchain_ttc.core.answers import AnswerKey
 from langchain_ttc.core.search import Beam, extend, interleave, split_steps, top_by_score
 from langchain_ttc.core.seeds import derive_seed, seed_requests
 from langchain_ttc.core.stopping import vote_settled
@@ -277,19 +278,22 @@ def pilot_candidates(state: SearchState, aggregation: str) -> list[Candidate]:
     return reaggregated(candidates_of(state, "pilots"), aggregation=aggregation)
 
 
-def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
+def make_select_node(strategy: str, answer_key: AnswerKey | None = None) -> Callable[[SearchState], dict[str, Any]]:
     """The ``select`` node: the weighted vote over finished beams (and pilots), or the best one.
 
     At most ``n`` finished beams take part, the best-scored ones (the reference keeps the first ``n``
-    to finish); truncated beams are listed but never chosen.
+    to finish); truncated beams are listed but never chosen. Each beam's answer is read, and the vote
+    groups answers, with the key the run's ``answers`` names (``answer_key``: the graph's own key
+    object, for ``custom:<name>``).
     """
 
     def select(state: SearchState) -> dict[str, Any]:
         run = config_of(state, StepSearchConfig)
+        key = run.answer_key(answer_key)
         beams = top_by_score(beams_of(state, "finished"), run.n) + beams_of(state, "truncated")
-        candidates = [b.to_candidate(run.step_delimiter) for b in beams] + pilot_candidates(state, run.aggregation)
-        rule = weighted_best_of_n if run.selection == "weighted" else best_of_n
-        selection = rule(candidates)
+        candidates = [b.to_candidate(run.step_delimiter, key) for b in beams]
+        candidates += pilot_candidates(state, run.aggregation)
+        selection = weighted_best_of_n(candidates, key=key) if run.selection == "weighted" else best_of_n(candidates)
         metadata: dict[str, Any] = {"iterations": state.get("iterations", [])}
         if run.record_tree:
             index = selection.chosen_index
@@ -306,22 +310,26 @@ def make_select_node(strategy: str) -> Callable[[SearchState], dict[str, Any]]:
     return select
 
 
-def record_early_stop(state: SearchState, update: dict[str, Any]) -> dict[str, Any]:
+def record_early_stop(
+    state: SearchState, update: dict[str, Any], answer_key: AnswerKey | None = None
+) -> dict[str, Any]:
     """``update`` (an iteration's end) with an adaptive stop recorded in its iteration's record, if there is one.
 
     There is one when ``adaptive_threshold`` is set, the search would go on (a beam is active,
     iterations are left) and the weighted vote over the finished beams (the ``n`` best-scored, as
     ``select`` takes them, and the pilots) is settled by the Dirichlet rule
     (:func:`~langchain_ttc.core.stopping.vote_settled`). The record (``early_stop``: the reason and
-    the decision) ends in ``metadata["iterations"]``.
+    the decision) ends in ``metadata["iterations"]``. The vote reads answers with the run's key, as
+    ``select`` does.
     """
     run = config_of(state, StepSearchConfig)
     threshold = run.adaptive_threshold
     if threshold is None or not update["frontier"] or update["iteration"] >= run.max_iterations:
         return update
+    key = run.answer_key(answer_key)
     finished = top_by_score([Beam.model_validate(b) for b in update["finished"]], run.n)
-    pool = [b.to_candidate(run.step_delimiter) for b in finished] + pilot_candidates(state, run.aggregation)
-    decision = vote_settled(pool, rule="dirichlet", threshold=threshold, weighted=True)
+    pool = [b.to_candidate(run.step_delimiter, key) for b in finished] + pilot_candidates(state, run.aggregation)
+    decision = vote_settled(pool, rule="dirichlet", threshold=threshold, weighted=True, key=key)
     if decision.stop:
         update["iterations"][-1]["early_stop"] = {"reason": "settled", **decision.model_dump()}
     return update
@@ -342,6 +350,7 @@ def build_search_graph(
     stop: Callable[[SearchState], bool] | None = None,
     sweep: Callable[[SearchState], dict[str, Any]] | None = None,
     state: type[SearchState] = SearchState,
+    answer_key: AnswerKey | None = None,
 ) -> LoopingGraph:
     """Wire a step-level search: ``start`` → (``generate`` → ``score`` → ``prune``)* → ``select``.
 
@@ -352,7 +361,8 @@ def build_search_graph(
     sweep goes to the ``sweep`` node, which starts the next one (back to ``generate``) or, after the
     last, hands the population to ``select``: a second loop, drawn as such.
 
-    ``state`` is the graph's state schema: :class:`SearchState` or a search's extension of it.
+    ``state`` is the graph's state schema: :class:`SearchState` or a search's extension of it;
+    ``answer_key`` the graph's own key object (the run's ``answers`` names the key the votes use).
     """
 
     def route(current: SearchState) -> str:
@@ -365,9 +375,10 @@ def build_search_graph(
     builder = new_graph(state)
 
     def prune_and_check(current: SearchState) -> dict[str, Any]:
-        return record_early_stop(current, prune(current))
+        return record_early_stop(current, prune(current), answer_key)
 
-    steps = {**nodes, "prune": prune_and_check, **({"sweep": sweep} if sweep else {}), "select": make_select_node(name)}
+    select = make_select_node(name, answer_key)
+    steps = {**nodes, "prune": prune_and_check, **({"sweep": sweep} if sweep else {}), "select": select}
     for node_name, node in steps.items():
         builder.add_node(node_name, as_node(node, name=node_name))
     builder.add_edge(START, "start")
