@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +31,7 @@ from langchain_ttc.strategies import (
     create_weighted_best_of_n_graph,
 )
 from tests.fakes import ScriptedChatModel, ScriptedPolicy, StepTreePolicy
-from tests.servers import free_port
+from tests.servers import free_port, serving_in_thread
 
 
 def rating(score: float, reason: str = "checked") -> dict[str, Any]:
@@ -277,13 +275,8 @@ class LogprobServer:
 @pytest.fixture
 def logprob_server() -> Iterator[LogprobServer]:
     server = LogprobServer()
-    thread = threading.Thread(target=server.server.run, daemon=True)
-    thread.start()
-    while not server.server.started:
-        time.sleep(0.01)
-    yield server
-    server.server.should_exit = True
-    thread.join()
+    with serving_in_thread(server.server):
+        yield server
 
 
 def test_the_server_policy_judges_by_p_yes_in_one_token_greedy_requests(logprob_server: LogprobServer) -> None:

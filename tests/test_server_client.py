@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from langchain_ttc.engines.server_client import ROUTING_HEADER, ServerClient, ServerError
-from tests.servers import free_port
+from tests.servers import free_port, serving_in_thread
 
 
 class Recorder:
@@ -50,13 +49,8 @@ class Recorder:
 @pytest.fixture
 def recorder(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     server = Recorder(refuse=getattr(request, "param", 0))
-    thread = threading.Thread(target=server.server.run, daemon=True)
-    thread.start()
-    while not server.server.started:
-        time.sleep(0.01)
-    yield server
-    server.server.should_exit = True
-    thread.join()
+    with serving_in_thread(server.server):
+        yield server
 
 
 @pytest.mark.parametrize("recorder", [2], indirect=True)
