@@ -59,6 +59,7 @@ Every part ends by rewriting the report from whatever records exist (a finding w
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -156,6 +157,14 @@ def model_paths(args: argparse.Namespace) -> dict[str, Path]:
     }
 
 
+def weights_digest(path: Path) -> str:
+    """A checkpoint's identity in the design: the SHA-256 of its weights.
+
+    The same model read from a training run's directory or from the package, once it ships, is the same design.
+    """
+    return "sha256:" + hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+
+
 def design_of(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any]:
     """Everything that decides the records (a part run under another design is refused)."""
     return {
@@ -187,7 +196,7 @@ def design_of(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any
         "hard": list(HARD),
         "easy": list(EASY),
         "verifiers": list(args.verifiers),
-        "models": {k: str(v.resolve()) for k, v in paths.items()},
+        "models": {k: weights_digest(v) for k, v in paths.items()},
         "strategies": strategy_settings(),
     }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +39,7 @@ from langchain_ttc.core.answers import (
 )
 from langchain_ttc.core.search import Beam, answered
 from langchain_ttc.core.tool_calls import TOOL_CALL_ANSWERS
+from langchain_ttc.core.types import Candidate
 from langchain_ttc.strategies.config import (
     ANSWER_KEY_NAMES,
     StrategyConfig,
@@ -205,6 +207,28 @@ def test_the_dvts_stop_rule_reads_boxed_whatever_the_key() -> None:
     assert output["answer"] == "\\frac{1}{2}" and len(output["result"]["groups"]) == 1  # 1/2 and 0.5: one answer
 
 
+def test_self_refines_unchanged_rule_compares_with_the_runs_key() -> None:
+    from langchain_ttc.core.refine import Draft, stop_reason
+
+    def draft(revision: int, answer: str) -> Draft:
+        candidate = Candidate(text=answer, steps=[answer], answer=answer, finish_reason="eos")
+        return Draft(chain=0, revision=revision, candidate=candidate)
+
+    chain = [draft(0, "0.5"), draft(1, "1/2")]
+    exact = AnswerKey(name="exact", extract=str.strip, equivalent=str.__eq__)
+    assert stop_reason(chain, max_revisions=3) == "unchanged"  # the same number under math
+    assert stop_reason(chain, max_revisions=3, key=exact) is None  # two answers under an exact key: revise on
+
+
+def test_the_routers_agreement_groups_pilots_with_the_runs_key() -> None:
+    from langchain_ttc.strategies.routing.difficulty import agreement_difficulty, estimate_difficulty
+
+    pilots = [Candidate(text=a, steps=[a], answer=a, finish_reason="eos") for a in ("1/2", "0.5", "3", "1/2")]
+    exact = AnswerKey(name="exact", extract=str.strip, equivalent=str.__eq__)
+    assert estimate_difficulty(agreement_difficulty, pilots, key=MATH_ANSWERS) == 0.25
+    assert estimate_difficulty(agreement_difficulty, pilots, key=exact) == 0.5
+
+
 def test_the_routers_pilots_are_read_with_the_key() -> None:
     config = validated(ComputeOptimalConfig, n=4, answers="reference-math")
     pilots, _ = run_calls(
@@ -240,10 +264,38 @@ def test_ttc_solve_takes_the_flag(strategy: str, capsys: pytest.CaptureFixture[s
     assert error.startswith("ttc solve: error: --answers='maths' names no answer key; pass one of 'math'")
 
 
+def test_ttc_eval_takes_the_flag(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three of four samples state 7 without ``\\boxed{}``, one boxes 5: the strict key votes 5 (wrong), the
+    reference key 7 (right), at every budget the subsampled curve has."""
+    from langchain_ttc.cli import main
+    from langchain_ttc.engines.settings import EngineSettings
+
+    stated = ["The answer is 7", "The answer is 7", "So \\boxed{5}", "The answer is 7"]
+    monkeypatch.setattr(EngineSettings, "load_policy", lambda self: ScriptedPolicy(stated))
+    monkeypatch.setattr(EngineSettings, "load_prm", lambda self: FLAT)
+    dataset = tmp_path / "one.jsonl"
+    dataset.write_text(json.dumps({"problem": "What is 3+4?", "answer": "7"}) + "\n")
+    correct = {}
+    for answers in ("math", "reference-math"):
+        output = tmp_path / f"{answers}.jsonl"
+        ask = ["eval", "--dataset", str(dataset), "--strategy", "majority_vote", "weighted_best_of_n", "--n-max", "4"]
+        assert main([*ask, "--answers", answers, "--output", str(output)]) == 0
+        header, record = (json.loads(line) for line in output.read_text().splitlines())
+        assert header["config"]["answers"] == answers  # a resume under another key is refused
+        correct[answers] = record["correct"]
+    for run in ("majority_vote@4", "weighted_best_of_n@4", "majority_vote@1"):
+        assert (correct["math"][run], correct["reference-math"][run]) == (False, True), run
+    capsys.readouterr()
+    assert main(["eval", "--dataset", str(dataset), "--answers", "maths"]) == 2
+    assert capsys.readouterr().err.startswith("ttc eval: error: --answers='maths' names no answer key")
+
+
 def test_the_flags_help_names_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
     from langchain_ttc.cli.main import build_parser
 
-    for command in ("solve", "serve"):
+    for command in ("solve", "serve", "eval"):
         with pytest.raises(SystemExit):
             build_parser().parse_args([command, "--help"])
         shown = " ".join(capsys.readouterr().out.split())

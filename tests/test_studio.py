@@ -68,6 +68,7 @@ def test_graph_runs_through_the_sdk_with_progress_events(server: str, graph_id: 
     context_schema = client.assistants.get_schemas(assistant["assistant_id"])["context_schema"]["properties"]
     for field in ("policy_model", "prm_model", "backend", "n", "temperature", "max_tokens", "beam_width"):
         assert context_schema[field]["description"], field
+    assert "reference-math" in context_schema["answers"]["description"]  # the keys a run may name
     thread = client.threads.create()
     events: list[dict[str, Any]] = []
     values: dict[str, Any] = {}

@@ -185,6 +185,17 @@ def test_an_agent_whose_every_decision_is_a_vote() -> None:
     assert isinstance(history[2], ToolMessage) and history[2].tool_call_id == action.tool_calls[0]["id"]
 
 
+def test_a_graph_built_with_the_math_key_votes_over_tool_calls_once_tools_are_bound() -> None:
+    chat = ScriptedChatModel(replies=[TOKYO, PARIS, PARIS, "Sunny."])
+    graph = create_majority_vote_graph(ChatModelPolicy(chat), n=4)  # answers="math": ignores tool calls
+    reply = TTCChatModel(graph=graph).bind_tools([get_weather]).invoke("What is the weather in Paris?")
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert reply.response_metadata["ttc_result"]["answer"].startswith('{"tool_calls":[{"args":{"city":"Paris"}')
+    boxed = ChatModelPolicy(ScriptedChatModel(replies=["\\boxed{2}"]))
+    plain = TTCChatModel(graph=create_majority_vote_graph(boxed, n=2))
+    assert plain.invoke("1+1?").response_metadata["ttc_result"]["answer"] == "2"  # no tools: the graph's own key
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -196,9 +207,6 @@ def test_bind_tools_refuses_what_cannot_vote_over_tool_calls() -> None:
     graph = create_majority_vote_graph(no_tools, n=2, answer_key=TOOL_CALL_ANSWERS)
     with pytest.raises(TypeError, match=r"model=GenericFakeChatModel.* cannot call tools: .*not implement bind_tools"):
         TTCChatModel(graph=graph).bind_tools([get_weather])
-    math = create_majority_vote_graph(ChatModelPolicy(ScriptedChatModel(replies=["x"])), n=2)
-    with pytest.raises(ValueError, match=r"answer_key='math', which ignores tool calls; .*TOOL_CALL_ANSWERS"):
-        TTCChatModel(graph=math).bind_tools([get_weather])
     search = create_beam_search_graph(ScriptedPolicy(["x"]), last_step_prm({}), n=2, beam_width=2)
     with pytest.raises(TypeError, match=r"graph='beam_search'.*only a graph built by create_majority_vote_graph"):
         TTCChatModel(graph=search).bind_tools([get_weather])

@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--difficulty", default="1-8", help="arith: steps, e.g. 3 or 1-8.")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--system-prompt", default=None, help=SYSTEM_PROMPT_HELP)
+    evaluate.add_argument("--answers", default="math", help=ANSWERS_HELP)
     evaluate.add_argument("--concurrency", type=_positive_int, default=4, help="Problems in flight at once.")
     evaluate.add_argument(
         "--output", type=Path, default=None, help="JSONL results (default: ttc_eval/<dataset>.jsonl)."
@@ -473,6 +474,7 @@ def evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         system_prompt=args.system_prompt,
         budgets=args.budgets,
+        answers=args.answers,
         dataset_options={"difficulty": list(difficulty), "count": args.count, "limit": args.limit},
     )
     config.check()  # the budget caps too

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from langchain_ttc.core.answers import answers_equivalent
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
 from langchain_ttc.core.types import Candidate
 
 StopReason = Literal["no_error", "unchanged", "budget"]
@@ -82,12 +82,15 @@ def revision_prefix(steps: Sequence[str], step: int, delimiter: str) -> str:
     return "".join(f"{s}{delimiter}" for s in steps[:step])
 
 
-def stop_reason(drafts: Sequence[Draft], *, max_revisions: int) -> StopReason | None:
-    """Why a chain (its drafts in order) stops now, or ``None`` if it goes on to another revision."""
+def stop_reason(drafts: Sequence[Draft], *, max_revisions: int, key: AnswerKey = MATH_ANSWERS) -> StopReason | None:
+    """Why a chain (its drafts in order) stops now, or ``None`` if it goes on to another revision.
+
+    "unchanged" compares the last two drafts' answers with ``key`` (the run's answer key).
+    """
     last = drafts[-1]
     if len(drafts) >= 2:
         before, after = drafts[-2].candidate.answer, last.candidate.answer
-        if before is not None and after is not None and answers_equivalent(before, after):
+        if before is not None and after is not None and key.equivalent(before, after):
             return "unchanged"
     if last.revision >= max_revisions:
         return "budget"

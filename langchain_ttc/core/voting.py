@@ -82,8 +82,13 @@ def majority_vote(candidates: Sequence[Candidate], *, key: AnswerKey = MATH_ANSW
     return Selection(chosen_index=None if best is None else best.indices[0], groups=groups)
 
 
-def best_of_n(candidates: Sequence[Candidate]) -> Selection:
-    """The candidate with the highest aggregated score; ties go to the lower index."""
+def best_of_n(candidates: Sequence[Candidate], *, key: AnswerKey = MATH_ANSWERS) -> Selection:
+    """The candidate with the highest aggregated score; ties go to the lower index.
+
+    ``key`` does not change which candidate scores highest; it is accepted so that every vote has one
+    signature, ``vote(candidates, key=...)``.
+    """
+    del key
     chosen: int | None = None
     for index, candidate in enumerate(candidates):
         if _eligible(candidate, needs_score=True):

@@ -48,7 +48,7 @@ from langchain_ttc.strategies.config import StrategyConfig, validated
 from langchain_ttc.strategies.driver import run_calls
 from langchain_ttc.strategies.generation import conversation_from_input, reaggregated
 from langchain_ttc.strategies.routing.compute_optimal import draw_pilots, strategy_seed
-from langchain_ttc.strategies.routing.difficulty import ESTIMATORS
+from langchain_ttc.strategies.routing.difficulty import ESTIMATORS, estimate_difficulty
 from langchain_ttc.strategies.routing.table import (
     DifficultyBin,
     StrategyChoice,
@@ -150,13 +150,14 @@ class Calibration:
                 vote = strategy_spec(choice.strategy).vote
                 if vote is not None:
                     pool = reaggregated(samples, aggregation=choice.options.get("aggregation", self.aggregation))
-                    chosen = vote(pool).chosen_index
+                    chosen = vote(pool, key=config.answer_key()).chosen_index
                     per[choice.label()] = grade(None if chosen is None else pool[chosen].answer, problem.answer)
                 elif (budget, choice.label()) in self.graphs:
                     answer = invoke_until(self.graphs[budget, choice.label()], data, stop)["answer"]
                     per[choice.label()] = grade(answer, problem.answer)
             correct[str(budget)] = per
-        difficulty = {name: function(pilots) for name, (function, _) in ESTIMATORS.items()}
+        key = config.answer_key()
+        difficulty = {name: estimate_difficulty(f, pilots, key=key) for name, (f, _) in ESTIMATORS.items()}
         return {"id": problem.id, "level": problem.level, "difficulty": difficulty, "correct": correct}
 
     def run(

@@ -44,6 +44,7 @@ from langchain_ttc.evaluation.scaling import (
     sample_strategies,
     subsampled_answers,
 )
+from langchain_ttc.strategies.config import answer_key_named
 from langchain_ttc.wiring import (
     DEFAULT_POLICY,
     DEFAULT_PRM,
@@ -70,6 +71,7 @@ class EvalConfig:
     seed: int = 0
     system_prompt: str | None = None
     budgets: list[int] | None = None
+    answers: str = "math"
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -83,6 +85,7 @@ class EvalConfig:
         if not self.strategies:
             raise ValueError("--strategy is empty; pass one or more strategies.")
         self.system_prompt = resolve_system_prompt(self.system_prompt, parameter="--system-prompt")
+        answer_key_named(self.answers, parameter="--answers", objects=False)
         for strategy in self.strategies:
             strategy_spec(strategy)
         check_power_of_two(self.n_max)
@@ -107,6 +110,7 @@ class EvalConfig:
             "system_prompt": self.system_prompt,
             "aggregation": self.aggregation,
             "beam_width": self.beam_width,
+            "answers": self.answers,
         }
 
     @property
@@ -212,7 +216,7 @@ def evaluate_problem(
         usage[run] = result["usage"]
         if run.startswith("sampling@"):
             candidates = [Candidate.model_validate(c) for c in result["candidates"]]
-            subsampled = subsampled_answers(candidates, sampled, config.n_max)
+            subsampled = subsampled_answers(candidates, sampled, config.n_max, key=answer_key_named(config.answers))
             predictions |= subsampled
             ceiling = coverage(problem, candidates, config.n_max)
             for key in subsampled:  # the first n samples' tokens

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey
 from langchain_ttc.core.types import Candidate
 from langchain_ttc.strategies.config import limits, validated
 from langchain_ttc.wiring import STRATEGIES, applicable, strategy_spec
@@ -94,14 +95,16 @@ def budgets(n_max: int) -> list[int]:
     return [1 << k for k in range(n_max.bit_length())]
 
 
-def subsampled_answers(candidates: Sequence[Candidate], strategies: Sequence[str], n_max: int) -> dict[str, str | None]:
-    """The answer of each strategy at each budget, keyed ``"<strategy>@<n>"``."""
+def subsampled_answers(
+    candidates: Sequence[Candidate], strategies: Sequence[str], n_max: int, *, key: AnswerKey = MATH_ANSWERS
+) -> dict[str, str | None]:
+    """The answer of each strategy at each budget, keyed ``"<strategy>@<n>"`` (votes group answers by ``key``)."""
     answers: dict[str, str | None] = {}
     for n in budgets(n_max):
         first = list(candidates[:n])
         for strategy in strategies:
             vote = strategy_spec(strategy).vote
             assert vote is not None, f"{strategy} is not a sample-then-select strategy"
-            chosen = vote(first).chosen_index
+            chosen = vote(first, key=key).chosen_index
             answers[f"{strategy}@{n}"] = None if chosen is None else first[chosen].answer
     return answers

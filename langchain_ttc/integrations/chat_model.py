@@ -7,12 +7,14 @@ just the answer), with the whole result in ``response_metadata["ttc_result"]`` a
 
 Tool calling: :meth:`TTCChatModel.bind_tools` works on a sample-then-select graph (majority vote,
 best-of-N, weighted best-of-N) built on a
-:class:`~langchain_ttc.engines.chat_model_policy.ChatModelPolicy` and voting with
-:data:`~langchain_ttc.core.tool_calls.TOOL_CALL_ANSWERS`: each call samples ``n`` assistant turns
-that may call the tools, votes over them (the same tool with equal arguments is the same action;
-replies when most turns reply), and returns the chosen turn with its tool calls, so
-``create_agent(TTCChatModel(...), tools=[...])`` is an agent whose every decision is a vote.
-Anything else is refused at ``bind_tools`` with the fix.
+:class:`~langchain_ttc.engines.chat_model_policy.ChatModelPolicy`: each call samples ``n`` assistant
+turns that may call the tools, votes over them with
+:data:`~langchain_ttc.core.tool_calls.TOOL_CALL_ANSWERS` (the same tool with equal arguments is the
+same action; replies when most turns reply), and returns the chosen turn with its tool calls, so
+``create_agent(TTCChatModel(...), tools=[...])`` is an agent whose every decision is a vote. A graph
+built with a key that ignores tool calls (``answers="math"``, the default) runs its tool-calling
+turns with ``answers="tool_calls"`` in the run's context; a graph whose own key reads tool calls
+keeps it. Anything else is refused at ``bind_tools`` with the fix.
 
 ``invoke`` and ``ainvoke`` (``graph.ainvoke``) run the graph (``_generate`` / ``_agenerate``).
 Streaming is LangChain's ``stream``/``astream`` on ``_stream`` / ``_astream``: they run the graph,
@@ -134,7 +136,7 @@ class TTCChatModel(BaseChatModel):
         Raises:
             TypeError: If the graph cannot vote over tool calls: not a sample-then-select graph, or its
                 policy cannot call tools (not a ``ChatModelPolicy`` on a tool-calling chat model).
-            ValueError: If the graph's answer key ignores tool calls, or an option is not supported.
+            ValueError: If an option is not supported.
 
         Example:
             >>> policy = ChatModelPolicy(chat)  # doctest: +SKIP
@@ -157,11 +159,6 @@ class TTCChatModel(BaseChatModel):
             )
         schemas = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
         with_tools(parts.policy, schemas, tool_choice=tool_choice)  # a policy that cannot call tools fails now
-        if not parts.answer_key.reads_tool_calls:
-            raise ValueError(
-                f"TTCChatModel(graph={name!r}).bind_tools: the graph votes with answer_key={parts.answer_key.name!r}, "
-                "which ignores tool calls; build it with answer_key=TOOL_CALL_ANSWERS (from langchain_ttc)."
-            )
         return self.bind(tools=schemas, tool_choice=tool_choice, **kwargs)
 
     # ------------------------------------------------------------------ runs
@@ -169,8 +166,11 @@ class TTCChatModel(BaseChatModel):
     def _run_args(
         self, messages: list[BaseMessage], tools: list[dict[str, Any]] | None, tool_choice: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        extra = {"context": TTCContext(tools=tools, tool_choice=tool_choice)} if tools else {}
-        return {"messages": messages}, extra
+        if not tools:
+            return {"messages": messages}, {}
+        parts = parts_of(self.graph)
+        answers = None if parts is None or parts.answer_key.reads_tool_calls else "tool_calls"
+        return {"messages": messages}, {"context": TTCContext(tools=tools, tool_choice=tool_choice, answers=answers)}
 
     def _generate(
         self,

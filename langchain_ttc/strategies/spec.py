@@ -5,11 +5,10 @@ Each strategy module defines its spec next to its factory; :mod:`.registry` coll
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_ttc.core.types import Candidate
 from langchain_ttc.core.voting import Selection
 from langchain_ttc.strategies.config import StrategyConfig
 from langchain_ttc.strategies.graphs import StrategyGraph
@@ -28,8 +27,8 @@ class StrategySpec:
         build: ``build(policy, prm, config, *, checkpointer, name)`` returns the compiled graph.
         needs_prm: Whether it scores solutions with a PRM.
         family: ``sampling`` (sample, then select), ``search`` (step-level), ``refine`` or ``routing``.
-        vote: For sample-then-select strategies, the selection rule over candidates (evaluation
-            and calibration apply it to subsets of one sample set).
+        vote: For sample-then-select strategies, the selection rule ``vote(candidates, key=answer_key)``
+            (evaluation and calibration apply it to subsets of one sample set).
         routed_n: For strategies a router table may choose: ``(options, budget, pilots) -> n`` the
             strategy runs with when the pilots are reused, 0 when it does not fit.
         prm_option: For a strategy that scores only with some options: whether a config asks for a PRM.
@@ -42,7 +41,7 @@ class StrategySpec:
     build: Callable[..., StrategyGraph]
     needs_prm: bool
     family: Family
-    vote: Callable[[Sequence[Candidate]], Selection] | None = None
+    vote: Callable[..., Selection] | None = None
     routed_n: Callable[[dict[str, Any], int, int], int] | None = None
     prm_option: Callable[[Any], bool] | None = None
 

@@ -357,7 +357,7 @@ def build_self_refine_graph(
             "config": run.model_dump(),
             "conversation": conversation,
             "chains": [[d.model_dump()] for d in drafts],
-            "stopped": [stop_reason([d], max_revisions=max_revisions) for d in drafts],
+            "stopped": [stop_reason([d], max_revisions=max_revisions) for d in drafts],  # one draft: no key needed
             "extra": dumped(pilots[chains:]),
             "round": 0,
             "usage": usage,
@@ -369,9 +369,10 @@ def build_self_refine_graph(
         lasts = [chains_now[i][-1] for i in active]
         critiques, usage = yield from critiques_of(state["problem"], [d.candidate for d in lasts], runtime)
         stopped = list(state["stopped"])
+        key = config_of(state, SelfRefineConfig).answer_key(answer_key)
         for i, last, found in zip(active, lasts, critiques, strict=True):
             chains_now[i][-1] = last.model_copy(update={"critique": found[0], "candidate": found[1]})
-            stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions)
+            stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions, key=key)
             emit({"type": "ttc.critique", "chain": i, "revision": last.revision, "step": found[0].step,
                   "text": found[0].text})  # fmt: skip
         return {"chains": [dumped(chain) for chain in chains_now], "stopped": stopped, "usage": usage}
@@ -402,7 +403,7 @@ def build_self_refine_graph(
             candidate = candidate_from_completion(completion, prefix=prefix, delimiter=step_delimiter, key=key)
             revised = Draft(chain=i, revision=chains_now[i][-1].revision + 1, candidate=candidate)
             chains_now[i].append(revised)
-            stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions)
+            stopped[i] = stop_reason(chains_now[i], max_revisions=max_revisions, key=key)
             emit({"type": "ttc.draft", "chain": i, "revision": revised.revision, "answer": candidate.answer,
                   "tokens": completion.num_tokens})  # fmt: skip
         return {

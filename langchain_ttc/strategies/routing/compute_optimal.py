@@ -68,7 +68,12 @@ from langchain_ttc.strategies.graphs import (
     usage_of,
 )
 from langchain_ttc.strategies.registry import create_strategy_graph, strategy_spec
-from langchain_ttc.strategies.routing.difficulty import ESTIMATORS, DifficultyEstimator, check_estimator
+from langchain_ttc.strategies.routing.difficulty import (
+    ESTIMATORS,
+    DifficultyEstimator,
+    check_estimator,
+    estimate_difficulty,
+)
 from langchain_ttc.strategies.routing.table import StrategyChoice, StrategyTable, load_table
 from langchain_ttc.strategies.spec import StrategySpec
 
@@ -251,9 +256,10 @@ def build_compute_optimal_graph(
             "usage": usage,
         }
 
-    def route(state: RouterState) -> dict[str, Any]:
+    def route(state: RouterState, runtime: Runtime[TTCContext]) -> dict[str, Any]:
         run_budget = state["routing"]["budget"]
-        difficulty = float(estimate(candidates_of(state, "pilots")))
+        key = run_config(config, runtime).answer_key()
+        difficulty = estimate_difficulty(estimate, candidates_of(state, "pilots"), key=key)
         bin_name = checked.bin_of(difficulty)
         choice = checked.budgets[run_budget][bin_name]
         routing = {

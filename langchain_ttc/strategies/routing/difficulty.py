@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from langchain_ttc.core.answers import group_equivalent
+from langchain_ttc.core.answers import MATH_ANSWERS, AnswerKey, group_equivalent
 from langchain_ttc.core.types import Candidate
 
 DifficultyEstimator = Callable[[Sequence[Candidate]], float]
@@ -42,8 +42,8 @@ def prm_score_difficulty(pilots: Sequence[Candidate]) -> float:
     return 1.0 - sum(scores) / len(scores)
 
 
-def agreement_difficulty(pilots: Sequence[Candidate]) -> float:
-    """1 - the share of pilots whose answers agree with the most common answer.
+def agreement_difficulty(pilots: Sequence[Candidate], *, key: AnswerKey = MATH_ANSWERS) -> float:
+    """1 - the share of pilots whose answers agree (by ``key``, the run's answer key) with the most common answer.
 
     Raises:
         ValueError: If there are no pilots.
@@ -52,7 +52,7 @@ def agreement_difficulty(pilots: Sequence[Candidate]) -> float:
     if not pilots:
         raise ValueError("pilots=[] is empty; the difficulty estimate needs at least one pilot sample.")
     answers = [c.answer for c in pilots if c.finished and c.answer is not None]
-    largest = max((len(group) for group in group_equivalent(answers)), default=0)
+    largest = max((len(group) for group in group_equivalent(answers, key=key)), default=0)
     return 1.0 - largest / len(pilots)
 
 
@@ -61,6 +61,24 @@ ESTIMATORS: dict[str, tuple[DifficultyEstimator, bool]] = {
     "agreement": (agreement_difficulty, False),
 }
 """Name -> (estimator, whether it needs PRM-scored pilots)."""
+
+
+def estimate_difficulty(estimate: DifficultyEstimator, pilots: Sequence[Candidate], *, key: AnswerKey) -> float:
+    """``estimate(pilots)``; the agreement estimator groups the pilots' answers with ``key`` (the run's answer key).
+
+    Example:
+        >>> from langchain_ttc.core.answers import AnswerKey
+        >>> from langchain_ttc.core.types import Candidate
+        >>> pilots = [Candidate(text="", steps=[], answer=a, finish_reason="stop") for a in ("1/2", "0.5")]
+        >>> exact = AnswerKey(name="exact", extract=str.strip, equivalent=str.__eq__)
+        >>> estimate_difficulty(agreement_difficulty, pilots, key=MATH_ANSWERS), estimate_difficulty(
+        ...     agreement_difficulty, pilots, key=exact)
+        (0.0, 0.5)
+
+    """
+    if estimate is agreement_difficulty:
+        return agreement_difficulty(pilots, key=key)
+    return float(estimate(pilots))
 
 
 def check_estimator(name: str) -> str:
