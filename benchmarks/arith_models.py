@@ -16,7 +16,7 @@
 Writes ``benchmarks/results/arith_models.md`` (with machine, date and command) and prints it.
 
     python benchmarks/arith_models.py [--models DIR] [--per-difficulty 100] [--coverage-problems 16]
-        [--band-problems 40] [--samples 2]
+        [--band-problems 40] [--samples 2] [--verifier-band-problems 50] [--output arith_models.md]
 
 ``--models`` reads the checkpoints from another directory (a training run's output, before it ships).
 Problems are drawn with seeds the training script never uses; at difficulties 1-2 the problem
@@ -43,6 +43,7 @@ from langchain_ttc.arith.checkpoints import arith_checkpoint
 from langchain_ttc.arith.problems import (
     MAX_DIFFICULTY,
     STEP_DELIMITER,
+    ArithProblem,
     apply_operator,
     arithmetic_facts,
     draw_operation,
@@ -178,9 +179,10 @@ def coverage(policy: TransformersPolicy, problems_per_level: int, samples: int) 
     return table
 
 
-def sampled_solutions(policy: TransformersPolicy, per_difficulty: int, samples: int) -> list[tuple[str, list[str]]]:
-    """Solutions the small policy samples at temperature 0.8, every difficulty (the verifiers' test set)."""
-    problems = [p for d in LEVELS for p in make_problems(per_difficulty, d, seed=3 * SEED + d)]
+def sampled_solutions(
+    policy: TransformersPolicy, problems: list[ArithProblem], samples: int
+) -> list[tuple[str, list[str]]]:
+    """Solutions the small policy samples at temperature 0.8 for ``problems`` (a verifiers' test set)."""
     requests = [
         GenerationRequest(
             messages=[{"role": "user", "content": p.problem}], n=samples, temperature=TEMPERATURE, max_tokens=512,
@@ -300,6 +302,8 @@ def main() -> None:
     parser.add_argument("--band-problems", type=int, default=40, help="Problems per band for pass@16 and pass@256.")
     parser.add_argument("--verifier-problems", type=int, default=25, help="Problems per difficulty for the PRMs.")
     parser.add_argument("--samples", type=int, default=2, help="Samples per problem for the PRM measurement.")
+    parser.add_argument("--verifier-band-problems", type=int, default=50, help="Problems per band for the PRMs.")
+    parser.add_argument("--output", default="arith_models.md", help="The report's name under benchmarks/results.")
     args = parser.parse_args()
     started = time.time()
 
@@ -326,11 +330,17 @@ def main() -> None:
     small_wrong = training.RECIPES["small"].teacher.wrong_results()
     cover = coverage(small, args.coverage_problems, 64)
     thresholds, bands = band_coverage(small, args.band_problems)
-    pairs = sampled_solutions(small, args.verifier_problems, args.samples)
+    by_difficulty = [p for d in LEVELS for p in make_problems(args.verifier_problems, d, seed=3 * SEED + d)]
+    by_band = problems_by_band(small, args.verifier_band_problems, seed=4 * SEED, thresholds=thresholds)
+    test_sets = {  # the study's problems (its bands, 1-9 steps) first: the target is set on them
+        "the study's bands": sampled_solutions(small, [p for found in by_band.values() for p, _ in found], 3),
+        f"1-{MAX_DIFFICULTY} steps": sampled_solutions(small, by_difficulty, args.samples),
+    }
     quality = {
-        name: prm_quality(
+        (population, name): prm_quality(
             prm, pairs, small_wrong=small_wrong, teacher_wrong=training.PRM_RECIPES[name].teacher.wrong_results()
         )
+        for population, pairs in test_sets.items()
         for name, prm in ladder.items()
     }
 
@@ -408,31 +418,31 @@ def main() -> None:
             f"| {band} | {row['steps']:.1f} | {row['exact pass@1']:.1%} | {row['pass@1']:.1%} | {row['pass@16']:.1%} "
             f"| {row['pass@256']:.1%} |"
         )
-    some = next(iter(quality.values()))
     lines += [
         "",
-        f"## The verifier ladder on {some['solutions']} solutions sampled from the small policy "
-        f"(temperature {TEMPERATURE})",
+        "## The verifier ladder on solutions sampled from the small policy (temperature 0.8)",
         "",
-        f"{some['right'] + some['wrong']} steps labelled by the exact checker (Math-Shepherd prefix labels): "
-        f"{some['right']} right, {some['wrong']} wrong; threshold 0.5. A miss is a wrong step scored >= 0.5. "
-        "First wrong steps: *unseen misconception* (one of the small policy's misconceptions that the PRM's "
-        "training teacher never had), *shared misconception*, *other* (slips and miscopies); *after*: the steps "
-        "after a solution's first error.",
+        "Steps labelled by the exact checker (Math-Shepherd prefix labels); threshold 0.5. A miss is a wrong step "
+        "scored >= 0.5. First wrong steps: *unseen misconception* (one of the small policy's misconceptions that "
+        "the PRM's training teacher never had), *shared misconception*, *other* (slips and miscopies); *after*: the "
+        f"steps after a solution's first error. Two test sets: the study's bands ({args.verifier_band_problems} "
+        f"problems per band, 3 samples each; the issue's target, AUROC 0.80-0.92, is set on these) and "
+        f"{args.verifier_problems} problems at each of 1-{MAX_DIFFICULTY} steps ({args.samples} samples each).",
         "",
-        "| PRM | step accuracy | on right steps | on wrong steps | AUROC | miss: unseen misconception | "
-        "miss: shared misconception | miss: other first errors | miss: after an error |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| problems | PRM | solutions | right / wrong steps | step accuracy | on right steps | on wrong steps "
+        "| AUROC | miss: unseen misconception | miss: shared misconception | miss: other first errors "
+        "| miss: after an error |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, q in quality.items():
+    for (population, name), q in quality.items():
         misses = " | ".join(
             f"{q[f'{kind}_miss']:.1%} of {int(q[f'{kind}_count'])}" for kind in ("unseen", "shared", "other", "after")
         )
         lines.append(
-            f"| {name} | {q['accuracy']:.1%} | {q['on_right']:.1%} | {q['on_wrong']:.1%} | {q['auroc']:.3f} | "
-            f"{misses} |"
+            f"| {population} | {name} | {int(q['solutions'])} | {int(q['right'])} / {int(q['wrong'])} | "
+            f"{q['accuracy']:.1%} | {q['on_right']:.1%} | {q['on_wrong']:.1%} | {q['auroc']:.3f} | {misses} |"
         )
-    write("arith_models.md", lines)
+    write(args.output, lines)
 
 
 if __name__ == "__main__":

@@ -203,9 +203,12 @@ PRM_RECIPES = {
     # The way public PRMs are trained: another policy's solutions (a teacher sharing 25 of the small policy's
     # 50 misconceptions), checker labels on the step tags only, from scratch, untied read-out, and an MLP
     # of 320 so that it is no larger than the large policy (444,032 parameters against 459,904).
-    # 6000 steps: the first run, 4000 steps, ended at held-out AUROC 0.789, below the 0.80 the study asks of
-    # a realistic verifier, and was still rising (0.767 at 2000, 0.780 at 3500), so this run trains longer.
-    "prm": PRMRecipe(teacher=Teacher(misconceptions=50, offset=25), intermediate_size=320, steps=6000, seed=5),
+    # 14000 steps. The first run, 4000 steps, ended at held-out AUROC 0.789 (on its own teacher's solutions)
+    # and was still rising; the second, 6000 steps, reached 0.824 there but 0.780 on the small policy's own
+    # samples (benchmarks/arith_models.py, 1-12 steps; 0.751 on the study's bands), below the 0.80-0.92 the
+    # study asks of a realistic verifier, and was still rising (+0.01 per 500 steps at the end). Only the
+    # training length changes, to reach that stated verifier-quality range; no study result was looked at.
+    "prm": PRMRecipe(teacher=Teacher(misconceptions=50, offset=25), intermediate_size=320, steps=14000, seed=5),
     # The previous release's shipped recipe: the large policy plus two layers, the small policy's own
     # teacher, dense digit labels, bad labels weighted twice, and the auxiliary fact loss.
     # 2000 steps (the previous release's 3500 at 8-step chains took 49 min alone; this one shares the machine).
