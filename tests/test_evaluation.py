@@ -152,6 +152,27 @@ def test_parameter_counts_come_from_the_engines_that_expose_them() -> None:
     assert ModelSizes.of(Local(), None) == ModelSizes(policy=8, verifier=None)
 
 
+def test_an_engine_that_names_a_checkpoint_on_this_machine_is_counted_from_its_weights(tmp_path: Path) -> None:
+    """vLLM engines (in process, or a server's client) hold no torch module, only the model's name."""
+    import torch
+    from safetensors.torch import save_file
+
+    from langchain_ttc.arith.checkpoints import arith_checkpoint
+    from langchain_ttc.engines.transformers_policy import TransformersPolicy
+
+    class Named(ScriptedPolicy):
+        def __init__(self, name: str) -> None:
+            super().__init__(SOLUTIONS)
+            self.model_name = name
+
+    loaded = TransformersPolicy.from_pretrained(arith_checkpoint("small"))
+    assert model_parameters(Named(str(arith_checkpoint("small")))) == model_parameters(loaded) == 459_904
+    for shard, shape in (("a", (3, 4)), ("b", (5,))):  # a sharded checkpoint: every file's tensors
+        save_file({f"{shard}.weight": torch.zeros(shape)}, str(tmp_path / f"model-{shard}.safetensors"))
+    assert model_parameters(MicroBatchingPolicy(Named(str(tmp_path)))) == 17
+    assert model_parameters(Named("small")) is None  # a served model's name, not a checkpoint here
+
+
 @pytest.mark.integration
 def test_eval_on_arith_writes_results_summary_and_plot(tmp_path: Path) -> None:
     output = tmp_path / "arith.jsonl"

@@ -6,8 +6,11 @@ the engines expose them) and, per run, ``{"samples", "policy_flops", "verifier_f
 tokens the verifier (PRM) read. A FLOPs figure is ``None`` ("n/a" in reports) where a model's size
 is unknown (a remote model behind an API) and it processed tokens.
 
-Parameter counts come from what the engine holds: an explicit ``parameters`` attribute, or the
-``parameters()`` of the torch module it runs (``model``); wrappers (micro-batching) are looked through.
+Parameter counts come from what the engine holds: an explicit ``parameters`` attribute, the
+``parameters()`` of the torch module it runs (``model``), or the weights of the checkpoint it names
+(``model_name``: a local directory or a model in the Hugging Face cache; vLLM engines in process and
+servers whose model is on this machine), read from the safetensors headers without loading a tensor;
+wrappers (micro-batching) are looked through.
 
 Example:
     >>> sizes = ModelSizes(policy=100, verifier=None)
@@ -18,8 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_ttc.core.metrics import inference_flops
@@ -52,8 +57,45 @@ def model_parameters(engine: Any) -> int | None:
                 return int(sum(p.numel() for p in module.parameters()))
             except (AttributeError, TypeError):
                 return None
+        name = getattr(engine, "model_name", None)
+        if isinstance(name, str) and name:
+            return checkpoint_parameters(name)
         engine = next((getattr(engine, name) for name in WRAPPED if getattr(engine, name, None) is not None), None)
     return None
+
+
+def checkpoint_parameters(model: str) -> int | None:
+    """The parameter count of a checkpoint on this machine, from its safetensors headers (no tensor is read).
+
+    ``model`` is a directory, or a Hugging Face id already in the local cache (no download is tried).
+    ``None`` when neither holds ``*.safetensors`` files.
+
+    Example:
+        >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
+        >>> checkpoint_parameters(str(arith_checkpoint("small"))), checkpoint_parameters("no/such-model")
+        (459904, None)
+
+    """
+    from safetensors import safe_open
+
+    directory = Path(model)
+    if not directory.is_dir():
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+        try:
+            directory = Path(snapshot_download(model, local_files_only=True))
+        except (LocalEntryNotFoundError, HFValidationError, OSError):
+            return None
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="numpy") as weights:
+            for key in weights.keys():
+                total += math.prod(weights.get_slice(key).get_shape())
+    return total
 
 
 @dataclass(frozen=True)
