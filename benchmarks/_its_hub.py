@@ -162,8 +162,15 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         endpoint=args.url, api_key="none", model_name=args.model, max_completion_tokens=args.max_tokens,
         temperature=args.temperature, max_concurrency=args.max_concurrency,
     )  # fmt: skip
-    orchestrator = LMOrchestrator(max_concurrency=args.max_concurrency)
     kind = args.algorithm
+    # its_hub 1.2.0's orchestrator limit is a threading.Semaphore acquired in an executor thread; a task
+    # cancelled while it waits (BetaSelfConsistency cancels its remaining requests once it stops) still
+    # takes the slot and never gives it back, so a shared limit leaks until every run waits forever (seen
+    # here: no progress after 7 problems). The algorithms that cancel get no orchestrator limit; the
+    # language model's own limit (an asyncio.Semaphore per call, released on cancel) still bounds each
+    # problem's requests to --max-concurrency.
+    cancels = kind in ("beta_self_consistency", "adaptive_self_consistency")
+    orchestrator = LMOrchestrator(max_concurrency=-1 if cancels else args.max_concurrency)
     if kind in ("self_consistency", "beta_self_consistency", "adaptive_self_consistency"):
         options: dict[str, Any] = {"consistency_space_projection_func": project, "orchestrator": orchestrator}
         if kind == "beta_self_consistency":

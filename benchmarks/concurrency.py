@@ -6,8 +6,8 @@ at once, the small policy on one vLLM server and the Arith PRM on another (CPU b
 - **async**: ``asyncio.gather`` of one ``graph.ainvoke`` per problem; each engine has one long-lived
   client and one limit of 64 requests in flight;
 - **sync**: ``graph.batch`` with ``max_concurrency`` = the problem count (LangGraph's thread pool);
-- **landed sync** (with ``--landed DIR``, a checkout of the previous release): the same ``graph.batch``
-  run by that release's code (a new HTTP client and event loop per engine call, a per-call limit);
+- **landed async** and **landed sync** (with ``--landed DIR``, a checkout of an earlier release): the
+  same two paths run by that release's code, in a child process, against the same servers;
 - **raw**: every request the async run sent (policy and PRM), replayed by a bare ``httpx`` client
   with the same limit of 64 and no dependencies between them: what the servers can do.
 
@@ -84,11 +84,13 @@ def run_sync(label: str, policy_url: str, prm_url: str, problems: list[str]) -> 
     return summary(outputs, time.perf_counter() - started)
 
 
-def run_async(label: str, policy_url: str, prm_url: str, problems: list[str]) -> tuple[dict[str, float], list[Any]]:
-    """The async run, and every request its engines sent: (url, path, body)."""
+def run_async(
+    label: str, policy_url: str, prm_url: str, problems: list[str], *, record: bool = True
+) -> tuple[dict[str, float], list[Any]]:
+    """The async run, and every request its engines sent: (url, path, body) (none unless ``record``)."""
     policy, prm = engines(policy_url, prm_url)
     sent: list[tuple[str, str, dict[str, Any]]] = []
-    for engine, url in ((policy, policy_url), (prm, prm_url)):
+    for engine, url in ((policy, policy_url), (prm, prm_url)) if record else ():
         client = engine.client
         original = client.apost
 
@@ -133,15 +135,59 @@ def run_raw(sent: list[tuple[str, str, dict[str, Any]]], policy_url: str) -> dic
     return {"seconds": seconds, "tokens": tokens, "problems": 0}
 
 
+def client_cost_section(labels: tuple[str, ...] = ("before", "after")) -> list[str]:
+    """The client's own cost (``benchmarks/client_cost.py``, an instant server) at 64 in flight, per label measured."""
+    from _report import RESULTS
+
+    runs = {label: RESULTS / f"client_cost.{label}.json" for label in labels}
+    runs = {label: path for label, path in runs.items() if path.exists()}
+    if not runs:
+        return []
+    data = {label: json.loads(path.read_text()) for label, path in runs.items()}
+    lines = [
+        "",
+        "## The client's own cost (instant server, 64 in flight)",
+        "",
+        "From [`client_cost.md`](client_cost.md) (`benchmarks/client_cost.py`: a scripted server that answers at "
+        "once, so the time is the library's): client CPU per HTTP request, and where the event loop's thread "
+        "spends it on the async path (cProfile on that thread's CPU clock; shares of its profiled time).",
+        "",
+        "| strategy | path | " + " | ".join(f"CPU ms / request ({label})" for label in data) + " |",
+        "| --- | --- | " + "---: | " * len(data),
+    ]
+    keys = [(r["strategy"], r["path"]) for r in next(iter(data.values()))["rows"] if r["in_flight"] == 64]
+    for strategy, path in keys:
+        cells = []
+        for run in data.values():
+            row = next((r for r in run["rows"] if (r["strategy"], r["path"], r["in_flight"]) == (strategy, path, 64)),
+                       None)  # fmt: skip
+            cells.append("–" if row is None else f"{row['cpu_ms_per_request']:.2f}")
+        lines.append(f"| {strategy} | {path} | " + " | ".join(cells) + " |")
+    buckets = sorted({b for run in data.values() for p in (run.get("profile") or {}).values() for b in p["buckets"]})
+    if buckets:
+        lines += ["", "| strategy | measured | " + " | ".join(buckets) + " |",
+                  "| --- | --- | " + "---: | " * len(buckets)]  # fmt: skip
+        for label, run in data.items():
+            for strategy, profiled in (run.get("profile") or {}).items():
+                total = sum(profiled["buckets"].values())
+                shares = " | ".join(f"{100 * profiled['buckets'].get(b, 0.0) / total:.0f}%" for b in buckets)
+                lines.append(f"| {strategy} | {label} | {shares} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=64)
-    parser.add_argument("--landed", type=Path, help="A checkout of the previous release, to measure its sync path.")
-    parser.add_argument("--sync-only", nargs=3, metavar=("STRATEGY", "POLICY_URL", "PRM_URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--landed", type=Path, help="A checkout of an earlier release, to measure its two paths.")
+    parser.add_argument("--landed-label", default="the previous release", help="What --landed holds (the report).")
+    parser.add_argument("--landed-only", nargs=3, metavar=("STRATEGY", "POLICY_URL", "PRM_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     problems = [p.problem for p in make_problems(args.problems, (1, 8), seed=6_000_007)]
-    if args.sync_only:  # a child process running the landed release's code
-        print(json.dumps(run_sync(*args.sync_only, problems)))
+    if args.landed_only:  # a child process running the landed release's code
+        label, policy_url, prm_url = args.landed_only
+        measured, _ = run_async(label, policy_url, prm_url, problems, record=False)
+        cold([policy_url, prm_url])
+        print(json.dumps({"async": measured, "sync": run_sync(label, policy_url, prm_url, problems)}))
         return
     ports = free_port(), free_port()
     urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -167,12 +213,13 @@ def main() -> None:
                 cold(urls)
                 env = {**os.environ, "PYTHONPATH": str(args.landed.resolve())}
                 child = subprocess.run(
-                    [sys.executable, __file__, "--problems", str(args.problems), "--sync-only", label, *urls],
+                    [sys.executable, __file__, "--problems", str(args.problems), "--landed-only", label, *urls],
                     env=env, capture_output=True, text=True, cwd=args.landed,
                 )  # fmt: skip
                 if child.returncode:
                     raise RuntimeError(f"the landed release's run failed:\n{child.stderr[-3000:]}")
-                rows[label]["landed sync"] = json.loads(child.stdout.strip().splitlines()[-1])
+                landed = json.loads(child.stdout.strip().splitlines()[-1])
+                rows[label] |= {f"landed {path}": landed[path] for path in ("async", "sync")}
             print(label, json.dumps(rows[label]), flush=True)
     lines = header("Concurrency: graph runs through ainvoke against vLLM servers", __file__)
     lines += [
@@ -180,7 +227,8 @@ def main() -> None:
         "the Arith PRM on another (CPU build, float32, prefix caching, loopback); both servers and the client "
         "share the machine's cores",
         f"- async: one `ainvoke` per problem, each engine one long-lived client, {LIMIT} requests in flight at most; "
-        "sync: `graph.batch` (threads); landed sync: the same with the previous release's code; raw: every "
+        "sync: `graph.batch` (threads); landed async and landed sync: the same with the code of "
+        f"`{args.landed_label}`; raw: every "
         "request of the async run replayed at once by a bare `httpx` client with the same limit; the servers' "
         "prefix caches are emptied before each path (the runs sample the same tokens, and a warm cache would "
         "favour whichever path runs later)",
@@ -196,7 +244,7 @@ def main() -> None:
             lines.append(
                 f"| {label} | {path} | {m['seconds']:.1f} | {per_minute} | {rate:.0f} | {rate / raw_rate:.2f} |"
             )
-    write("concurrency.md", lines)
+    write("concurrency.md", lines + client_cost_section())
 
 
 if __name__ == "__main__":
