@@ -195,10 +195,17 @@ def report(
         f"{BINS} bins; the strategy-only router runs at N = {MAX_BUDGET}; the budget router's table chooses per "
         f"bin the smallest of budgets {CALIBRATED_BUDGETS} within {TOLERANCE:.0%} accuracy of the best at "
         f"{MAX_BUDGET} (`ttc calibrate --max-budget {MAX_BUDGET} --tolerance {TOLERANCE}`)",
-        "- wall time (shared machine: 2 cores, a training run and other jobs on them; FLOPs and accuracy do not "
-        "depend on it): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()),
+        "- wall time, summed over the invocations (shared machine: 2 cores, a training run and other jobs on them; "
+        "FLOPs and accuracy do not depend on it): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()),
         "",
         "## Paired comparisons",
+        "",
+        "![accuracy against FLOPs per problem, each run; arrows from each fixed run to its adaptive one](adaptive.png)",
+        "",
+        "(The strategy-only router chose weighted best-of-N at 64 in every bin, so its point sits on "
+        "`weighted_best_of_n@64`'s.)"
+        if strategy_only_is_weighted(strategy_only)
+        else "",
         "",
         "Accuracy (correct/problems), mean samples and mean FLOPs per problem; discordant pairs b (the first "
         "right, the second wrong) and c; exact two-sided McNemar p.",
@@ -271,6 +278,55 @@ def report(
     return lines + its_hub_section(records, its_hub)
 
 
+def strategy_only_is_weighted(table: StrategyTable) -> bool:
+    """Whether the strategy-only table routes every bin at the maximum budget to weighted best-of-N."""
+    return all(c.strategy == "weighted_best_of_n" for c in table.budgets[MAX_BUDGET].values())
+
+
+def stage_seconds(path: Path, now: dict[str, float]) -> dict[str, float]:
+    """Each stage's wall time summed over the invocations that did work in it (a resumed stage adds ~0)."""
+    total = json.loads(path.read_text()) if path.exists() else {}
+    for stage, spent in now.items():
+        total[stage] = total.get(stage, 0.0) + spent
+    path.write_text(json.dumps(total, indent=1) + "\n")
+    return total
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against mean FLOPs per problem (policy and verifier), every run, all problems and the hardest band.
+
+    An arrow joins each adaptive run (and the budget router) to its fixed counterpart.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for axis, band in zip(axes, ("all", BAND_NAMES[-1]), strict=True):
+        subset = [r for r in records if band in ("all", r["band"])]
+        points = {}
+        for name in records[0]["runs"]:
+            s = summarize(subset, name)
+            points[name] = (s["flops"], s["hits"] / s["n"])
+            marker, size = ("o", 110) if "@" in name else ("s", 50) if name == "strategy_router" else ("*", 170)
+            axis.scatter(*points[name], marker=marker, s=size, label=name, zorder=3, alpha=0.85)
+        for name, other in PAIRS:
+            axis.annotate("", xy=points[name], xytext=points[other],
+                          arrowprops={"arrowstyle": "->", "color": "grey", "alpha": 0.6})  # fmt: skip
+        axis.set_xscale("log")
+        axis.set_ylim(0, 1.05)
+        axis.set_xlabel("mean FLOPs per problem (policy + verifier)")
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{'all problems' if band == 'all' else band + ' band'} ({len(subset)} problems)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    figure.suptitle(f"Adaptive stopping and the budget router against fixed N = {MAX_BUDGET} (arrows: to adaptive)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def its_hub_section(records: list[dict[str, Any]], its_hub: list[dict[str, Any]]) -> list[str]:
     """its_hub's adaptive algorithms beside ``adaptive_majority_vote``, paired by problem (or why there is none)."""
     lines = ["", "## its_hub 1.2.0's adaptive self-consistency on the same problems", ""]
@@ -284,6 +340,10 @@ def its_hub_section(records: list[dict[str, Any]], its_hub: list[dict[str, Any]]
         f"client, one request per sample), at most {MAX_BUDGET} samples, temperature 0.8, max_tokens {MAX_TOKENS}; "
         "ours in process. No PRM in either. Paired with `adaptive_majority_vote` by problem: b = its_hub right "
         "and ours wrong, c = the reverse; exact two-sided McNemar p.",
+        "",
+        "`BetaSelfConsistency` sends all its requests at once and cancels those still running when it stops; "
+        "its samples are the responses it kept, those that finished after the stop included (its_hub keeps "
+        "them). `AdaptiveSelfConsistency` samples in doubling rounds until a 75% majority.",
         "",
         "| its_hub algorithm | threshold | band | accuracy | adaptive_majority_vote | samples | ours: samples "
         "| b | c | p |",
@@ -394,16 +454,18 @@ def main() -> None:
             file.writelines(json.dumps(r) + "\n" for r in new)
         records += new
         print(f"{len(records)}/{len(test)} test problems, {time.time() - started:.0f} s", flush=True)
-    seconds["test runs (this invocation)"] = time.time() - started
+    seconds["test runs"] = time.time() - started
     order = {p.id: k for k, (p, _, _) in enumerate(test)}
     records.sort(key=lambda r: order[r["id"]])
     its_hub_path = args.results / ITS_HUB_RECORDS
     if args.its_hub:
         started = time.time()
         run_its_hub(test, its_hub_path, args.its_python)
-        seconds["its_hub (this invocation)"] = time.time() - started
+        seconds["its_hub"] = time.time() - started
     its_hub = [r for r in read_its_hub(its_hub_path) if r["id"] in order]
+    seconds = stage_seconds(args.results / "adaptive_seconds.json", seconds)
     lines = report(records, cal_records, thresholds, (strategy_only, budget), sizes, seconds, args, its_hub)
+    plot(records, args.results / "adaptive.png")
     if args.results == RESULTS:
         write("adaptive.md", lines)
     else:  # a trial run elsewhere
