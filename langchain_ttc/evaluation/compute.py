@@ -57,9 +57,9 @@ def model_parameters(engine: Any) -> int | None:
                 return int(sum(p.numel() for p in module.parameters()))
             except (AttributeError, TypeError):
                 return None
-        name = getattr(engine, "model_name", None)
-        if isinstance(name, str) and name:
-            return checkpoint_parameters(name)
+        checkpoint = getattr(engine, "model_name", None)
+        if isinstance(checkpoint, str) and checkpoint:
+            return checkpoint_parameters(checkpoint)
         engine = next((getattr(engine, name) for name in WRAPPED if getattr(engine, name, None) is not None), None)
     return None
 
