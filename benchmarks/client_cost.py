@@ -257,6 +257,7 @@ def report(labels: list[str]) -> list[str]:
         "busy with a training run and other jobs) and is only indicative",
         f"- problems per configuration: {', '.join(f'{PROBLEMS[k]} at {k} in flight' for k in IN_FLIGHT)}; "
         "async = `graph.abatch`, threads = `graph.batch`, both with `max_concurrency` = runs in flight",
+        *(f"- {label}: the code at {run['code']}" for label, run in runs.items() if run.get("code")),
         "",
     ]
     first = labels[0]
@@ -265,16 +266,20 @@ def report(labels: list[str]) -> list[str]:
         f"| strategy | path | in flight | requests / problem ({first}) | "
         + " | ".join(f"requests / problem ({label})" for label in labels[1:])
         + (" | " if len(labels) > 1 else "")
-        + f"{columns} | CPU ms / iteration ({labels[-1]}) | wall s ({labels[-1]}, shared machine) |",
-        "| --- | --- | ---: | ---: | " + "---: | " * (2 * len(labels) - 1) + "---: | ---: |",
+        + f"{columns} | "
+        + " | ".join(f"CPU ms / problem ({label})" for label in labels)
+        + f" | CPU ms / iteration ({labels[-1]}) | wall s ({labels[-1]}, shared machine) |",
+        "| --- | --- | ---: | ---: | " + "---: | " * (3 * len(labels) - 1) + "---: | ---: |",
     ]
     keyed = {label: {(r["strategy"], r["path"], r["in_flight"]): r for r in run["rows"]} for label, run in runs.items()}
     for key, last in keyed[labels[-1]].items():
         rows = [keyed[label].get(key) for label in labels]
         per_problem = " | ".join("–" if r is None else f"{r['requests'] / r['problems']:.1f}" for r in rows)
         cpu = " | ".join("–" if r is None else f"{r['cpu_ms_per_request']:.2f}" for r in rows)
+        cpu_problem = " | ".join("–" if r is None else f"{1000 * r['cpu_s'] / r['problems']:.1f}" for r in rows)
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} | {per_problem} | {cpu} | {last['cpu_ms_per_iteration']:.1f} "
+            f"| {key[0]} | {key[1]} | {key[2]} | {per_problem} | {cpu} | {cpu_problem} | "
+            f"{last['cpu_ms_per_iteration']:.1f} "
             f"| {last['wall_s']:.1f} |"
         )
     for label, run in runs.items():
@@ -298,6 +303,19 @@ def report(labels: list[str]) -> list[str]:
                 f"| {strategy} | " + " | ".join(f"{100 * s:.0f}%" for s in shares) + f" | {profiled['ms']:.2f} |"
             )
     return lines
+
+
+def code_version() -> str:
+    """The commit of the ``langchain_ttc`` this run imported (``PYTHONPATH`` may point at another checkout)."""
+    import subprocess
+
+    import langchain_ttc
+
+    where = Path(langchain_ttc.__file__).resolve().parent
+    git = ["git", "-C", str(where)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True)
+    return (head.stdout.strip() or "unknown") + (" with uncommitted changes" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
@@ -337,7 +355,7 @@ def main() -> None:
     saved = RESULTS / f"client_cost.{args.label}.json"
     if args.profile_only and saved.exists():
         rows = json.loads(saved.read_text())["rows"]
-    saved.write_text(json.dumps({"rows": rows, "profile": profiles}, indent=1) + "\n")
+    saved.write_text(json.dumps({"rows": rows, "profile": profiles, "code": code_version()}, indent=1) + "\n")
     labels = [label for label in ("before", "after") if (RESULTS / f"client_cost.{label}.json").exists()]
     write("client_cost.md", report(labels or [args.label]))
 
