@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--landed", type=Path, help="A checkout of an earlier release, to measure its two paths.")
     parser.add_argument("--landed-label", default="the previous release", help="What --landed holds (the report).")
+    parser.add_argument("--note", help="A line for the report on what else the machine ran meanwhile.")
     parser.add_argument("--landed-only", nargs=3, metavar=("STRATEGY", "POLICY_URL", "PRM_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     problems = [p.problem for p in make_problems(args.problems, (1, 8), seed=6_000_007)]
@@ -226,6 +227,7 @@ def main() -> None:
         f"- {args.problems} Arith problems (difficulty 1-8) in flight at once; the small policy on one vLLM server, "
         "the Arith PRM on another (CPU build, float32, prefix caching, loopback); both servers and the client "
         "share the machine's cores",
+        *([f"- machine load: {args.note}"] if args.note else []),
         f"- async: one `ainvoke` per problem, each engine one long-lived client, {LIMIT} requests in flight at most; "
         "sync: `graph.batch` (threads); landed async and landed sync: the same with the code of "
         f"`{args.landed_label}`; raw: every "
