@@ -163,6 +163,24 @@ def test_math_shepherd_input_is_the_cards() -> None:
     assert positions == [tag + 1 for tag in tags] and positions[-1] == len(ids) - 1
 
 
+def test_the_protocol_tokens_are_looked_up_once_per_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search encodes every candidate at every iteration: the tag and label ids are not re-tokenized each time."""
+    tokenizer = byte_tokenizer(["<s>", "</s>"], added=("ки",), bos="<s>", eos_token="</s>")
+    first = MathShepherdFormat().encode(tokenizer, PROBLEM, STEPS)
+    encoded: list[str] = []
+    original = type(tokenizer).encode
+    monkeypatch.setattr(
+        type(tokenizer), "encode", lambda self, text, **kw: encoded.append(text) or original(self, text, **kw)
+    )
+    assert [MathShepherdFormat().encode(tokenizer, PROBLEM, STEPS) for _ in range(3)] == [first] * 3
+    assert len(encoded) == 3 and "ки" not in encoded and "+" not in encoded  # one encode per solution, no lookups
+    other = byte_tokenizer(["<s>", "</s>"], added=("<tag>", "ки"), bos="<s>", eos_token="</s>")  # its own ids
+    ids, positions = MathShepherdFormat().encode(other, PROBLEM, STEPS)
+    tag = other.convert_tokens_to_ids("ки")
+    assert tag != tokenizer.convert_tokens_to_ids("ки") and len(positions) == 2
+    assert all(ids[p - 1] == tag for p in positions)
+
+
 def test_rlhflow_input_is_the_models_own() -> None:
     tokenizer = byte_tokenizer(
         ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],

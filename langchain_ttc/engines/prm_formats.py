@@ -19,6 +19,7 @@ reward-model format, read from a classification head rather than from next-token
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,18 @@ from langchain_ttc.engines.math_shepherd_format import (
     math_shepherd_text,
 )
 
+_SINGLE_TOKEN_IDS: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+"""Per tokenizer, the ids already checked (``encode`` asks for the step tag at every call)."""
+
 
 def single_token_id(tokenizer: Any, token: str, *, parameter: str) -> int:
     """The id of ``token`` if the tokenizer has it as one token, else a clear ``ValueError``."""
+    try:
+        known = _SINGLE_TOKEN_IDS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+        known = {}
+    if token in known:
+        return known[token]
     ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) != 1 or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids):
         raise ValueError(
@@ -39,7 +49,8 @@ def single_token_id(tokenizer: Any, token: str, *, parameter: str) -> int:
             f"{getattr(tokenizer, 'name_or_path', '')!r} (it encodes to {ids}); pass the {parameter} the PRM was "
             "trained with, or a PRM whose tokenizer has it."
         )
-    return int(ids[0])
+    known[token] = int(ids[0])
+    return known[token]
 
 
 @dataclass(frozen=True)
