@@ -13,10 +13,10 @@
   are the small policy's misconceptions (split into those the PRM's training teacher shared and those
   it never had) and on other first wrong steps (slips, miscopies), and on steps after an error.
 
-Writes ``benchmarks/results/arith_models.md`` (with machine, date and command) and prints it.
+Writes ``benchmarks/results/arith_models_v3.md`` (with machine, date and command) and prints it.
 
     python benchmarks/arith_models.py [--models DIR] [--per-difficulty 100] [--coverage-problems 16]
-        [--band-problems 40] [--samples 2] [--verifier-band-problems 50] [--output arith_models.md]
+        [--band-problems 40] [--samples 2] [--verifier-band-problems 50] [--output arith_models_v3.md]
 
 ``--models`` reads the checkpoints from another directory (a training run's output, before it ships).
 Problems are drawn with seeds the training script never uses; at difficulties 1-2 the problem
@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--verifier-problems", type=int, default=25, help="Problems per difficulty for the PRMs.")
     parser.add_argument("--samples", type=int, default=2, help="Samples per problem for the PRM measurement.")
     parser.add_argument("--verifier-band-problems", type=int, default=50, help="Problems per band for the PRMs.")
-    parser.add_argument("--output", default="arith_models.md", help="The report's name under benchmarks/results.")
+    parser.add_argument("--output", default="arith_models_v3.md", help="The report's name under benchmarks/results.")
     args = parser.parse_args()
     started = time.time()
 

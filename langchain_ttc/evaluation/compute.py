@@ -73,7 +73,7 @@ def checkpoint_parameters(model: str) -> int | None:
     Example:
         >>> from langchain_ttc.arith.checkpoints import arith_checkpoint
         >>> checkpoint_parameters(str(arith_checkpoint("small"))), checkpoint_parameters("no/such-model")
-        (459904, None)
+        (123456, None)
 
     """
     from safetensors import safe_open
