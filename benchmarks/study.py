@@ -39,7 +39,7 @@ Commands for the full run, in parts (each resumable: rerun a part to continue it
 design options, ``--models``, ``--prm-dir``, ``--verifiers``, the sizes and ``--search-256`` or not; a part run
 under another design is refused)::
 
-    M="--models runs/arith-v3"  # the training run's checkpoints (nothing: the package's, once v3 ships)
+    M=""  # the package's checkpoints (v3); --models DIR reads a training run's instead
     python benchmarks/study.py $M --only-verifier prm --only-strategy greedy majority_vote best_of_n weighted_best_of_n
     python benchmarks/study.py $M --only-verifier prm-in-distribution --only-strategy majority_vote best_of_n \
         weighted_best_of_n
