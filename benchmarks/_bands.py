@@ -9,7 +9,8 @@ Bands are the quartiles of that probability over a calibration pool of problems 
 with their own seed, never reused for a test), so each band holds a quarter of the problems; the
 thresholds are written into every report that uses them. Chains of 10-12 steps are left out: the
 small policy miscopies their long remaining expression at every temperature (its process pass@64 at
-11 and 12 steps is 0% on 16 problems each, `benchmarks/results/arith_models_v3.md`), so search has nothing to find.
+11 and 12 steps is 0% on 16 problems each, `benchmarks/results/arith_models_v3.md`), so search has
+nothing to find.
 
 Example (needs the checkpoints)::
 
