@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                             "prm_cached_tokens": usage["prm_cached_tokens"],
                             "completion_tokens": usage["completion_tokens"],
                             "seconds": seconds,
+                            "load": os.getloadavg()[0],
                         }
                         f.write(json.dumps(record) + "\n")
                         done.append(record)
@@ -113,6 +115,9 @@ def report(records: list[dict[str, Any]], problems: int) -> list[str]:
         f"({DEFAULT_PREFIX_CACHE_MIB} MiB)",
         "- tokens read: the PRM's whole inputs (`usage.prm_tokens`, the study's verifier count); computed: read "
         "minus those taken from the cache (`usage.prm_cached_tokens`)",
+        f"- the machine's 1-minute load average during the runs: {sum(r['load'] for r in records) / len(records):.1f} "
+        f"on {os.cpu_count()} cores (other jobs share it: the seconds are noisy; the modes alternate in chunks of "
+        f"{CHUNK} problems so the load falls on both alike)",
         "",
         "| strategy | mode | problems | accuracy | PRM tokens read / problem | computed / problem | "
         "verifier FLOPs computed / problem | s / problem |",
@@ -152,7 +157,9 @@ def report(records: list[dict[str, Any]], problems: int) -> list[str]:
         *tests,
         "",
         "Scores with the cache equal full passes up to floating-point rounding (`tests/test_prefix_cache.py`); a "
-        "sampled search can still part where two beams' scores tie within that rounding.",
+        "sampled search can still part where two beams' scores tie within that rounding. An Arith solution's steps "
+        "have a length fixed by the problem, so the three searches (16 beams, one step per iteration) read the same "
+        "tokens per problem; what they differ in is which beams survive.",
     ]
     return lines
 
