@@ -105,7 +105,11 @@ class Models:
     def verifier(self, name: str) -> MicroBatchingPRM:
         key = f"{name}:batched"
         if key not in self._engines:
-            prm = self._loaded(name, MathShepherdPRM.from_pretrained(self.paths[name], batch_size=64))
+            # No prefix cache: every part of the study scores with full passes, as its first parts did
+            # (the cache changes scores by rounding only; its speed is benchmarks/prm_reuse.py's subject).
+            prm = self._loaded(
+                name, MathShepherdPRM.from_pretrained(self.paths[name], batch_size=64, prefix_cache_mib=0)
+            )
             self._engines[key] = MicroBatchingPRM(prm)
         return self._engines[key]
 

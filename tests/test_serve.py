@@ -77,6 +77,9 @@ def test_a_completion_answers_with_the_chosen_solution_and_counts_every_token(co
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     assert usage.model_extra["ttc"]["prm_tokens"] == spent["prm_tokens"]
     assert usage.model_extra["ttc"]["policy_prompt_tokens"] == spent["prompt_tokens"]
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == spent["prm_cached_tokens"] == usage.model_extra["ttc"][
+        "prm_cached_tokens"]  # fmt: skip
 
 
 def test_streaming_gives_the_same_answer_in_chunks_then_usage(client: openai.OpenAI, completion: Any) -> None:

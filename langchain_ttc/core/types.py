@@ -127,10 +127,18 @@ class ScoreRequest(_Data):
 
 
 class StepScores(_Data):
-    """The PRM's score for each step (in [0, 1]) and the tokens it read."""
+    """The PRM's score for each step (in [0, 1]) and the tokens it read.
+
+    Attributes:
+        scores: One score per step.
+        num_tokens: Tokens of the request the PRM read (its whole input, cached or not).
+        cached_tokens: Of those, the tokens taken from the engine's prefix cache rather than computed.
+
+    """
 
     scores: list[float]
     num_tokens: int = Field(ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
 
 
 class Usage(_Data):
@@ -141,7 +149,8 @@ class Usage(_Data):
         prompt_tokens: Prompt tokens the policy read (counted once per request).
         completion_tokens: Tokens the policy generated.
         prm_calls: Batched calls to the PRM engine.
-        prm_tokens: Tokens the PRM read.
+        prm_tokens: Tokens the PRM read (its whole inputs, cached or not).
+        prm_cached_tokens: Of those, the tokens an engine took from its prefix cache instead of computing.
         judge_calls: Batched calls to an LLM judge that a strategy made itself (universal
             self-consistency, tournaments); a judge used as the PRM counts as the PRM.
         judge_tokens: Tokens those judge calls read and wrote.
@@ -155,6 +164,7 @@ class Usage(_Data):
     completion_tokens: int = 0
     prm_calls: int = 0
     prm_tokens: int = 0
+    prm_cached_tokens: int = 0
     judge_calls: int = 0
     judge_tokens: int = 0
     judge_fallbacks: int = 0
@@ -165,6 +175,15 @@ class Usage(_Data):
 
     def __sub__(self, other: Usage) -> Usage:
         return Usage(**{name: getattr(self, name) - getattr(other, name) for name in Usage.model_fields})
+
+    @classmethod
+    def of_prm_call(cls, results: list[StepScores]) -> Usage:
+        """The usage of one batched PRM call that returned ``results``."""
+        return cls(
+            prm_calls=1,
+            prm_tokens=sum(r.num_tokens for r in results),
+            prm_cached_tokens=sum(r.cached_tokens for r in results),
+        )
 
 
 class Candidate(_Data):

@@ -79,8 +79,16 @@ def _refuse_options(engine: PolicyEngine | PRMEngine, method: str, kwargs: dict[
     )
 
 
-def _usage_metadata(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
+def _usage_metadata(input_tokens: int, output_tokens: int, cache_read: int = 0) -> dict[str, Any]:
+    """LangChain's ``UsageMetadata``; ``input_token_details.cache_read`` when some input came from a cache."""
+    usage: dict[str, Any] = {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+    if cache_read:
+        usage["input_token_details"] = {"cache_read": cache_read}
+    return usage
 
 
 def _policy_trace(results: list[GenerationResult]) -> dict[str, Any]:
@@ -91,8 +99,9 @@ def _policy_trace(results: list[GenerationResult]) -> dict[str, Any]:
 
 
 def _prm_trace(results: list[StepScores]) -> dict[str, Any]:
-    """What a PRM run shows a tracer: the scores and the tokens the PRM read."""
-    return {"results": results, "usage_metadata": _usage_metadata(sum(r.num_tokens for r in results), 0)}
+    """What a PRM run shows a tracer: the scores, the tokens the PRM read and those it took from its cache."""
+    read, cached = sum(r.num_tokens for r in results), sum(r.cached_tokens for r in results)
+    return {"results": results, "usage_metadata": _usage_metadata(read, 0, cached)}
 
 
 class _Engine:

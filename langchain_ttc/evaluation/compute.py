@@ -3,7 +3,10 @@
 In: the engines of an evaluation and the usage of each run. Out: the models' parameter counts (when
 the engines expose them) and, per run, ``{"samples", "policy_flops", "verifier_flops", "flops"}``:
 ``2 x parameters x tokens`` for the tokens the policy generated, the prompt tokens it read, and the
-tokens the verifier (PRM) read. A FLOPs figure is ``None`` ("n/a" in reports) where a model's size
+tokens the verifier (PRM) read. Tokens read count whether or not an engine's prefix cache spared
+recomputing them (``usage.prm_cached_tokens`` says how many it did), so the figure compares runs on
+any engine; a cached PRM computes ``2 x parameters x (prm_tokens - prm_cached_tokens)`` of its
+share. A FLOPs figure is ``None`` ("n/a" in reports) where a model's size
 is unknown (a remote model behind an API) and it processed tokens.
 
 Parameter counts come from what the engine holds: an explicit ``parameters`` attribute, the

@@ -229,15 +229,21 @@ def no_answer(result: TTCResult) -> dict[str, str] | None:
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
-    """OpenAI's ``usage`` for what a strategy spent (PRM and judge tokens count as prompt tokens; ``ttc`` splits it)."""
+    """OpenAI's ``usage`` for what a strategy spent (PRM and judge tokens count as prompt tokens; ``ttc`` splits it).
+
+    ``prompt_tokens_details.cached_tokens`` is the PRM's tokens taken from its prefix cache (a policy
+    server's own prompt cache is not reported to the client, so it is not counted).
+    """
     prompt = usage.prompt_tokens + usage.prm_tokens + usage.judge_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": prompt + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.prm_cached_tokens},
         "ttc": {
             "policy_prompt_tokens": usage.prompt_tokens,
             "prm_tokens": usage.prm_tokens,
+            "prm_cached_tokens": usage.prm_cached_tokens,
             "policy_calls": usage.policy_calls,
             "prm_calls": usage.prm_calls,
             "judge_tokens": usage.judge_tokens,

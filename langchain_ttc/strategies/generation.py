@@ -152,7 +152,7 @@ def score_candidates(
     for i, step_scores in zip(todo, results, strict=True):
         scores = step_scores.scores
         scored[i] = candidates[i].model_copy(update={"step_scores": scores, "score": aggregate(scores, aggregation)})
-    return scored, Usage(prm_calls=1, prm_tokens=sum(r.num_tokens for r in results))
+    return scored, Usage.of_prm_call(results)
 
 
 def selection_output(strategy: str, candidates: list[Candidate], selection: Selection, usage: Usage) -> dict[str, Any]:

@@ -222,7 +222,7 @@ def make_search_nodes(
                 candidates[i] = candidates[i].model_copy(
                     update={"step_scores": result.scores, "score": aggregate(result.scores, run.aggregation)}
                 )
-            usage = Usage(prm_calls=1, prm_tokens=sum(r.num_tokens for r in results))
+            usage = Usage.of_prm_call(results)
         return {"candidates": dumped(candidates), "usage": usage}
 
     return {"start": start, "generate": generate, "score": score}
