@@ -307,8 +307,8 @@ def _format_table(result: TTCResult) -> str:
     lines += [
         "",
         f"usage: {u.policy_calls} policy call(s), {u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
-        f"{u.prm_calls} PRM call(s), {u.prm_tokens} PRM tokens ({u.prm_cached_tokens} cached), {u.judge_calls} judge call(s), {u.judge_tokens} "
-        f"judge tokens ({u.judge_fallbacks} unreadable), {u.wall_time_s:.2f} s",
+        f"{u.prm_calls} PRM call(s), {u.prm_tokens} PRM tokens ({u.prm_cached_tokens} cached), {u.judge_calls} "
+        f"judge call(s), {u.judge_tokens} judge tokens ({u.judge_fallbacks} unreadable), {u.wall_time_s:.2f} s",
     ]
     return "\n".join(lines)
 
