@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -266,16 +267,17 @@ class ServerClient:
 
         """
         client, limit = self._session()
-        headers = {ROUTING_HEADER: key} if key else {}
+        headers = {"content-type": "application/json", **({ROUTING_HEADER: key} if key else {})}
         if key and "user" not in body:
             body = {**body, "user": key}
+        content = orjson.dumps(body)  # once for every retry; several times faster than the stdlib's encoder
         order = self.replica_order(key)
         tried: list[str] = []
 
         async def attempt() -> Any:
             url = order[len(tried) % len(order)] + path  # each retry goes to the next replica
             try:
-                response = await client.post(url, json=body, headers=headers)
+                response = await client.post(url, content=content, headers=headers)
             except httpx.TransportError as error:
                 tried.append(f"{url}: {type(error).__name__}: {error}")
                 raise _Retryable(url, str(error)) from error
@@ -284,7 +286,7 @@ class ServerClient:
                 raise _Retryable(url, f"HTTP {response.status_code}", _retry_after(response))
             if response.status_code >= 400:
                 raise ServerError(f"{url} refused the request (HTTP {response.status_code}): {response.text[:500]}")
-            return response.json()
+            return orjson.loads(response.content)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
