@@ -107,21 +107,20 @@ class _BatchedPRM(PRMEngine):
         return [(scores, 0) for scores in self._read(input_ids, attention_mask, [r.positions for r in rows])]
 
     def _score(self, requests: list[ScoreRequest]) -> list[StepScores]:
-        rows = [_Row(r.problem, r.steps, *self._encode(r)) if r.steps else None for r in requests]
+        rows = {i: _Row(r.problem, r.steps, *self._encode(r)) for i, r in enumerate(requests) if r.steps}
         results = [StepScores(scores=[], num_tokens=0) for _ in requests]
-        todo = [i for i, row in enumerate(rows) if row is not None and row.ids]
+        todo = [i for i, row in rows.items() if row.ids]
         with self._lock, torch.no_grad():
             for start in range(0, len(todo), self.batch_size):
                 check_stop()  # a cancelled caller (see in_stoppable_thread) starts no further batch
                 chunk = todo[start : start + self.batch_size]
-                scored = self._score_rows([rows[i] for i in chunk])  # type: ignore[misc]
-                for i, (row, cached) in zip(chunk, scored, strict=True):
-                    if len(row) != len(requests[i].steps):
+                for i, (scores, cached) in zip(chunk, self._score_rows([rows[i] for i in chunk]), strict=True):
+                    if len(scores) != len(requests[i].steps):
                         raise ValueError(
-                            f"the PRM found {len(row)} step positions for {len(requests[i].steps)} steps; the input is "
-                            "longer than the model's context or a step contains the protocol's special token."
+                            f"the PRM found {len(scores)} step positions for {len(requests[i].steps)} steps; the "
+                            "input is longer than the model's context or a step contains the protocol's special token."
                         )
-                    results[i] = StepScores(scores=row, num_tokens=len(rows[i].ids), cached_tokens=cached)  # type: ignore[union-attr]
+                    results[i] = StepScores(scores=scores, num_tokens=len(rows[i].ids), cached_tokens=cached)
         return results
 
     async def _ascore(self, requests: list[ScoreRequest]) -> list[StepScores]:
@@ -183,7 +182,8 @@ class GenerativePRM(_BatchedPRM):
                     ]
                 self.prefix_cache.put(row.problem, row.steps, ids=row.ids, kv=kv, probabilities=probabilities)
             else:  # the whole request was cached
-                probabilities = hit.probabilities  # type: ignore[union-attr]
+                assert hit is not None
+                probabilities = hit.probabilities
             out.append(([float(probabilities[p - 1]) for p in row.positions], start))
         return out
 
