@@ -8,6 +8,7 @@ delimiter in the template, and the engines must put it back, the server path as 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -175,7 +176,7 @@ def test_the_server_path_sends_the_in_process_prompt_on_a_trimming_template(
         return generate(prompts, *args, **kwargs)
 
     async def spy_post(self: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
-        seen["server"].append(kwargs["json"]["prompt"])
+        seen["server"].append(json.loads(kwargs["content"])["prompt"])
         return await post(self, url, **kwargs)
 
     monkeypatch.setattr(vllm_policy.llm, "generate", spy_generate)
