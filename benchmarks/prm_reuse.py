@@ -34,6 +34,8 @@ from langchain_ttc.core.seeds import derive_seed
 from langchain_ttc.engines.batching import MicroBatchingPolicy, MicroBatchingPRM
 from langchain_ttc.engines.transformers_policy import TransformersPolicy
 from langchain_ttc.engines.transformers_prm import DEFAULT_PREFIX_CACHE_MIB, MathShepherdPRM
+from langchain_ttc.evaluation.compute import checkpoint_parameters
+from langchain_ttc.evaluation.records import read_jsonl
 from langchain_ttc.strategies.context import TTCContext
 from langchain_ttc.wiring import applicable
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every (strategy, mode, problem) not yet in the records, in alternating chunks; all records."""
     torch.set_num_threads(args.threads)
     problems = make_problems(args.problems, (1, 9), seed=SEED)
-    done = [json.loads(line) for line in RECORDS.read_text().splitlines()] if RECORDS.exists() else []
+    done = read_jsonl(RECORDS, repair=True)  # an interrupted run's torn last line is cut off
     seen = {(r["strategy"], r["mode"], r["id"]) for r in done}
     policy = MicroBatchingPolicy(TransformersPolicy.from_pretrained(arith_checkpoint("small"), batch_size=128))
     engines = {
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def report(records: list[dict[str, Any]], problems: int) -> list[str]:
     """The report's lines: one row per strategy and mode, then the paired tests."""
-    parameters = MathShepherdPRM.from_pretrained(arith_checkpoint("prm")).model.num_parameters()
+    parameters = checkpoint_parameters(str(arith_checkpoint("prm")))
+    assert parameters is not None, "the shipped PRM has safetensors weights"
     lines = header("The PRM's prefix cache on step searches (N = 16)", __file__)
     lines += [
         f"- {problems} Arith problems of 1-9 steps (seed {SEED}), v3 small policy, realistic PRM "
@@ -171,7 +174,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads.")
     parser.add_argument("--report-only", action="store_true", help="Rebuild the report from the records.")
     args = parser.parse_args()
-    records = [json.loads(line) for line in RECORDS.read_text().splitlines()] if args.report_only else run(args)
+    records = read_jsonl(RECORDS) if args.report_only else run(args)
     print(write("prm_reuse.md", report(records, args.problems)))
 
 

@@ -41,7 +41,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 
-from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores
+from langchain_ttc.core.types import GenerationRequest, GenerationResult, ScoreRequest, StepScores, Usage
 
 
 def _traced(config: RunnableConfig | None, name: str, engine: PolicyEngine | PRMEngine) -> RunnableConfig:
@@ -100,8 +100,8 @@ def _policy_trace(results: list[GenerationResult]) -> dict[str, Any]:
 
 def _prm_trace(results: list[StepScores]) -> dict[str, Any]:
     """What a PRM run shows a tracer: the scores, the tokens the PRM read and those it took from its cache."""
-    read, cached = sum(r.num_tokens for r in results), sum(r.cached_tokens for r in results)
-    return {"results": results, "usage_metadata": _usage_metadata(read, 0, cached)}
+    usage = Usage.of_prm_call(results)
+    return {"results": results, "usage_metadata": _usage_metadata(usage.prm_tokens, 0, usage.prm_cached_tokens)}
 
 
 class _Engine:

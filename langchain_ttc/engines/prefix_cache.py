@@ -80,10 +80,11 @@ class PrefixCache:
     def lookup(self, problem: str, steps: Sequence[str], ids: Sequence[int]) -> Hit | None:
         """The longest cached step prefix of ``steps`` and how many of ``ids`` it shares, or ``None``."""
         for k in range(len(steps), 0, -1):
-            entry = self._entries.get((problem, tuple(steps[:k])))
+            key = (problem, tuple(steps[:k]))
+            entry = self._entries.get(key)
             if entry is None:
                 continue
-            self._entries.move_to_end((problem, tuple(steps[:k])))
+            self._entries.move_to_end(key)
             length = _common_length(entry.ids, ids)
             return Hit(length, entry.kv, entry.probabilities) if length else None
         return None

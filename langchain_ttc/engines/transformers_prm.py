@@ -209,17 +209,13 @@ class GenerativePRM(_BatchedPRM):
             position_ids[i] += start
         cache = None
         if past:
-            template = next(hit.kv for hit in hits if hit is not None)
+            prefixes = {i: hit.prefix_kv() for i, hit in enumerate(hits) if hit is not None}
             layers = []
-            for layer, (k, v) in enumerate(template):
+            for layer, (k, v) in enumerate(next(iter(prefixes.values()))):
                 keys = k.new_zeros((len(rows), k.shape[0], past, k.shape[2]))
                 values = v.new_zeros((len(rows), v.shape[0], past, v.shape[2]))
-                for i, hit in enumerate(hits):
-                    if hit is not None:
-                        keys[i, :, : hit.length], values[i, :, : hit.length] = (
-                            hit.kv[layer][0][:, : hit.length],
-                            hit.kv[layer][1][:, : hit.length],
-                        )
+                for i, prefix in prefixes.items():
+                    keys[i, :, : starts[i]], values[i, :, : starts[i]] = prefix[layer]
                 layers.append((keys, values))
             cache = DynamicCache(ddp_cache_data=layers)
         output = self.model(
