@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "Keep only the last digit after each step. What is 2+3*7?"
+LONG_PROBLEM = "Keep only the last digit after each step. What is 6+4*7-4-5*3*3-2+9-8*9+4+1?"  # 12 steps
 
 
 def _langgraph_dev(**env: str) -> tuple[list[str], str, dict[str, str]]:
@@ -138,8 +139,9 @@ def test_a_cancelled_run_stops_its_engine_work(
     url, process = server_process
     client = get_sync_client(url=url)
     thread_id = client.threads.create()["thread_id"]
-    # 1024 samples (the largest budget) of up to 256 tokens: 16 batches of 64 rows, minutes of work on CPU.
-    run = client.runs.create(thread_id, "majority_vote", input={"problem": PROBLEM}, context={"n": 1024})
+    # 1024 samples (the largest budget) of a 12-step problem, about 250 tokens each: 16 batches of 64 rows,
+    # half a minute or more on 2 cores (the 3-step problem's 1024 samples take 2 s: done before the cancel).
+    run = client.runs.create(thread_id, "majority_vote", input={"problem": LONG_PROBLEM}, context={"n": 1024})
     _status(client, thread_id, run["run_id"], {"running"})
     busy = _cpu_used(process.pid)  # the engine generating
     client.runs.cancel(thread_id, run["run_id"], wait=wait, action=action)  # type: ignore[arg-type]
