@@ -103,3 +103,44 @@ def test_bad_options_are_refused() -> None:
         ServerClient("http://127.0.0.1:1", max_concurrency=0)
     with pytest.raises(ValueError, match=r"base_url='127\.0\.0\.1:1' is not an http"):
         ServerClient("127.0.0.1:1")
+
+
+def test_each_loop_gets_one_pool_closed_when_the_loop_ends(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+
+    client = ServerClient(recorder.url)
+    pools = []
+
+    async def two_calls() -> None:
+        await client.apost("/v1/completions", {"i": 0})
+        await client.apost("/v1/completions", {"i": 1})
+        pools.append(client._per_loop[asyncio.get_running_loop()].http)
+
+    for _ in range(3):
+        asyncio.run(two_calls())
+    assert len(recorder.seen) == 6 and len(set(map(id, pools))) == 3  # one pool per loop, reused within it
+    assert all(pool.closed for pool in pools)  # asyncio.run closed each on the way out
+    assert len(client._per_loop) == 1  # finished loops are forgotten when a new one starts
+    pools.clear()
+    gc.collect()
+    assert "Unclosed" not in caplog.text
+
+
+def test_a_replica_that_refuses_connections_is_skipped(recorder: Recorder) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = ServerClient([dead, recorder.url], max_retries=1, backoff_s=0.01)
+    key = next(k for k in (f"p{i}" for i in range(100)) if client.replica_order(k)[0] == dead)
+    assert client.run(client.apost("/v1/completions", {"prompt": "x"}, key=key)) == {"ok": True}
+    assert len(recorder.seen) == 1
+    with pytest.raises(ServerError, match=r"failed after 2 attempts .*ClientConnectorError"):
+        alone = ServerClient(dead, max_retries=1, backoff_s=0.01)
+        alone.run(alone.apost("/v1/completions", {"prompt": "x"}))
+
+
+def test_the_environments_proxy_is_read_once_per_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "local-vllm")
+    client = ServerClient(["https://gpu-box:8000", "http://local-vllm:8000"])
+    assert client.proxies == {"https://gpu-box:8000": "http://proxy:3128", "http://local-vllm:8000": None}

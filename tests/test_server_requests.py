@@ -154,20 +154,3 @@ def test_encode_text_leaves_a_truncating_tokenizer_to_its_wrapper() -> None:
     text = "1+1=2, so 2+2=4"
     assert encode_text(truncating, text, add_special_tokens=False) == truncating.encode(text, add_special_tokens=False)
     assert len(encode_text(truncating, text, add_special_tokens=False)) > 3
-
-
-def test_a_new_client_builds_no_tls_context_of_its_own() -> None:
-    """Every pool shares the process's one context: httpx builds one per transport otherwise (about 40 ms each)."""
-    import asyncio
-
-    from langchain_ttc.engines.server_client import PooledTransport, ServerClient, shared_ssl_context
-
-    async def start() -> PooledTransport:
-        client, _ = ServerClient("http://127.0.0.1:9", max_concurrency=64)._session()
-        transport = client._transport
-        assert isinstance(transport, PooledTransport)
-        return transport
-
-    transport = asyncio.run(start())
-    assert len(transport.pools) == 8
-    assert all(pool._pool._ssl_context is shared_ssl_context() for pool in transport.pools)

@@ -154,7 +154,7 @@ def test_dvts_subtrees_sample_different_steps_on_vllm(vllm_policy: VLLMPolicy) -
 def test_the_server_path_sends_the_in_process_prompt_on_a_trimming_template(
     vllm_policy: VLLMPolicy, server_policy: OpenAICompatiblePolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import httpx
+    import aiohttp
 
     (whole,) = vllm_policy.invoke([{"messages": chat(PROBLEM.problem), "temperature": 0, "max_tokens": 300}])
     first_step = whole.completions[0].text.split("\n\n")[0] + "\n\n"
@@ -169,18 +169,18 @@ def test_the_server_path_sends_the_in_process_prompt_on_a_trimming_template(
     assert not rendered.endswith("\n\n")
     # ...and both engines put it back: the same token ids reach the in-process engine and the server.
     seen: dict[str, list[Any]] = {"engine": [], "server": []}
-    generate, post = vllm_policy.llm.generate, httpx.AsyncClient.post
+    generate, post = vllm_policy.llm.generate, aiohttp.ClientSession.post
 
     def spy_generate(prompts: Any, *args: Any, **kwargs: Any) -> Any:
         seen["engine"] += [p["prompt_token_ids"] for p in prompts]
         return generate(prompts, *args, **kwargs)
 
-    async def spy_post(self: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
-        seen["server"].append(json.loads(kwargs["content"])["prompt"])
-        return await post(self, url, **kwargs)
+    def spy_post(self: aiohttp.ClientSession, url: str, **kwargs: Any) -> Any:
+        seen["server"].append(json.loads(kwargs["data"])["prompt"])
+        return post(self, url, **kwargs)
 
     monkeypatch.setattr(vllm_policy.llm, "generate", spy_generate)
-    monkeypatch.setattr(httpx.AsyncClient, "post", spy_post)
+    monkeypatch.setattr(aiohttp.ClientSession, "post", spy_post)
     (local,), (served,) = vllm_policy.invoke([request]), server_policy.invoke([request])
     assert seen["engine"] == seen["server"] and len(seen["server"]) == 2  # greedy n=2: two greedy copies
     assert vllm_policy.tokenizer.decode(seen["server"][0]).endswith("<|im_start|>assistant\n" + first_step)
@@ -283,26 +283,28 @@ def test_concurrent_async_runs_share_one_limit_and_stay_on_the_event_loop(
     import asyncio
     import threading
 
-    import httpx
+    import aiohttp
 
     policy = OpenAICompatiblePolicy(server_url, model=str(trimming_policy_dir), max_concurrency=3)
     prm = VLLMPRM.from_server(server_url, model=str(trimming_policy_dir), max_concurrency=3)
     in_flight, peak, sent = {"policy": 0, "prm": 0}, {"policy": 0, "prm": 0}, {"policy": 0, "prm": 0}
     threads: set[int] = set()
-    send = httpx.AsyncClient.send
+    send = aiohttp.ClientSession._request  # what post() awaits: the request, until its reply's headers
 
-    async def counting_send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
-        kind = "prm" if b"logprob_token_ids" in request.content else "policy"
+    async def counting_send(self: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> Any:
+        if method != "POST":  # the engines' model lookups
+            return await send(self, method, url, **kwargs)
+        kind = "prm" if b"logprob_token_ids" in kwargs["data"] else "policy"
         threads.add(threading.get_ident())
         in_flight[kind] += 1
         sent[kind] += 1
         peak[kind] = max(peak[kind], in_flight[kind])
         try:
-            return await send(self, request, **kwargs)
+            return await send(self, method, url, **kwargs)
         finally:
             in_flight[kind] -= 1
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", counting_send)
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", counting_send)
     search = create_beam_search_graph(policy, prm, n=4, beam_width=2, seed=0, max_tokens=64, max_iterations=4)
     problems = make_problems(6, 4, seed=79)
 

@@ -4,11 +4,14 @@ In: JSON bodies to POST to a path of an OpenAI-compatible server (vLLM's ``/v1/c
 ``/pooling``). Out: the JSON replies, or :class:`ServerError` naming the URLs and what was tried.
 
 - **Async first.** :meth:`ServerClient.apost` runs on the caller's event loop: no worker thread.
-  Each event loop gets one ``httpx.AsyncClient`` (connection pool) for the engine's lifetime and one
-  ``asyncio.Semaphore`` of ``max_concurrency`` permits that every concurrent call on that loop
-  shares: 64 concurrent graph runs never put more than ``max_concurrency`` requests in flight.
-  Sync callers (:meth:`ServerClient.run`) all share one private event loop in a daemon thread, so
-  they share one pool and one limit too.
+  Each event loop gets one ``aiohttp.ClientSession`` (a keep-alive pool of ``max_concurrency``
+  connections) and one ``asyncio.Semaphore`` of ``max_concurrency`` permits that every concurrent
+  call on that loop shares: 64 concurrent graph runs never put more than ``max_concurrency``
+  requests in flight. The pool is closed when its loop shuts down (``asyncio.run`` closes it on the
+  way out). Sync callers (:meth:`ServerClient.run`) all share one private event loop in a daemon
+  thread, so they share one pool and one limit too. aiohttp, not httpx: at 64 requests in flight
+  httpx and httpcore spent about 1 ms of CPU per request, aiohttp about 0.1 ms (see
+  ``docs/performance.md``).
 - **Retries** by ``tenacity``: connection errors, timeouts, HTTP 408/429/5xx; jittered exponential
   backoff (``backoff_s`` doubling, capped at ``max_backoff_s``) unless the server sends
   ``Retry-After``, which is honoured. Each retry goes to the next replica.
@@ -30,16 +33,17 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import functools
+import atexit
 import hashlib
 import os
-import ssl
 import threading
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import orjson
 from tenacity import (
     AsyncRetrying,
@@ -89,85 +93,48 @@ def check_base_urls(base_url: str | Sequence[str]) -> list[str]:
     return [url.rstrip("/").removesuffix("/v1") for url in urls]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:  # an HTTP date: fall back to the backoff
         return None
 
 
-@functools.cache
-def shared_ssl_context() -> ssl.SSLContext:
-    """One TLS context (httpx's defaults, certifi's roots) for every client and pool of this process.
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTP(S)_PROXY`` unless ``NO_PROXY`` exempts it), or ``None``.
 
-    httpx builds a new one for each transport and client it is not given one (about 40 ms of CPU each:
-    loading the root certificates), which made a client of 8 pools cost 0.4 s to start.
-    """
-    return httpx.create_ssl_context()
-
-
-class PooledTransport(httpx.AsyncBaseTransport):
-    """``max_connections`` keep-alive connections as several small httpx pools; each request goes to the least busy.
-
-    httpcore's connection pool does work quadratic in its connections every time a request starts or
-    ends (each idle connection counts all the others), so one pool of 64 connections spent more CPU
-    than everything else the client does at 64 requests in flight. Pools of at most
-    ``per_pool`` connections keep that work small; a request goes to the pool with the fewest
-    requests in flight (its connection is released when the response is closed), so with at most
-    ``max_connections`` requests in flight none waits for a connection while another pool has one free.
+    Read once per replica, not per request (aiohttp's ``trust_env`` looks it up in a worker thread
+    for every request), the way httpx and the OpenAI client honour these variables.
 
     Example:
-        >>> transport = PooledTransport(64)
-        >>> len(transport.pools), transport.per_pool
-        (8, 8)
+        >>> from unittest import mock
+        >>> with mock.patch.dict("os.environ", HTTP_PROXY="http://proxy:3128", NO_PROXY="localhost,127.0.0.1"):
+        ...     env_proxy("http://gpu-box:8000"), env_proxy("http://127.0.0.1:8000")
+        ('http://proxy:3128', None)
 
     """
-
-    def __init__(self, max_connections: int, *, per_pool: int = 8) -> None:
-        self.per_pool = min(per_pool, max_connections)
-        count = -(-max_connections // self.per_pool)
-        limits = httpx.Limits(max_connections=self.per_pool, max_keepalive_connections=self.per_pool)
-        self.pools = [httpx.AsyncHTTPTransport(limits=limits, verify=shared_ssl_context()) for _ in range(count)]
-        self.busy = [0] * count
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` through the least busy pool; its slot is given back when the response is closed."""
-        index = min(range(len(self.pools)), key=self.busy.__getitem__)
-        self.busy[index] += 1
-        try:
-            response = await self.pools[index].handle_async_request(request)
-        except BaseException:
-            self.busy[index] -= 1
-            raise
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = _Releasing(stream, self.busy, index)
-        return response
-
-    async def aclose(self) -> None:
-        """Close every pool's connections."""
-        for pool in self.pools:
-            await pool.aclose()
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
-class _Releasing(httpx.AsyncByteStream):
-    """A response body that gives its pool's slot back when it is closed."""
+@dataclass
+class _Session:
+    """One event loop's connection pool and concurrency limit, closed when that loop shuts down."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, busy: list[int], index: int) -> None:
-        self.stream, self.busy, self.index, self.open = stream, busy, index, True
+    http: aiohttp.ClientSession
+    limit: asyncio.Semaphore
+    closer: AsyncGenerator[None, None]
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.stream:
-            yield chunk
 
-    async def aclose(self) -> None:
-        try:
-            await self.stream.aclose()
-        finally:
-            if self.open:
-                self.open = False
-                self.busy[self.index] -= 1
+async def _close_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Suspended for the loop's life: ``asyncio.run`` closes live async generators on the way out, and so the pool."""
+    try:
+        yield
+    finally:
+        await session.close()
 
 
 class ServerClient:
@@ -178,7 +145,7 @@ class ServerClient:
         api_key: Bearer token; by default read from the environment variable ``api_key_env``.
         api_key_env: The environment variable that holds the key when ``api_key`` is not given.
         max_concurrency: Most requests in flight at once, shared by every concurrent call.
-        timeout_s: Timeout of one HTTP request.
+        timeout_s: The longest wait to connect, and for the next bytes of a reply (a whole reply may take longer).
         max_retries: Retries of a failed request before :class:`ServerError`.
         backoff_s: First retry delay (jittered, doubling); a ``Retry-After`` header wins.
         max_backoff_s: The longest delay between two tries.
@@ -201,6 +168,7 @@ class ServerClient:
         max_backoff_s: float = 30.0,
     ) -> None:
         self.base_urls = check_base_urls(base_url)
+        self.proxies = {url: env_proxy(url) for url in self.base_urls}
         for name, value, ok, fix in (
             ("max_concurrency", max_concurrency, max_concurrency >= 1, ">= 1"),
             ("max_retries", max_retries, max_retries >= 0, ">= 0"),
@@ -217,28 +185,26 @@ class ServerClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self._per_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]
-        ]
-        self._per_loop = weakref.WeakKeyDictionary()
+        self._per_loop: dict[asyncio.AbstractEventLoop, _Session] = {}
         self._portal: asyncio.AbstractEventLoop | None = None
         self._portal_lock = threading.Lock()
 
-    def _session(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        """The running loop's client and concurrency limit (created on first use, kept for the engine's life)."""
+    async def _session(self) -> _Session:
+        """The running loop's pool and concurrency limit (created on first use, closed with the loop)."""
         loop = asyncio.get_running_loop()
-        if loop not in self._per_loop:
-            client = httpx.AsyncClient(
-                timeout=self.timeout_s, headers=self.headers, transport=PooledTransport(self.max_concurrency),
-                verify=shared_ssl_context(),  # with a transport given, httpx still builds a context for proxies
-            )  # fmt: skip
-            self._per_loop[loop] = (client, asyncio.Semaphore(self.max_concurrency))
-        return self._per_loop[loop]
-
-    @property
-    def in_flight_limit(self) -> asyncio.Semaphore:
-        """The running loop's shared concurrency limit (for tests and diagnostics)."""
-        return self._session()[1]
+        session = self._per_loop.get(loop)
+        if session is None:
+            for old in [old for old in self._per_loop if old.is_closed()]:  # loops asyncio.run has finished
+                del self._per_loop[old]
+            http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(sock_connect=self.timeout_s, sock_read=self.timeout_s),
+                headers=self.headers,
+            )
+            session = _Session(http, asyncio.Semaphore(self.max_concurrency), _close_at_shutdown(http))
+            await anext(session.closer)  # started, so the loop's shutdown closes it
+            self._per_loop[loop] = session
+        return session
 
     def replica_order(self, key: str | None) -> list[str]:
         """The replicas in the order a request with routing ``key`` tries them (stable for one key)."""
@@ -266,7 +232,7 @@ class ServerClient:
             ServerError: If every try failed, or the server refused the request (HTTP 4xx other than 408/429).
 
         """
-        client, limit = self._session()
+        session = await self._session()
         headers = {"content-type": "application/json", **({ROUTING_HEADER: key} if key else {})}
         if key and "user" not in body:
             body = {**body, "user": key}
@@ -275,18 +241,22 @@ class ServerClient:
         tried: list[str] = []
 
         async def attempt() -> Any:
-            url = order[len(tried) % len(order)] + path  # each retry goes to the next replica
+            base = order[len(tried) % len(order)]  # each retry goes to the next replica
+            url = base + path
             try:
-                response = await client.post(url, content=content, headers=headers)
-            except httpx.TransportError as error:
+                post = session.http.post(url, data=content, headers=headers, proxy=self.proxies[base])
+                async with post as response:
+                    status, payload = response.status, await response.read()
+            except (aiohttp.ClientError, TimeoutError) as error:
                 tried.append(f"{url}: {type(error).__name__}: {error}")
-                raise _Retryable(url, str(error)) from error
-            if response.status_code in RETRYABLE_STATUS:
-                tried.append(f"{url}: HTTP {response.status_code}")
-                raise _Retryable(url, f"HTTP {response.status_code}", _retry_after(response))
-            if response.status_code >= 400:
-                raise ServerError(f"{url} refused the request (HTTP {response.status_code}): {response.text[:500]}")
-            return orjson.loads(response.content)
+                raise _Retryable(url, str(error) or type(error).__name__) from error
+            if status in RETRYABLE_STATUS:
+                tried.append(f"{url}: HTTP {status}")
+                raise _Retryable(url, f"HTTP {status}", _retry_after(response.headers))
+            if status >= 400:
+                text = payload[:500].decode(errors="replace")
+                raise ServerError(f"{url} refused the request (HTTP {status}): {text}")
+            return orjson.loads(payload)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
@@ -294,7 +264,7 @@ class ServerClient:
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )
-        async with limit:
+        async with session.limit:
             try:
                 return await retrying(attempt)
             except _Retryable:
@@ -305,12 +275,12 @@ class ServerClient:
 
     async def aget(self, path: str) -> Any:
         """GET ``path`` from the first replica; the JSON reply, or ``None`` if it failed."""
-        client, limit = self._session()
+        session = await self._session()
         try:
-            async with limit:
-                response = await client.get(self.base_urls[0] + path)
-            return response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            url = self.base_urls[0]
+            async with session.limit, session.http.get(url + path, proxy=self.proxies[url]) as response:
+                return orjson.loads(await response.read()) if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -320,7 +290,15 @@ class ServerClient:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="ttc-server-client", daemon=True).start()
                 self._portal = loop
+                atexit.register(self._close_portal)
         return asyncio.run_coroutine_threadsafe(coroutine, self._portal).result()
+
+    def _close_portal(self) -> None:
+        """Close the private loop's pool at exit (that loop runs until the process ends)."""
+        session = self._per_loop.get(self._portal) if self._portal is not None else None
+        if session is not None and self._portal is not None and self._portal.is_running():
+            close = asyncio.run_coroutine_threadsafe(session.closer.aclose(), self._portal)
+            close.result(timeout=5)
 
 
 async def gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
