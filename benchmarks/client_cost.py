@@ -224,8 +224,11 @@ BUCKETS = (  # (bucket, substrings of "file:function"), first match wins
     ("PRM request building", ("vllm_prm", "prm_formats", "core/search.py:split_steps")),
     ("retries (tenacity)", ("tenacity",)),
     (
-        "HTTP (httpx, httpcore, h11, sockets, event loop)",
-        ("httpx", "httpcore", "h11", "anyio", "socket", "selectors", "asyncio", "ssl", "select", "_contextvars"),
+        "HTTP (aiohttp or httpx, sockets, event loop)",
+        (
+            *("aiohttp", "multidict", "yarl", "propcache", "httpx", "httpcore", "h11", "anyio"),
+            *("socket", "selectors", "asyncio", "ssl", "select", "_contextvars"),
+        ),
     ),
     ("our engines (request/result objects)", ("openai_policy", "server_client", "vllm_policy", "engines/base.py")),
     ("graph machinery (langgraph, langchain-core, pydantic)", ("langgraph", "langchain_core", "pydantic")),

@@ -23,6 +23,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_ttc.engines.chat_template import encode_text
 from langchain_ttc.engines.math_shepherd_format import (
     DEFAULT_BAD_TOKEN,
     DEFAULT_GOOD_TOKEN,
@@ -72,7 +73,7 @@ class MathShepherdFormat:
     def encode(self, tokenizer: Any, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
         """The input ids and, per step, the position just after its tag."""
         tag = single_token_id(tokenizer, self.step_tag, parameter="step_tag")
-        ids = list(tokenizer.encode(math_shepherd_text(problem, steps, self.step_tag), add_special_tokens=True))
+        ids = encode_text(tokenizer, math_shepherd_text(problem, steps, self.step_tag), add_special_tokens=True)
         positions = [i + 1 for i, token in enumerate(ids) if token == tag]
         if positions and positions[-1] == len(ids):
             ids.append(single_token_id(tokenizer, self.good_token, parameter="good_token"))  # a slot to read from
@@ -106,9 +107,9 @@ class RLHFlowFormat:
             conversation.append({"role": "user", "content": f"{problem} {step}" if index == 0 else step})
             conversation.append({"role": "assistant", "content": self.good_token})
             prefix = tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
-            positions.append(len(tokenizer.encode(prefix, add_special_tokens=False)) - 1)
+            positions.append(len(encode_text(tokenizer, prefix, add_special_tokens=False)) - 1)
         text = tokenizer.apply_chat_template(conversation, tokenize=False)
-        return list(tokenizer.encode(text, add_special_tokens=False)), positions
+        return encode_text(tokenizer, text, add_special_tokens=False), positions
 
 
 QWEN_STEP_TOKEN = "<extra_0>"
@@ -141,7 +142,7 @@ class QwenMathFormat:
             {"role": "assistant", "content": body},
         ]
         text = tokenizer.apply_chat_template(messages, tokenize=False)
-        ids = list(tokenizer.encode(str(text), add_special_tokens=False))
+        ids = encode_text(tokenizer, str(text), add_special_tokens=False)
         return ids, [i for i, token in enumerate(ids) if token == step_id]
 
 
