@@ -39,11 +39,18 @@ the longest (12 steps).
 Runs are resumable: every ``--save-every`` steps the model, the optimiser and the random streams are
 written to ``<out>/<name>.partial/``, and a restarted command continues from there: two runs resumed
 from the realistic PRM reproduction's state at step 13,750 logged the same losses and ended on the same
-held-out metrics as the run that went on without stopping. A rerun of a recipe need not match the
-shipped checkpoint's log, though: the PRM's reproduction (``checkpoints/arith-v3-repro``, run in later
-sessions, perhaps on other CPUs) matched it exactly through step 1,100 and drifted from 1,200 on, ending
-2.2 points of held-out step accuracy and 1.8 of AUROC below it (0.8181 and 0.9023 against 0.8399 and
-0.9203); compare checkpoints by their held-out metrics. Run (2 CPU cores: one chain per core; the PRM
+held-out metrics as the run that went on without stopping.
+
+Runs are reproducible bit for bit on x86-64 CPUs: the script pins PyTorch's and MKL's kernels to their
+AVX2 versions (:data:`PINNED_KERNELS`; it restarts itself with ``ATEN_CPU_CAPABILITY=avx2`` and
+``MKL_CBWR=AVX2`` unless they are set). An AVX-512 CPU's wider kernels round differently, and 14,000
+steps amplify that: unpinned on an AVX-512 machine the realistic PRM's recorded command logged another
+loss from step 300 on (0.6059 against 0.6061), and its first reproduction (``checkpoints/arith-v3-repro``,
+unpinned: steps 0-1,000 logged what the pinned run logs, then it was resumed in a later session,
+presumably on an AVX-512 machine) drifted from step 1,200 and ended 2.2 points of held-out step accuracy
+below the shipped checkpoint. Pinned, the
+recorded command on an AVX-512 machine reproduced the shipped checkpoint
+(``checkpoints/arith-v3-pinned``). Run (2 CPU cores: one chain per core; the PRM
 in distribution needs the large policy first)::
 
     out=langchain_ttc/arith/models

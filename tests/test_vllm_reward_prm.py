@@ -107,5 +107,5 @@ def test_unreachable_prm_server_is_retried_then_reported(qwen_prm: tuple[Path, i
     tokenizer = AutoTokenizer.from_pretrained(qwen_prm[0])
     prm = VLLMPRM.from_server(url, model="m", tokenizer=tokenizer, prm_format=QwenMathFormat(), max_retries=1,
                               backoff_s=0.01)  # fmt: skip
-    with pytest.raises(ServerError, match=rf"failed after 2 attempts \({url}\); tried: {url}/pooling: ConnectError"):
+    with pytest.raises(ServerError, match=rf"failed after 2 attempts \({url}\); tried: {url}/pooling: cannot connect"):
         prm.invoke(REQUESTS[:1])

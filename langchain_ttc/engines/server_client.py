@@ -214,6 +214,14 @@ class ServerClient:
         start = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % len(self.base_urls)
         return self.base_urls[start:] + self.base_urls[:start]
 
+    def _transport_failure(self, error: BaseException) -> str:
+        """What went wrong on the wire, in words that do not depend on the HTTP library."""
+        if isinstance(error, aiohttp.ClientConnectorError):
+            return f"cannot connect ({error.os_error})"
+        if isinstance(error, TimeoutError):
+            return f"no reply within timeout_s={self.timeout_s}"
+        return f"connection failed ({type(error).__name__}: {error})"
+
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, _Retryable) and error.retry_after is not None:
@@ -249,8 +257,9 @@ class ServerClient:
                 async with post as response:
                     status, payload = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as error:
-                tried.append(f"{url}: {type(error).__name__}: {error}")
-                raise _Retryable(url, str(error) or type(error).__name__) from error
+                reason = self._transport_failure(error)
+                tried.append(f"{url}: {reason}")
+                raise _Retryable(url, reason) from error
             if status in RETRYABLE_STATUS:
                 tried.append(f"{url}: HTTP {status}")
                 raise _Retryable(url, f"HTTP {status}", _retry_after(response.headers))
