@@ -197,7 +197,7 @@ class ServerClient:
             for old in [old for old in self._per_loop if old.is_closed()]:  # loops asyncio.run has finished
                 del self._per_loop[old]
             http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0),
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
                 timeout=aiohttp.ClientTimeout(sock_connect=self.timeout_s, sock_read=self.timeout_s),
                 headers=self.headers,
             )
@@ -305,10 +305,10 @@ class ServerClient:
 
     def _close_portal(self) -> None:
         """Close the private loop's pool at exit (that loop runs until the process ends)."""
-        session = self._per_loop.get(self._portal) if self._portal is not None else None
-        if session is not None and self._portal is not None and self._portal.is_running():
-            close = asyncio.run_coroutine_threadsafe(session.closer.aclose(), self._portal)
-            close.result(timeout=5)
+        portal = self._portal
+        session = self._per_loop.get(portal) if portal is not None else None
+        if portal is not None and session is not None and portal.is_running():
+            asyncio.run_coroutine_threadsafe(session.closer.aclose(), portal).result(timeout=5)
 
 
 async def gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
